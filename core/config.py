@@ -1,0 +1,62 @@
+"""Configuration dataclasses shared by every stage (no torch import)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """ROI memory attention (DESIGN.md, per-frame step 5).
+
+    radius:        window radius R in feature pixels; the window is (2R+1)^2 candidates.
+    roi_threshold: a memory frame at distance d > roi_threshold uses ROI localisation.
+    dilation_step: dilation of the coarse search: min(max_dilation, d // dilation_step + 1).
+    max_dilation:  upper bound of that dilation.
+    tile:          query tile side (feature pixels) of the chunked CPU implementation; each
+                   tile is matched against its (tile + 2R)^2 key neighbourhood as one matmul.
+    band_tiles:    tile rows processed at once (bounds peak memory).
+    """
+
+    radius: int = 12
+    roi_threshold: int = 15
+    dilation_step: int = 15
+    max_dilation: int = 4
+    tile: int = 8
+    band_tiles: int = 2
+
+    def dilation(self, distance: int) -> int:
+        """Coarse-search dilation for a memory frame ``distance`` frames back (ROI branch only)."""
+        return min(self.max_dilation, distance // self.dilation_step + 1)
+
+    def uses_roi(self, distance: int) -> bool:
+        """True when a memory frame this far back is matched through ROI localisation."""
+        return distance > self.roi_threshold
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Memory schedule and ring-buffer layout (DESIGN.md, per-frame step 4, "Streaming runtime").
+
+    long_term:  frame indices (relative to the anchor frame) kept for the whole stream.
+    short_term: distances back from the predicted frame t that are read (t-1, t-3, t-5).
+    ring_size:  slots of the short-term ring (the last ``ring_size`` frames).
+    """
+
+    long_term: tuple[int, ...] = (0, 5)
+    short_term: tuple[int, ...] = (1, 3, 5)
+    ring_size: int = 5
+
+    @property
+    def n_slots(self) -> int:
+        """Total slots of the bank: long-term slots first, then the ring."""
+        return len(self.long_term) + self.ring_size
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder geometry: keys have ``key_dim`` channels at 1/``stride`` of the frame size."""
+
+    key_dim: int = 64
+    stride: int = 4
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)

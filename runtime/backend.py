@@ -1,0 +1,31 @@
+"""The interface every backend implements (torch-free): encode a frame, write a slot, read the memory.
+
+Handles (keys, label distributions) are backend-native arrays: torch tensors, numpy arrays or
+device buffers; the tracker only passes them back to the same backend.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Backend(Protocol):
+    """A place where the per-frame step of DESIGN.md runs."""
+
+    name: str
+
+    def encode(self, bgr: np.ndarray) -> Any:
+        """BGR uint8 frame ``[H, W, 3]`` -> key handle ``[C, ceil(H/4), ceil(W/4)]``."""
+
+    def allocate(self, n_slots: int, key: Any, n_labels: int) -> None:
+        """(Re)allocate the bank: ``n_slots`` keys shaped like ``key`` and label maps with ``n_labels`` channels."""
+
+    def write(self, slot: int, key: Any, labels: np.ndarray) -> None:
+        """Store ``key`` and the label-channel map ``labels`` ``[h, w]`` (int, at the strided centres) in ``slot``."""
+
+    def read(self, key: Any, slots: list[int], distances: list[int]) -> Any:
+        """Label distribution handle ``[L, h, w]`` of the query ``key`` read from ``slots``."""
+
+    def decode(self, probs: Any, size: tuple[int, int]) -> np.ndarray:
+        """Bilinear upsampling (align_corners=False) to ``size`` (H, W), argmax -> channel map uint8 ``[H, W]``."""

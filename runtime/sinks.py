@@ -1,0 +1,282 @@
+"""Output sinks for the streaming runtime (torch-free).
+
+Every sink has ``write(index, bgr, ids)`` — ``index`` the source frame index, ``bgr`` the frame
+``uint8 [H, W, 3]``, ``ids`` the object ids ``uint8 [H, W]`` (0 = background) — ``close()``, and
+is a context manager, so outputs are finalised even when the loop is interrupted (Ctrl-C).
+
+No cv2 GUI function is ever called unless :func:`display_available` says a display exists;
+:class:`WindowSink` refuses to open otherwise and callers fall back to headless output.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mast.core.errors import InputError, MastError
+from mast.core.masks import colour_overlay, write_mask
+
+DEFAULT_FPS = 30.0
+
+
+class NoDisplayError(MastError):
+    """A window was asked for where no display exists (headless machine, SSH without X)."""
+
+
+def _cv2_has_gui() -> bool:
+    """True when this OpenCV build has a GUI backend (opencv-python-headless has none)."""
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "GUI":
+            return value.strip().upper() not in ("", "NONE", "NO")
+    return True
+
+
+def display_available() -> bool:
+    """True when a window can be shown: on Linux/BSD ``DISPLAY`` or ``WAYLAND_DISPLAY`` must be
+    set; and OpenCV must have been built with a GUI backend."""
+    if not (sys.platform.startswith("win") or sys.platform == "darwin"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return False
+    return _cv2_has_gui()
+
+
+def _centroids(ids: np.ndarray) -> dict[int, tuple[int, int]]:
+    """Centroid ``(x, y)`` in pixels of every object id > 0 present in ``ids`` ``[H, W]``."""
+    h, w = ids.shape
+    flat = ids.reshape(-1).astype(np.intp)
+    count = np.bincount(flat, minlength=256)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    sx = np.bincount(flat, weights=xs, minlength=256)
+    sy = np.bincount(flat, weights=ys, minlength=256)
+    return {int(k): (int(round(sx[k] / count[k])), int(round(sy[k] / count[k])))
+            for k in np.nonzero(count)[0] if k > 0}
+
+
+def _put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float) -> None:
+    """White text with a black outline at ``org`` (bottom-left, pixels), in place."""
+    thick = max(1, int(round(scale * 2)))
+    for colour, t in (((0, 0, 0), thick + 2), ((255, 255, 255), thick)):
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, t, cv2.LINE_AA)
+
+
+def draw_ids(bgr: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A copy of ``bgr`` ``[H, W, 3]`` uint8 with each object's id number written, centred, at the
+    object's centroid in ``ids`` ``[H, W]`` (the centroid of a ring-shaped object may lie outside it)."""
+    if ids.shape != bgr.shape[:2]:
+        raise ValueError(f"mask is {ids.shape[1]}x{ids.shape[0]} but frame is "
+                         f"{bgr.shape[1]}x{bgr.shape[0]}: resize the mask to the frame first")
+    out = np.ascontiguousarray(bgr, dtype=np.uint8).copy()
+    scale = max(0.4, min(bgr.shape[:2]) / 480.0)
+    for k, (x, y) in _centroids(ids).items():
+        (tw, th), _ = cv2.getTextSize(str(k), cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        _put_text(out, str(k), (x - tw // 2, y + th // 2), scale)
+    return out
+
+
+def render(bgr: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The frame with the palette colours of ``ids`` blended in (``alpha`` 0..1) and the ids drawn:
+    ``uint8 [H, W, 3]`` BGR."""
+    return draw_ids(colour_overlay(bgr, ids, alpha), ids)
+
+
+class Sink:
+    """Base class: ``write(index, bgr, ids)``, ``close()`` (idempotent), context manager."""
+
+    def write(self, index: int, bgr: np.ndarray | None, ids: np.ndarray) -> object:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finalise the output; safe to call twice."""
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _make_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and parents); InputError when that is impossible or it is not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} {path}: {exc.strerror or exc} (expected a writable "
+                         "folder): choose another output path") from exc
+    if not os.access(path, os.W_OK):
+        raise InputError(f"{what} {path} is not writable (expected a writable folder): "
+                         "choose another output path or fix its permissions")
+
+
+class MaskPngSink(Sink):
+    """One palette PNG per frame (``mast.core.masks.write_mask``) in ``directory``.
+
+    The file name is ``name_of(index) + ".png"`` — pass a source's ``frame_name`` to keep its names —
+    or the zero-padded index (``00012.png``). The folder is created at open (InputError if impossible).
+    """
+
+    def __init__(self, directory: str | Path, *, name_of: Callable[[int], str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.name_of = name_of or (lambda index: f"{index:05d}")
+        self.written = 0
+        _make_dir(self.directory, "mask folder")
+
+    def path_for(self, index: int) -> Path:
+        """Where frame ``index``'s mask goes."""
+        return self.directory / f"{self.name_of(index)}.png"
+
+    def write(self, index: int, bgr: np.ndarray | None, ids: np.ndarray) -> None:
+        """Write ``ids`` ``[H, W]`` uint8 as a palette PNG; ``bgr`` is not used (may be None)."""
+        write_mask(self.path_for(index), ids)
+        self.written += 1
+
+
+class VideoSink(Sink):
+    """An mp4 (codec ``mp4v``) of the colour overlay with object ids drawn at their centroids.
+
+    ``fps``: frames per second of the file (None or <= 0: 30). ``size``: ``(width, height)`` in
+    pixels; None takes the first frame's size. The path is checked at open — InputError before
+    any frame is processed when it cannot be written. ``close()`` always releases the writer, so
+    the file is complete and playable even after an interrupt; frames of another size are resized.
+    """
+
+    def __init__(self, path: str | Path, fps: float | None = DEFAULT_FPS,
+                 size: tuple[int, int] | None = None, *, alpha: float = 0.5) -> None:
+        self.path = Path(path)
+        self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
+        self.size = tuple(size) if size is not None else None
+        self.alpha = alpha
+        self.written = 0
+        self._writer: cv2.VideoWriter | None = None
+        if self.path.is_dir():
+            raise InputError(f"video output {self.path} is a folder (expected a file path such as "
+                             "out.mp4): add a file name")
+        _make_dir(self.path.parent, "video output folder")
+        if self.size is not None:
+            self._writer = self._open(self.size)
+        else:
+            self._open((16, 16)).release()  # probe now, reopen at the first frame
+            self.path.unlink(missing_ok=True)
+
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                 (int(size[0]), int(size[1])))
+        if not writer.isOpened():
+            writer.release()
+            raise InputError(f"cannot write video {self.path} (expected a writable .mp4/.avi path): "
+                             "choose another output path")
+        return writer
+
+    def write(self, index: int, bgr: np.ndarray, ids: np.ndarray) -> None:
+        """Append the overlay of ``ids`` ``[H, W]`` on ``bgr`` ``[H, W, 3]`` as one video frame."""
+        if self._writer is None:
+            self.size = (bgr.shape[1], bgr.shape[0])
+            self._writer = self._open(self.size)
+        frame = render(bgr, ids, self.alpha)
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+        self.written += 1
+
+    def close(self) -> None:
+        """Release the writer (finalises the file); safe to call twice."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()
+
+
+class WindowSignal(enum.Enum):
+    """What the window asks the caller to do after a frame was shown."""
+
+    CONTINUE = "continue"
+    QUIT = "quit"
+
+
+_QUIT_KEYS = (ord("q"), ord("Q"), 27)  # q, Esc
+_PAUSE_KEY = ord(" ")
+
+
+class WindowSink(Sink):
+    """An OpenCV window showing the overlay, the ids and the live frame rate.
+
+    Keys: ``q``/Esc quit, space pauses (and resumes). ``write`` returns a :class:`WindowSignal`;
+    ``quit_requested`` stays True once the user asked to quit (or closed the window).
+    Raises :class:`NoDisplayError` at open when :func:`display_available` is False; no cv2 GUI
+    function is called then.
+    """
+
+    def __init__(self, title: str = "mast", *, alpha: float = 0.5) -> None:
+        if not display_available():
+            raise NoDisplayError(f"cannot open window {title!r}: no display available (DISPLAY/"
+                                 "WAYLAND_DISPLAY unset or OpenCV built without GUI): run headless "
+                                 "and write masks or a video instead")
+        self.title = title
+        self.alpha = alpha
+        self.quit_requested = False
+        self.paused = False
+        self.fps: float | None = None  # exponential moving average of the display rate
+        self._last: float | None = None
+        self._open = True
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._last is not None and now > self._last:
+            rate = 1.0 / (now - self._last)
+            self.fps = rate if self.fps is None else 0.9 * self.fps + 0.1 * rate
+        self._last = now
+
+    def _annotate(self, frame: np.ndarray) -> np.ndarray:
+        """Write the frame rate (and "[paused]") into ``frame`` in place; returns it."""
+        text = f"{self.fps:.1f} fps" if self.fps is not None else "-- fps"
+        scale = max(0.5, min(frame.shape[:2]) / 600.0)
+        _put_text(frame, text + ("  [paused]" if self.paused else ""), (10, int(30 * scale) + 5), scale)
+        return frame
+
+    def write(self, index: int, bgr: np.ndarray, ids: np.ndarray) -> WindowSignal:
+        """Show the frame; handle keys (blocks while paused). Returns CONTINUE or QUIT."""
+        if self.quit_requested or not self._open:
+            return WindowSignal.QUIT
+        self._tick()
+        overlay = render(bgr, ids, self.alpha)
+        cv2.imshow(self.title, self._annotate(overlay.copy()))
+        self._handle_key(cv2.waitKey(1) & 0xFF)
+        if self.paused:
+            self._wait_while_paused(overlay)
+        return WindowSignal.QUIT if self.quit_requested else WindowSignal.CONTINUE
+
+    def _wait_while_paused(self, overlay: np.ndarray) -> None:
+        """Keep the window responsive until space (resume) or q/Esc (quit)."""
+        while self.paused and not self.quit_requested:
+            cv2.imshow(self.title, self._annotate(overlay.copy()))
+            self._handle_key(cv2.waitKey(50) & 0xFF)
+        self._last = time.monotonic()  # the pause does not count in the frame rate
+
+    def _handle_key(self, key: int) -> None:
+        if key in _QUIT_KEYS or self._window_closed():
+            self.quit_requested = True
+        elif key == _PAUSE_KEY:
+            self.paused = not self.paused
+
+    def _window_closed(self) -> bool:
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        """Destroy the window; safe to call twice."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass

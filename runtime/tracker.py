@@ -1,0 +1,84 @@
+"""The streaming tracker: ``start(frame, mask)``, ``step(frame) -> mask``, ``anchor(frame, mask)``.
+
+Written once for every backend (torch-free): the backend encodes and reads; this class keeps the
+label set, the slot table and the per-frame step of DESIGN.md (hard propagation).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mast.core.config import ModelConfig
+from mast.core.errors import InputError
+from mast.runtime.backend import Backend
+from mast.runtime.memory import SlotTable
+
+
+class Tracker:
+    """Follows every object of a mask through a frame stream with a fixed-size memory bank.
+
+    Masks are uint8 ``[H, W]`` object ids (0 = background). Each frame is encoded exactly once.
+    """
+
+    def __init__(self, backend: Backend, config: ModelConfig = ModelConfig()) -> None:
+        self.backend = backend
+        self.config = config
+        self.slots = SlotTable(config.memory)
+        self.ids = np.zeros(1, np.uint8)   # [L] object id of each label channel (channel 0 = background)
+        self.t = -1                        # index of the last frame seen
+        self._last_probs: Any = None       # label distribution that predicted the last frame
+
+    # -- public API ---------------------------------------------------------------------------
+    def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Begin a stream at ``frame`` with its ``mask`` (ids). Returns the mask."""
+        self.t = -1
+        self.ids = np.zeros(1, np.uint8)
+        return self.anchor(frame, mask)
+
+    def anchor(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Take ``frame`` (the next frame of the stream) with a given or corrected ``mask``: it
+        becomes the long-term anchor; new ids are added as objects. Returns the mask."""
+        self._check_mask(frame, mask)
+        self.t += 1
+        key = self.backend.encode(frame)
+        new = np.setdiff1d(np.unique(mask), self.ids)
+        if new.size or self.t == 0:
+            self.ids = np.concatenate([self.ids, new]).astype(np.uint8)
+            # a new label set changes the bank's shape: start it afresh from this anchor
+            self.backend.allocate(self.config.memory.n_slots, key, len(self.ids))
+            self.slots.reset(self.t)
+        else:
+            self.slots.anchor = self.t
+        self._store(key, mask)
+        return mask
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        """Predict the mask ``[H, W]`` (ids) of the next frame of the stream."""
+        if self.t < 0:
+            raise InputError("step() before start(): give the first frame and its mask with start()")
+        self.t += 1
+        key = self.backend.encode(frame)
+        pairs = self.slots.read_slots(self.t)
+        probs = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
+        self._last_probs = probs
+        mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
+        self._store(key, mask)
+        return mask
+
+    # -- internals ----------------------------------------------------------------------------
+    def _store(self, key: Any, mask: np.ndarray) -> None:
+        """Write frame ``self.t``'s key and label channels (strided centres) to its slots."""
+        stride = self.config.stride
+        channel = np.zeros(256, np.int64)
+        channel[self.ids] = np.arange(len(self.ids))
+        labels = channel[mask[::stride, ::stride]]
+        for slot in self.slots.write_slots(self.t):
+            self.backend.write(slot, key, labels)
+
+    def _check_mask(self, frame: np.ndarray, mask: np.ndarray) -> None:
+        if mask.shape != frame.shape[:2]:
+            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is "
+                             f"{frame.shape[1]}x{frame.shape[0]}: give a mask of the frame's size")
+        if not mask.any():
+            raise InputError("the mask has no object (all pixels are 0): draw at least one object id 1..255")
