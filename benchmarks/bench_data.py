@@ -3,8 +3,10 @@
     python benchmarks/bench_data.py [--data ../shared/data/raw-videos] [--samples 1000]
 
 Prints, for each frame size: the decode time of the whole set (frames/s, MB held), then samples/s
-of the "pair" and "memory" stages, augmentation on, in this process (``dataset[i]``) and through a
-DataLoader (batch 24, 0 and 2 workers), and with frame folders read lazily (``preload=False``).
+of the "pair" and "memory" stages, augmentation on, uint8 output: in this process (``dataset[i]``);
+through a DataLoader, batch 24 (w = num_workers; ``collate_clips`` unless "default collate"; one
+run with float32 output); and in this process with frame folders read lazily (``preload=False``).
+
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import os
 import platform
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from mast.training.data import STAGES, ClipDataset, DataConfig, load_corpus
+from mast.training.data import STAGES, ClipDataset, DataConfig, collate_clips, load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +50,11 @@ def rate(fn, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def loader_rate(dataset: ClipDataset, count: int, workers: int, batch: int = 24) -> float:
+def loader_rate(dataset: ClipDataset, count: int, workers: int, collate=collate_clips,
+                batch: int = 24) -> float:
     """Samples per second delivered by a DataLoader over ``count`` samples (worker start included)."""
-    loader = DataLoader(dataset, batch_size=batch, sampler=range(count), num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch, sampler=range(count), num_workers=workers,
+                        collate_fn=collate)
     start = time.perf_counter()
     for _ in loader:
         pass
@@ -62,20 +67,25 @@ def bench_size(data: Path, size: int, samples: int) -> None:
     corpus = load_corpus([data], config)
     seconds = time.perf_counter() - start
     print(f"\n== {size}x{size}: decoded {len(corpus)} sources, {corpus.total_frames} frames in "
-          f"{seconds:.2f} s ({corpus.total_frames / seconds:.0f} frames/s), {corpus.nbytes / 2**20:.0f} MiB held")
+          f"{seconds:.2f} s ({corpus.total_frames / seconds:.0f} frames/s), "
+          f"{corpus.nbytes / 2**20:.0f} MiB held")
     lazy_config = DataConfig(size=size, progress=False, preload=False)
     lazy = load_corpus([data], lazy_config)
     for stage in STAGES:
         ds = ClipDataset(corpus, config, stage)
         lazy_ds = ClipDataset(lazy, lazy_config, stage)
+        float_ds = ClipDataset(corpus, replace(config, as_float=True), stage)
         figures = {
             "in-process": rate(ds.__getitem__, samples),
-            "loader w=0": loader_rate(ds, samples, 0),
-            "loader w=2": loader_rate(ds, samples, 2),
+            "w=0 default collate": loader_rate(ds, samples, 0, collate=None),
+            "w=0": loader_rate(ds, samples, 0),
+            "w=2": loader_rate(ds, samples, 2),
+            "w=2 float32": loader_rate(float_ds, samples, 2),
             "lazy folders": rate(lazy_ds.__getitem__, max(samples // 4, 50)),
         }
-        line = ", ".join(f"{k} {v:7.0f}" for k, v in figures.items())
-        print(f"  {stage:6s} (T={config.clip_length(stage)}) samples/s: {line}")
+        print(f"  {stage} (T={config.clip_length(stage)}), samples/s:")
+        for name, value in figures.items():
+            print(f"    {name:22s} {value:8.0f}")
 
 
 def main() -> None:
@@ -84,7 +94,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
     args = parser.parse_args()
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; data: {args.data}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; data: {args.data}")
     warnings.simplefilter("default")
     for size in args.sizes:
         bench_size(args.data, size, args.samples)

@@ -27,7 +27,7 @@ class Tracker:
         self.slots = SlotTable(config.memory)
         self.ids = np.zeros(1, np.uint8)   # [L] object id of each label channel (channel 0 = background)
         self.t = -1                        # index of the last frame seen
-        self._last_probs: Any = None       # label distribution that predicted the last frame
+        self.last_distribution: Any = None  # backend handle [L, h, w]: what predicted the last frame
 
     # -- public API ---------------------------------------------------------------------------
     def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -53,17 +53,23 @@ class Tracker:
         self._store(key, mask)
         return mask
 
-    def step(self, frame: np.ndarray) -> np.ndarray:
-        """Predict the mask ``[H, W]`` (ids) of the next frame of the stream."""
+    def step(self, frame: np.ndarray, memory_mask: np.ndarray | None = None) -> np.ndarray:
+        """Predict the mask ``[H, W]`` (ids) of the next frame of the stream.
+
+        ``memory_mask`` (ids, optional) is stored in memory for this frame instead of the
+        prediction (teacher forcing, e.g. to replay a reference run); the prediction is returned.
+        """
         if self.t < 0:
             raise InputError("step() before start(): give the first frame and its mask with start()")
         self.t += 1
         key = self.backend.encode(frame)
         pairs = self.slots.read_slots(self.t)
         probs = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
-        self._last_probs = probs
+        self.last_distribution = probs
         mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
-        self._store(key, mask)
+        if memory_mask is not None:
+            self._check_mask(frame, memory_mask)
+        self._store(key, mask if memory_mask is None else memory_mask)
         return mask
 
     # -- internals ----------------------------------------------------------------------------

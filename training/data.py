@@ -29,7 +29,8 @@ Sampling (``ClipDataset``; the choices, with the paper sections they follow)
         I_0 / I_5 spacing), D uniform in [long_gap_min, long_gap_max] = [16, 60], clipped to the
         video. D > 15 so that the oldest reference always goes through ROI localisation
         (Sec. 3.3.2: dilation ceil(d/15), used for distant frames; DESIGN: d > 15) and D up to 60
-        covers every dilation 2..4 the tracker uses;
+        covers every dilation 2..4 the tracker uses; the second one (D - 5, 11..55) falls on either
+        side of 15, as frame 5 does at inference;
       * short-term: ``n_short`` (3) distinct distances drawn from [short_gap_min, short_gap_max] =
         [1, 5], the range of the inference schedule (t-1, t-3, t-5 is one of the draws); random
         rather than fixed because the paper finds the exact choice of frames matters little while
@@ -39,15 +40,25 @@ Sampling (``ClipDataset``; the choices, with the paper sections they follow)
 
 Augmentation (``augment=True``; one draw per sample, applied identically to all its frames)
     horizontal flip (p = 0.5), crop of side fraction in [crop_scale_min, 1] resized back to
-    ``size`` (bilinear), brightness gain in [1 - brightness, 1 + brightness].
+    ``size`` (bilinear), brightness gain in [1 - brightness, 1 + brightness] (rounded, saturated).
 
-Output of ``ClipDataset[i]`` (a dict; the default ``DataLoader`` collation stacks it)
-    ``frames``        float32 tensor [T, 3, S, S], BGR, values in [0, 1] (the Lab transform is the
-                      model's); T = 2 (pair) or n_long + n_short + 1 (memory); target last.
+Output of ``ClipDataset[i]`` (a dict; batch it with ``DataLoader(..., collate_fn=collate_clips)``)
+    ``frames``        uint8 tensor [T, 3, S, S], BGR, channels first; T = 2 (pair) or
+                      n_long + n_short + 1 (memory); target last. The trainer converts with
+                      ``frames.float() / 255`` (on the GPU when it has one) and then to Lab (model
+                      code). uint8 because a DataLoader moves 4x fewer bytes: measured 3x more
+                      samples/s through a DataLoader than float32 here; ``as_float=True`` gives
+                      float32 in [0, 1] instead (exactly the uint8 values / 255).
     ``distances``     int64 [T - 1]: target index - reference index, in source frames (>= 1).
     ``frame_indices`` int64 [T]: indices of the frames in their source.
     ``video``         int64 scalar: index into ``corpus.names``.
-    Sample i depends only on (config.seed, i) and the corpus, not on the worker or call order.
+    Sample i depends only on (config, i) and the corpus, not on the worker or call order.
+
+Typical use (both stages share one decoded corpus)
+    corpus = load_corpus(paths, config)
+    pairs, clips = ClipDataset(corpus, config, "pair"), ClipDataset(corpus, config, "memory")
+    loader = DataLoader(pairs, batch_size=24, sampler=range(first_sample, last_sample),
+                        num_workers=2, collate_fn=collate_clips)
 """
 from __future__ import annotations
 
@@ -101,6 +112,7 @@ class DataConfig:
     preload:         decode frame folders into memory (True) or read them per sample (False).
     decode_threads:  threads decoding sources in parallel; None = min(4, CPU count).
     progress:        show a progress bar while decoding.
+    as_float:        samples' frames as float32 in [0, 1] instead of uint8 (same values / 255).
     """
 
     size: int = 256
@@ -123,6 +135,7 @@ class DataConfig:
     preload: bool = True
     decode_threads: int | None = None
     progress: bool = True
+    as_float: bool = False
 
     def __post_init__(self) -> None:
         for problem in _config_problems(self):
@@ -150,11 +163,13 @@ def _config_problems(c: DataConfig) -> Iterator[str]:
                "gaps >= 1; widen it or lower n_short")
     if c.long_spacing < 1 or c.long_gap_max < c.long_gap_min:
         yield f"long_spacing={c.long_spacing}, long range [{c.long_gap_min}, {c.long_gap_max}] invalid"
-    if c.long_gap_min - (c.n_long - 1) * c.long_spacing <= c.short_gap_max:
-        yield ("long-term references must be older than short-term ones: raise long_gap_min above "
-               f"short_gap_max + (n_long-1)*long_spacing = {c.short_gap_max + (c.n_long - 1) * c.long_spacing}")
+    newest_long = c.long_gap_min - (c.n_long - 1) * c.long_spacing
+    if newest_long <= c.short_gap_max:
+        yield ("long-term references must be older than short-term ones: raise long_gap_min by "
+               f"{c.short_gap_max + 1 - newest_long} or lower short_gap_max / long_spacing")
     if not 0 < c.crop_scale_min <= 1 or not 0 <= c.brightness < 1:
-        yield f"crop_scale_min={c.crop_scale_min} (expected (0, 1]), brightness={c.brightness} (expected [0, 1))"
+        yield (f"crop_scale_min={c.crop_scale_min} (expected (0, 1]), "
+               f"brightness={c.brightness} (expected [0, 1))")
     if c.seed < 0 or c.epoch_length < 1:
         yield f"seed={c.seed}, epoch_length={c.epoch_length}; expected seed >= 0, epoch_length >= 1"
     if c.max_frames_per_video is not None and c.max_frames_per_video < 2:
@@ -188,14 +203,14 @@ def natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def discover_sources(paths: Sequence[PathLike]) -> list[VideoSource]:
+def discover_sources(paths: Sequence[PathLike] | PathLike) -> list[VideoSource]:
     """Video files and frame folders under ``paths`` (files, frame folders, or folders of those).
 
     Folders are searched ``MAX_SCAN_DEPTH`` levels down; hidden entries are ignored. Raises
     InputError for a missing path, a file that is not a video, or when nothing is found.
     """
     found: dict[Path, VideoSource] = {}
-    for given in paths:
+    for given in _as_list(paths):
         path = Path(given).expanduser()
         for source in _sources_at(path):
             found.setdefault(source.path.resolve(), source)
@@ -220,8 +235,15 @@ def _sources_at(path: Path) -> list[VideoSource]:
 
 def _scan_dir(folder: Path, depth: int) -> list[VideoSource]:
     """Sources in ``folder`` (its frames as one source, its videos) and in subfolders below it."""
-    entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")),
-                     key=lambda e: natural_key(e.name))
+    try:
+        entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")),
+                         key=lambda e: natural_key(e.name))
+    except OSError as err:
+        if depth == 0:
+            raise InputError(f"cannot list {folder} ({err.strerror}): expected a readable folder of "
+                             "videos or frames; check its permissions") from err
+        _skip(folder, f"cannot list the folder ({err.strerror})", 4)
+        return []
     files = [e for e in entries if e.is_file()]
     images = tuple(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
     sources = [VideoSource(folder, images)] if images else []
@@ -232,8 +254,13 @@ def _scan_dir(folder: Path, depth: int) -> list[VideoSource]:
     return sources
 
 
+def _as_list(paths: Sequence[PathLike] | PathLike) -> list[PathLike]:
+    """Accept one path as well as a sequence of paths."""
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
 def _names(paths: Sequence[PathLike]) -> str:
-    return ", ".join(str(p) for p in paths) or "(no path given)"
+    return ", ".join(str(p) for p in _as_list(paths)) or "(no path given)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,12 +381,14 @@ class VideoCorpus:
         return sum(s.frames.nbytes for s in self.stores if isinstance(s, ArrayFrames))
 
 
-def load_corpus(paths: Sequence[PathLike], config: DataConfig = DataConfig()) -> VideoCorpus:
+def load_corpus(paths: Sequence[PathLike] | PathLike,
+                config: DataConfig = DataConfig()) -> VideoCorpus:
     """Discover and decode every source under ``paths`` at ``config.size``.
 
     Sources that are corrupt, unreadable or have fewer than 2 frames are skipped with one
     SkippedVideoWarning each; InputError when no usable source remains.
     """
+    paths = _as_list(paths)
     sources = discover_sources(paths)
     stores, names = [], []
     for source, result in zip(sources, _decode_all(sources, config)):
@@ -426,9 +455,10 @@ def _skip(path: Path | str, reason: str, stacklevel: int = 3) -> None:
 class ClipDataset(Dataset):
     """Map-style dataset of training samples (see the module docstring for the sampling rules).
 
-    ``dataset[i]`` -> {"frames": float32 [T, 3, S, S] BGR in [0, 1], "distances": int64 [T-1],
-    "frame_indices": int64 [T], "video": int64 []}; any i >= 0 is valid (``len`` is
-    ``config.epoch_length``), so a resumed run continues with ``sampler=range(start, stop)``.
+    ``dataset[i]`` -> {"frames": uint8 [T, 3, S, S] BGR (float32 in [0, 1] if ``config.as_float``),
+    "distances": int64 [T-1], "frame_indices": int64 [T], "video": int64 []}; any i >= 0 is valid
+    (``len`` is ``config.epoch_length``), so a resumed run continues with
+    ``sampler=range(start, stop)``.
     Sources with fewer than ``config.min_frames(stage)`` frames are skipped with one warning each.
     Videos are drawn with probability proportional to their frame count.
     """
@@ -464,7 +494,7 @@ class ClipDataset(Dataset):
         frames = self.corpus.stores[video].get(indices)
         target = indices[-1]
         return {
-            "frames": augment_clip(frames, self._rng(index, 1), self.config),
+            "frames": to_tensor(augment_clip(frames, self._rng(index, 1), self.config), self.config.as_float),
             "distances": torch.as_tensor(target - indices[:-1], dtype=torch.int64),
             "frame_indices": torch.as_tensor(indices, dtype=torch.int64),
             "video": torch.tensor(video, dtype=torch.int64),
@@ -485,7 +515,17 @@ class ClipDataset(Dataset):
         return np.random.default_rng([self.config.seed, int(index), stream])
 
 
-def build_dataset(paths: Sequence[PathLike], config: DataConfig = DataConfig(),
+def collate_clips(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch (leading dim B) with numpy, not torch ops.
+
+    Same result as the default DataLoader collation, but it never enters torch's OpenMP thread
+    pool: on the 2-core dev machine, OpenMP threads spinning after each torch op starved the
+    sampling code running in the same process (DataLoader ``num_workers=0``) by ~20x.
+    """
+    return {key: torch.from_numpy(np.stack([s[key].numpy() for s in samples])) for key in samples[0]}
+
+
+def build_dataset(paths: Sequence[PathLike] | PathLike, config: DataConfig = DataConfig(),
                   stage: str = "pair") -> ClipDataset:
     """``load_corpus`` + ``ClipDataset`` in one call (reuse the corpus to build the other stage)."""
     return ClipDataset(load_corpus(paths, config), config, stage)
@@ -517,8 +557,8 @@ def sample_memory_clip(rng: np.random.Generator, n: int, config: DataConfig) -> 
 # Augmentation
 
 
-def augment_clip(frames: np.ndarray, rng: np.random.Generator, config: DataConfig) -> torch.Tensor:
-    """uint8 BGR [T, S, S, 3] -> float32 [T, 3, S, S] in [0, 1], one augmentation for all frames.
+def augment_clip(frames: np.ndarray, rng: np.random.Generator, config: DataConfig) -> np.ndarray:
+    """uint8 BGR [T, S, S, 3] -> uint8 BGR [T, S, S, 3], one augmentation draw for all frames.
 
     The same random numbers are drawn whatever the flags, so toggling one augmentation does not
     change the others' draws.
@@ -526,17 +566,35 @@ def augment_clip(frames: np.ndarray, rng: np.random.Generator, config: DataConfi
     flip, x0, y0 = rng.random(3)
     scale = rng.uniform(config.crop_scale_min, 1.0)
     gain = rng.uniform(1.0 - config.brightness, 1.0 + config.brightness)
-    if config.augment:
-        frames = _crop_resize(frames, scale, x0, y0)
-        if config.flip and flip < 0.5:
-            frames = frames[:, :, ::-1]
-    # numpy, not torch ops: torch's intra-op threads made this 30x slower in the main process
-    scale_to_unit = (gain if config.augment else 1.0) / 255.0
-    out = frames.transpose(0, 3, 1, 2).astype(np.float32, order="C")
-    out *= np.float32(scale_to_unit)
-    if scale_to_unit > 1.0 / 255.0:
-        np.clip(out, 0.0, 1.0, out=out)
+    if not config.augment:
+        return frames
+    frames = _crop_resize(frames, scale, x0, y0)
+    if config.flip and flip < 0.5:
+        frames = frames[:, :, ::-1]
+    if config.brightness > 0:
+        frames = _brighten(frames, gain)
+    return frames
+
+
+def to_tensor(frames: np.ndarray, as_float: bool = False) -> torch.Tensor:
+    """uint8 BGR [T, S, S, 3] -> [T, 3, S, S]: uint8, or float32 in [0, 1] when ``as_float``.
+
+    Done in numpy: torch's intra-op threads made the float conversion ~30x slower in the main
+    process on the 2-core dev machine.
+    """
+    chw = frames.transpose(0, 3, 1, 2)
+    if not as_float:
+        return torch.from_numpy(np.ascontiguousarray(chw))
+    out = chw.astype(np.float32, order="C")
+    out /= np.float32(255.0)  # division, so values equal ``uint8_tensor.float() / 255`` exactly
     return torch.from_numpy(out)
+
+
+def _brighten(frames: np.ndarray, gain: float) -> np.ndarray:
+    """Multiply uint8 frames [T, S, S, 3] by ``gain`` (rounded, saturated) through one lookup table."""
+    lut = np.clip(np.arange(256) * gain + 0.5, 0, 255).astype(np.uint8)
+    t, h, w, c = frames.shape
+    return cv2.LUT(np.ascontiguousarray(frames).reshape(t * h, w, c), lut).reshape(t, h, w, c)
 
 
 def _crop_resize(frames: np.ndarray, scale: float, x0: float, y0: float) -> np.ndarray:

@@ -18,6 +18,7 @@ from mast.training.data import (
     DataConfigError,
     SkippedVideoWarning,
     build_dataset,
+    collate_clips,
     discover_sources,
     load_corpus,
 )
@@ -65,7 +66,7 @@ def load_recording(paths, config):
 
 def levels(sample: dict) -> np.ndarray:
     """Frame index encoded in each frame of an unaugmented sample."""
-    return np.round(sample["frames"].mean(dim=(1, 2, 3)).numpy() * 255 / LEVEL).astype(int)
+    return np.round(sample["frames"].double().mean(dim=(1, 2, 3)).numpy() / LEVEL).astype(int)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_pair_gaps_within_range_and_indices_inside_video(video30):
         gaps.append(idx[1] - idx[0])
     assert set(gaps) == set(range(2, 9))
     sample = ds[3]
-    assert sample["frames"].shape == (2, 3, SIZE, SIZE) and sample["frames"].dtype == torch.float32
+    assert sample["frames"].shape == (2, 3, SIZE, SIZE) and sample["frames"].dtype == torch.uint8
     assert sample["distances"].tolist() == [int(sample["frame_indices"][1] - sample["frame_indices"][0])]
 
 
@@ -133,10 +134,19 @@ def test_augmentation_is_consistent_across_the_sample(tmp_path):
     changed = 0
     for i in range(20):
         frames = ds[i]["frames"]
-        assert frames.min() >= 0 and frames.max() <= 1
         assert all(torch.equal(frames[0], f) for f in frames[1:])
         changed += not torch.allclose(frames[0], plain)
     assert changed > 0
+
+
+def test_float_output_is_uint8_over_255(video30):
+    as_u8, as_f32 = cfg(brightness=0.3), cfg(brightness=0.3, as_float=True)
+    corpus = load_corpus([video30], as_u8)
+    for i in range(3):
+        a, b = ClipDataset(corpus, as_u8, "memory")[i], ClipDataset(corpus, as_f32, "memory")[i]
+        assert a["frames"].dtype == torch.uint8 and b["frames"].dtype == torch.float32
+        assert torch.equal(a["frames"].float() / 255, b["frames"])
+        assert 0 <= b["frames"].min() and b["frames"].max() <= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,7 +239,7 @@ def test_lazy_frame_folders_match_preloaded(tmp_path):
 
 
 def test_max_frames_per_video_caps_memory(video30):
-    corpus = load_corpus([video30], cfg(max_frames_per_video=20))
+    corpus = load_corpus(str(video30), cfg(max_frames_per_video=20))  # one path, not a list
     assert corpus.total_frames == 20 and corpus.nbytes == 20 * SIZE * SIZE * 3
 
 
@@ -256,13 +266,14 @@ def test_dataloader_workers_do_not_change_samples(video30):
     ds = ClipDataset(load_corpus([video30], config), config, "pair")
     sampler = range(40, 52)  # a resumed run starts its sampler where it stopped
     batches = {}
-    for workers in (0, 2):
-        loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers)
-        batches[workers] = list(loader)
-    assert len(batches[0]) == 3
-    for a, b in zip(batches[0], batches[2]):
-        assert a["frames"].shape == (4, 2, 3, SIZE, SIZE)
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    for workers, collate in ((0, None), (0, collate_clips), (2, collate_clips)):
+        loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers, collate_fn=collate)
+        batches[workers, collate] = list(loader)
+    reference = batches[0, None]
+    assert len(reference) == 3 and reference[0]["frames"].shape == (4, 2, 3, SIZE, SIZE)
+    for other in batches.values():
+        for a, b in zip(reference, other):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --------------------------------------------------------------------------------------------
