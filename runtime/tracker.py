@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from mast.core.config import ModelConfig
@@ -19,11 +20,16 @@ class Tracker:
     """Follows every object of a mask through a frame stream with a fixed-size memory bank.
 
     Masks are uint8 ``[H, W]`` object ids (0 = background). Each frame is encoded exactly once.
+    ``size`` (H, W), or the backend's ``input_size`` when it has a fixed one: frames are resized
+    to it (area interpolation), given masks too (nearest), and predicted masks back to the
+    frame's own size (nearest). None: work at each frame's own size.
     """
 
-    def __init__(self, backend: Backend, config: ModelConfig = ModelConfig()) -> None:
+    def __init__(self, backend: Backend, config: ModelConfig = ModelConfig(),
+                 size: tuple[int, int] | None = None) -> None:
         self.backend = backend
         self.config = config
+        self.size = size or getattr(backend, "input_size", None)
         self.slots = SlotTable(config.memory)
         self.ids = np.zeros(1, np.uint8)   # [L] object id of each label channel (channel 0 = background)
         self.t = -1                        # index of the last frame seen
@@ -40,6 +46,8 @@ class Tracker:
         """Take ``frame`` (the next frame of the stream) with a given or corrected ``mask``: it
         becomes the long-term anchor; new ids are added as objects. Returns the mask."""
         self._check_mask(frame, mask)
+        given = mask
+        frame, mask = self._to_work_size(frame), self._to_work_size(mask, nearest=True)
         self.t += 1
         key = self.backend.encode(frame)
         new = np.setdiff1d(np.unique(mask), self.ids)
@@ -51,7 +59,7 @@ class Tracker:
         else:
             self.slots.anchor = self.t
         self._store(key, mask)
-        return mask
+        return given
 
     def step(self, frame: np.ndarray, memory_mask: np.ndarray | None = None) -> np.ndarray:
         """Predict the mask ``[H, W]`` (ids) of the next frame of the stream.
@@ -61,15 +69,20 @@ class Tracker:
         """
         if self.t < 0:
             raise InputError("step() before start(): give the first frame and its mask with start()")
+        if memory_mask is not None:
+            self._check_mask(frame, memory_mask)
+            memory_mask = self._to_work_size(memory_mask, nearest=True)
+        full = frame.shape[:2]
+        frame = self._to_work_size(frame)
         self.t += 1
         key = self.backend.encode(frame)
         pairs = self.slots.read_slots(self.t)
         probs = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
         self.last_distribution = probs
         mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
-        if memory_mask is not None:
-            self._check_mask(frame, memory_mask)
         self._store(key, mask if memory_mask is None else memory_mask)
+        if mask.shape != full:
+            mask = cv2.resize(mask, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
         return mask
 
     # -- internals ----------------------------------------------------------------------------
@@ -81,6 +94,13 @@ class Tracker:
         labels = channel[mask[::stride, ::stride]]
         for slot in self.slots.write_slots(self.t):
             self.backend.write(slot, key, labels)
+
+    def _to_work_size(self, image: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """``image`` resized to the working size (area for frames, nearest for masks)."""
+        if self.size is None or image.shape[:2] == tuple(self.size):
+            return image
+        h, w = self.size
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
     def _check_mask(self, frame: np.ndarray, mask: np.ndarray) -> None:
         if mask.shape != frame.shape[:2]:
