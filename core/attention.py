@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch.nn import functional as F
@@ -73,16 +74,21 @@ class _Tiles:
         return (ty * self.t).reshape(-1), (tx * self.t).reshape(-1)
 
     def window_mask(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Over (pixel in tile, cell of the ``(t+2r)^2`` neighbourhood): additive mask (0 inside
-        the pixel's window, -inf outside) and the cell's offset dy, dx from the pixel; ``[t*t, (t+2r)^2]``."""
-        t, s = self.t, self.t + 2 * self.r
-        iy, ix = _grid(t, device)
-        ay, ax = _grid(s, device)
-        dy = ay.reshape(1, -1) - iy.reshape(-1, 1) - self.r
-        dx = ax.reshape(1, -1) - ix.reshape(-1, 1) - self.r
-        inside = (dy.abs() <= self.r) & (dx.abs() <= self.r)
-        bias = torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
-        return bias, dy.float(), dx.float()
+        """Over (pixel in tile, cell of the ``(t+2r)^2`` neighbourhood), each ``[t*t, (t+2r)^2]``:
+        additive mask (0 inside the pixel's window, -inf outside) and the cell's offset dy, dx."""
+        return _window_mask(self.t, self.r, str(device))
+
+
+@lru_cache(maxsize=16)
+def _window_mask(t: int, r: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = t + 2 * r
+    iy, ix = _grid(t, torch.device(device))
+    ay, ax = _grid(s, torch.device(device))
+    dy = ay.reshape(1, -1) - iy.reshape(-1, 1) - r
+    dx = ax.reshape(1, -1) - ix.reshape(-1, 1) - r
+    inside = (dy.abs() <= r) & (dx.abs() <= r)
+    bias = torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
+    return bias, dy.float(), dx.float()
 
 
 def _grid(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,10 +100,20 @@ class _PaddedMap:
     """A map ``[C, h, w]`` zero padded by ``pad`` and laid out channels-last ``[(h+2p)(w+2p), C]``,
     from which square neighbourhoods are gathered."""
 
-    def __init__(self, x: torch.Tensor, pad: int) -> None:
+    def __init__(self, x: torch.Tensor, pad: int, ones: bool = False) -> None:
         self.pad = pad
         self.width = x.shape[2] + 2 * pad
         self.rows = F.pad(x, (pad, pad, pad, pad)).flatten(1).t().contiguous()
+        if ones:  # append a channel of ones, padding included: its weighted sum is the softmax denominator
+            self.rows = torch.cat([self.rows, self.rows.new_ones(self.rows.shape[0], 1)], 1)
+
+    def tile_squares(self, top: int, left: int, rows: int, cols: int, step: int, side: int) -> torch.Tensor:
+        """``[rows*cols, side^2, C]``: squares on a regular grid, the first with top-left corner
+        (top, left) (unpadded pixel coordinates), the others ``step`` apart (a strided copy)."""
+        c, wp = self.rows.shape[1], self.width
+        start = ((top + self.pad) * wp + left + self.pad) * c
+        view = self.rows.as_strided((rows, cols, side, side, c), (step * wp * c, step * c, wp * c, c, 1), start)
+        return view.reshape(rows * cols, side * side, c)
 
     def squares(self, top: torch.Tensor, left: torch.Tensor, side: int) -> torch.Tensor:
         """``[n, side^2, C]``: the squares whose top-left corners are (top, left) ``[n]`` in
@@ -108,11 +124,16 @@ class _PaddedMap:
         return self.rows[start[:, None] + cells[None]]
 
 
-def _local_scores(q: torch.Tensor, key: _PaddedMap, top, left, tiles: _Tiles, bias) -> torch.Tensor:
+def _local_squares(x: _PaddedMap, tiles: _Tiles, ty0: int, ty1: int) -> torch.Tensor:
+    """The ``(t+2r)^2`` neighbourhoods of the tiles of rows [ty0, ty1): ``[nt, (t+2r)^2, C]``."""
+    t, r = tiles.t, tiles.r
+    return x.tile_squares(ty0 * t - r, -r, ty1 - ty0, tiles.ntx, t, t + 2 * r)
+
+
+def _local_scores(q: torch.Tensor, key: _PaddedMap, tiles: _Tiles, ty0: int, ty1: int, bias) -> torch.Tensor:
     """Restricted-window scores of tile queries ``q`` ``[nt, tt, C]``: ``[nt, tt, (t+2r)^2]``
     (-inf outside each pixel's window)."""
-    nb = key.squares(top - tiles.r, left - tiles.r, tiles.t + 2 * tiles.r)
-    return torch.baddbmm(bias.to(q.dtype), q, nb.transpose(1, 2))
+    return torch.baddbmm(bias.to(q.dtype), q, _local_squares(key, tiles, ty0, ty1).transpose(1, 2))
 
 
 def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: AttentionConfig) -> torch.Tensor:
@@ -125,10 +146,10 @@ def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: Att
             q, k = query[:, ry::gamma, rx::gamma], key[:, ry::gamma, rx::gamma]
             tiles = _Tiles(q.shape[1], q.shape[2], cfg.tile, cfg.radius)
             bias, dy, dx = tiles.window_mask(query.device)
+            dy, dx = dy.to(query.dtype), dx.to(query.dtype)
             q_pad, k_map = tiles.pad_query(q), _PaddedMap(k, cfg.radius + cfg.tile)
             for ty0, ty1 in tiles.bands(cfg.band_tiles):
-                top, left = tiles.origins(ty0, ty1, query.device)
-                prob = torch.softmax(_local_scores(tiles.query(q_pad, ty0, ty1), k_map, top, left, tiles, bias), -1)
+                prob = torch.softmax(_local_scores(tiles.query(q_pad, ty0, ty1), k_map, tiles, ty0, ty1, bias), -1)
                 o = torch.stack([(prob * dy).sum(-1), (prob * dx).sum(-1)], -1) * gamma  # [nt, tt, 2]
                 rows = slice(ry + ty0 * cfg.tile * gamma, ry + ty1 * cfg.tile * gamma, gamma)
                 offsets[:, rows, rx::gamma] = tiles.untile(o, ty0, ty1)
@@ -146,7 +167,7 @@ class _RoiFrame:
         self.base = tiles.pad_query(base).long()                      # [2, Hq, Wq] floor(o_p)
         # a tile's square spans its pixels' window bases (each within +-max|base|) plus the window
         pad = 2 * int(base.abs().max().item()) + r + t + 2
-        self.keys, self.values = _PaddedMap(key, pad), _PaddedMap(value, pad)
+        self.keys, self.values = _PaddedMap(key, pad), _PaddedMap(value, pad, ones=True)
         iy, ix = _grid(t, key.device)
         self.pix = (iy.reshape(-1), ix.reshape(-1))                   # pixel position in its tile
         ay, ax = _grid(2 * r + 2, key.device)
@@ -219,9 +240,9 @@ def roi_memory_attention(
             roi.append(_RoiFrame(k, v, _coarse_offsets(query, k, cfg.dilation(d), cfg), tiles))
         else:
             pad = cfg.radius + cfg.tile
-            local.append((_PaddedMap(k, pad), _PaddedMap(v, pad)))
+            local.append((_PaddedMap(k, pad), _PaddedMap(v, pad, ones=True)))
     q_pad = tiles.pad_query(query)
-    out = query.new_empty(values[0].shape[0], h, w)
+    out = query.new_empty(values[0].shape[0], h, w)  # [L, h, w]
     for ty0, ty1 in tiles.bands(cfg.band_tiles):
         band = _read_band(tiles.query(q_pad, ty0, ty1), tiles, ty0, ty1, bias, local, roi)
         out[:, ty0 * cfg.tile: min(h, ty1 * cfg.tile)] = tiles.untile(band, ty0, ty1)
@@ -230,17 +251,17 @@ def roi_memory_attention(
 
 def _read_band(q: torch.Tensor, tiles: _Tiles, ty0: int, ty1: int, bias, local, roi) -> torch.Tensor:
     """Joint-softmax read for tile queries ``q`` ``[nt, tt, C]`` of rows [ty0, ty1): ``[nt, tt, L]``."""
-    top, left = tiles.origins(ty0, ty1, q.device)
-    scores = [_local_scores(q, k, top, left, tiles, bias) for k, _ in local]
+    scores = [_local_scores(q, k, tiles, ty0, ty1, bias) for k, _ in local]
     roi_parts = [frame.scores(q, ty0, ty1) for frame in roi]
     peak = torch.stack([s.amax(-1) for s in scores] + [s.amax(-1) for s, _ in roi_parts]).amax(0)[..., None]
-    total, acc = 0, 0
+    acc = 0  # [nt, tt, L + 1]: weighted values, and in the last column the softmax denominator
     for s, (_, v) in zip(scores, local):
-        e = torch.exp(s - peak)
-        total = total + e.sum(-1)
-        acc = acc + torch.bmm(e, v.squares(top - tiles.r, left - tiles.r, tiles.t + 2 * tiles.r))
+        acc = acc + torch.bmm(_exp_shifted(s, peak), _local_squares(v, tiles, ty0, ty1))
     for frame, (s, state) in zip(roi, roi_parts):
-        e = torch.exp(s - peak)
-        total = total + e.sum(-1)
-        acc = acc + frame.aggregate(e, state)
-    return acc / total[..., None]
+        acc = acc + frame.aggregate(_exp_shifted(s, peak), state)
+    return acc[..., :-1] / acc[..., -1:]
+
+
+def _exp_shifted(s: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """exp(s - peak), in place unless autograd needs ``s``."""
+    return torch.exp(s - peak) if s.requires_grad else s.sub_(peak).exp_()

@@ -5,6 +5,8 @@ label set, the slot table and the per-frame step of DESIGN.md (hard propagation)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import cv2
@@ -15,6 +17,10 @@ from mast.core.errors import InputError
 from mast.runtime.backend import Backend
 from mast.runtime.memory import SlotTable
 
+StageTimer = Callable[[str], AbstractContextManager[Any]]
+"""Timing hook: called with a stage name ("preprocess", "encoder", "attention", "postprocess"),
+returns a context manager wrapped around that stage of ``step`` (e.g. ``mast.runtime.bench``)."""
+
 
 class Tracker:
     """Follows every object of a mask through a frame stream with a fixed-size memory bank.
@@ -23,11 +29,13 @@ class Tracker:
     ``size`` (H, W), or the backend's ``input_size`` when it has a fixed one: frames are resized
     to it (area interpolation), given masks too (nearest), and predicted masks back to the
     frame's own size (nearest). None: work at each frame's own size.
+    ``timer`` (optional :data:`StageTimer`) times the stages of ``step``; it changes no result.
     """
 
     def __init__(self, backend: Backend, config: ModelConfig = ModelConfig(),
-                 size: tuple[int, int] | None = None) -> None:
+                 size: tuple[int, int] | None = None, timer: StageTimer | None = None) -> None:
         self.backend = backend
+        self.timer = timer
         self.config = config
         self.size = size or getattr(backend, "input_size", None)
         self.slots = SlotTable(config.memory)
@@ -73,19 +81,27 @@ class Tracker:
             self._check_mask(frame, memory_mask)
             memory_mask = self._to_work_size(memory_mask, nearest=True)
         full = frame.shape[:2]
-        frame = self._to_work_size(frame)
+        with self._stage("preprocess"):
+            frame = self._to_work_size(frame)
         self.t += 1
-        key = self.backend.encode(frame)
-        pairs = self.slots.read_slots(self.t)
-        probs = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
+        with self._stage("encoder"):
+            key = self.backend.encode(frame)
+        with self._stage("attention"):
+            pairs = self.slots.read_slots(self.t)
+            probs = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
         self.last_distribution = probs
-        mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
-        self._store(key, mask if memory_mask is None else memory_mask)
-        if mask.shape != full:
-            mask = cv2.resize(mask, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
+        with self._stage("postprocess"):
+            mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
+            self._store(key, mask if memory_mask is None else memory_mask)
+            if mask.shape != full:
+                mask = cv2.resize(mask, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
         return mask
 
     # -- internals ----------------------------------------------------------------------------
+    def _stage(self, name: str) -> AbstractContextManager[Any]:
+        """The timer's context for stage ``name`` (a no-op without a timer)."""
+        return self.timer(name) if self.timer is not None else nullcontext()
+
     def _store(self, key: Any, mask: np.ndarray) -> None:
         """Write frame ``self.t``'s key and label channels (strided centres) to its slots."""
         stride = self.config.stride

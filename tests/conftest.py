@@ -1,6 +1,7 @@
 """Shared fixtures: where the real data lives (``../shared`` beside the repository, or $MAST_SHARED)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -32,4 +33,19 @@ def parity_dir(shared_dir: Path) -> Path:
     path = shared_dir / "parity"
     if not (path / "reference").is_dir():
         pytest.skip(f"parity fixture not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def parity_weights(parity_dir: Path, tmp_path_factory) -> Path:
+    """Official-format weights made by the parity fixture's own script (deterministic, a colour
+    similarity kernel: they track real clips, unlike random weights)."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("make_parity_weights", parity_dir / "make_parity_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state, _ = module.make()
+    path = tmp_path_factory.mktemp("parity") / "weights.pt"
+    torch.save({"state_dict": state}, path)
     return path

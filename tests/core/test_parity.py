@@ -1,7 +1,6 @@
 """Exactness against the published MAST code (../shared/parity): masks and one-step distributions."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -15,18 +14,6 @@ from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 
 SEQUENCES = ("blackswan", "dog")
-
-
-@pytest.fixture(scope="module")
-def parity_weights(parity_dir: Path, tmp_path_factory) -> Path:
-    """The official-format weights, made by the fixture's own script (deterministic)."""
-    spec = importlib.util.spec_from_file_location("make_parity_weights", parity_dir / "make_parity_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    state, _ = module.make()
-    path = tmp_path_factory.mktemp("parity") / "weights.pt"
-    torch.save({"state_dict": state}, path)
-    return path
 
 
 def _frames(parity_dir: Path, seq: str) -> list[np.ndarray]:

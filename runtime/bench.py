@@ -1,0 +1,378 @@
+"""``mast-bench``: per-stage latency and throughput of the streaming tracker.
+
+::
+
+    mast-bench [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda] [--model PATH]
+               [--size HxW] [--frames N] [--warmup W] [--clip DIR|FILE --mask PNG] [--json OUT]
+
+Plays a clip (default: the bundled demo clip) as an endless stream — a frame folder back and forth
+(0..n-1, n-2..0, 1..), so the motion stays continuous; a video from the start again at its end —
+tracks W warm-up frames, then times N frames. Stages, per frame, in milliseconds:
+
+- ``decode``: reading the next frame (JPEG/video decoding);
+- ``preprocess``: resize to the working size, and (torch backend) BGR -> normalised Lab + upload;
+- ``encoder``: the key encoder (onnxruntime/tensorrt: the Lab transform is inside the graph, so it
+  is counted here);
+- ``attention``: the ROI memory read (all memory frames);
+- ``postprocess``: upsampling + argmax, object-id mapping, the bank write, resize back to the frame.
+
+``total`` is the wall time of a whole frame; the table gives the median and the 95th percentile of
+each and the fps of the median total (and the mean fps over the N frames). Stages are timed through
+the tracker's ``timer`` hook (no result changes); on CUDA each stage ends with a device sync.
+Peak memory: the process's peak RSS, and with torch on CUDA the peak allocated GPU memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mast.core.errors import InputError, MastError
+from mast.runtime import factory
+from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, conform_mask, load_mask, parse_size
+from mast.runtime.sources import IMAGE_SUFFIXES
+
+STAGES = ("decode", "preprocess", "encoder", "attention", "postprocess")
+
+
+# -- timing ----------------------------------------------------------------------------------------
+class StageClock:
+    """Per-frame stage durations (seconds). Use an instance as a tracker ``timer``:
+    ``clock(name)`` is a context manager adding the time spent inside it to stage ``name``.
+
+    ``sync`` (optional) runs before every reading of the clock (e.g. ``torch.cuda.synchronize``).
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.sync = sync or (lambda: None)
+        self.frames: list[dict[str, float]] = []   # finished frames: stage -> seconds, plus "total"
+        self.current: dict[str, float] = defaultdict(float)
+        self._open: tuple[str, float] | None = None  # (stage, start) of the innermost open stage
+        self._frame_start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.sync()
+        outer, self._open = self._open, (name, time.perf_counter())
+        try:
+            yield
+        finally:
+            self.sync()
+            stage, start = self._open
+            self.current[stage] += time.perf_counter() - start
+            self._open = outer
+
+    def charge_to(self, name: str) -> None:
+        """Move the time spent so far in the open stage to stage ``name`` and restart the open
+        stage's clock (splits a stage from inside: e.g. the Lab conversion out of ``encoder``)."""
+        if self._open is None:
+            return
+        self.sync()
+        stage, start = self._open
+        now = time.perf_counter()
+        self.current[name] += now - start
+        self._open = (stage, now)
+
+    def start_frame(self) -> None:
+        self.current = defaultdict(float)
+        self._frame_start = time.perf_counter()
+
+    def end_frame(self) -> None:
+        self.sync()
+        self.current["total"] = time.perf_counter() - self._frame_start
+        self.frames.append(dict(self.current))
+
+
+def split_torch_preprocess(backend: Any, clock: StageClock) -> Callable[[], None]:
+    """For the torch backend, charge the time before the encoder's forward (Lab + upload) to
+    ``preprocess`` via a forward pre-hook; returns a function removing the hook."""
+    encoder = getattr(backend, "encoder", None)
+    if getattr(backend, "name", "") != "torch" or encoder is None:
+        return lambda: None
+    handle = encoder.register_forward_pre_hook(lambda module, args: clock.charge_to("preprocess"))
+    return handle.remove
+
+
+# -- the looped clip ----------------------------------------------------------------------------------
+def clip_frames(clip: Path) -> Iterator[np.ndarray]:
+    """An endless stream of BGR frames ``[H, W, 3]`` uint8 from ``clip``, decoded on every visit:
+    a frame folder played back and forth, a video from the start again at its end."""
+    if clip.is_dir():
+        files = sorted(p for p in clip.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < 2:
+            raise InputError(f"{clip} holds {len(files)} frame(s): a benchmark clip needs at least 2 (.jpg/.png)")
+        order = list(range(len(files))) + list(range(len(files) - 2, 0, -1))
+        while True:
+            for i in order:
+                yield _imread(files[i])
+    else:
+        yield from _looped_video(clip)
+
+
+def _imread(path: Path) -> np.ndarray:
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise InputError(f"cannot read frame {path} (expected a JPEG or PNG image)")
+    return frame
+
+
+def _looped_video(path: Path) -> Iterator[np.ndarray]:
+    if not path.is_file():
+        raise InputError(f"clip not found: {path} (expected a frame folder or a video file)")
+    while True:
+        cap = cv2.VideoCapture(str(path))
+        ok, frame = cap.read()
+        if not ok:
+            cap.release()
+            raise InputError(f"cannot read video {path} (expected a video OpenCV/FFmpeg can decode)")
+        while ok:
+            yield frame
+            ok, frame = cap.read()
+        cap.release()
+
+
+# -- results ------------------------------------------------------------------------------------------
+@dataclass
+class StageStats:
+    median_ms: float
+    p95_ms: float
+
+
+@dataclass
+class BenchResult:
+    """Everything ``--json`` writes. Times in milliseconds, memory in MiB."""
+
+    backend: str
+    size: list[int] | None
+    frames: int
+    warmup: int
+    stages: dict[str, StageStats]
+    total: StageStats
+    fps_median: float
+    fps_mean: float
+    peak_rss_mib: float
+    gpu_peak_mib: float | None
+    device: dict[str, Any]
+    clip: str
+    command: str = field(default_factory=lambda: " ".join(["mast-bench", *sys.argv[1:]]))
+
+
+def stats(values: list[float]) -> StageStats:
+    ms = np.asarray(values, np.float64) * 1e3
+    return StageStats(round(float(np.median(ms)), 3), round(float(np.percentile(ms, 95)), 3))
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what the platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(backend: Any) -> dict[str, Any]:
+    """The machine the figures come from: CPU model and cores, threads, GPU (torch on CUDA)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info: dict[str, Any] = {"device": str(getattr(backend, "device", "?")), "cpu": cpu_name(),
+                            "cores": cores, "python": platform.python_version()}
+    if getattr(backend, "name", "") == "torch":
+        import torch  # noqa: PLC0415 - torch backend only: already imported
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.device(backend.device).type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(backend.device)
+    return info
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
+def _cuda_tools(backend: Any) -> tuple[Callable[[], None] | None, Callable[[], float | None]]:
+    """(sync, peak GPU MiB) for torch on CUDA; (None, lambda: None) otherwise."""
+    if getattr(backend, "name", "") != "torch":
+        return None, lambda: None
+    import torch  # noqa: PLC0415
+    if torch.device(backend.device).type != "cuda":
+        return None, lambda: None
+    torch.cuda.reset_peak_memory_stats(backend.device)
+    return (lambda: torch.cuda.synchronize(backend.device),
+            lambda: torch.cuda.max_memory_allocated(backend.device) / (1 << 20))
+
+
+# -- the benchmark --------------------------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    """What ``mast-bench`` measures (one field per option)."""
+
+    backend: factory.BackendName = "auto"
+    device: factory.DeviceName | None = None
+    model: Path | None = None
+    keys: factory.KeySource = "model"
+    precision: factory.Precision = "fp32"
+    size: tuple[int, int] | None = None    # working size (H, W); None = the clip's frame size
+    frames: int = 100
+    warmup: int = 20
+    clip: Path = DEMO_FRAMES
+    mask: Path = DEMO_MASK
+
+
+def bench(cfg: BenchConfig, backend: Any | None = None) -> BenchResult:
+    """Warm up, then time ``cfg.frames`` frames stage by stage (see the module docstring)."""
+    from mast.runtime.tracker import Tracker  # noqa: PLC0415
+
+    backend = backend or factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
+    sync, gpu_peak = _cuda_tools(backend)
+    clock = StageClock(sync)
+    fixed = getattr(backend, "input_size", None)
+    tracker = Tracker(backend, size=None if fixed else cfg.size, timer=clock)
+    frames = clip_frames(Path(cfg.clip))
+    first = next(frames)
+    mask, _ = conform_mask(load_mask(cfg.mask), first.shape[:2])
+    tracker.start(first, mask)
+    remove_hook = split_torch_preprocess(backend, clock)
+    try:
+        for _ in range(cfg.warmup + cfg.frames):
+            clock.start_frame()
+            with clock("decode"):
+                frame = next(frames)
+            tracker.step(frame)
+            clock.end_frame()
+    finally:
+        remove_hook()
+    measured = clock.frames[cfg.warmup:]
+    totals = [f["total"] for f in measured]
+    return BenchResult(
+        backend=factory.describe(backend), size=list(tracker.size) if tracker.size else list(first.shape[:2]),
+        frames=cfg.frames, warmup=cfg.warmup, stages={s: stats([f.get(s, 0.0) for f in measured]) for s in STAGES},
+        total=stats(totals), fps_median=round(1.0 / float(np.median(totals)), 3),
+        fps_mean=round(len(totals) / float(np.sum(totals)), 3), peak_rss_mib=round(peak_rss_mib(), 1),
+        gpu_peak_mib=None if gpu_peak() is None else round(gpu_peak(), 1), device=device_info(backend),
+        clip=str(cfg.clip))
+
+
+def result_table(result: BenchResult) -> Table:
+    """The per-stage table: median and p95 (ms) and each stage's share of the median total."""
+    h, w = result.size
+    table = Table(title=f"mast-bench: {result.backend}, {h}x{w}, {result.frames} frames "
+                        f"after {result.warmup} warm-up", title_justify="left")
+    for name, justify in (("stage", "left"), ("median ms", "right"), ("p95 ms", "right"), ("share", "right")):
+        table.add_column(name, justify=justify)
+    total = result.total.median_ms or 1.0
+    for name, s in result.stages.items():
+        table.add_row(name, f"{s.median_ms:.1f}", f"{s.p95_ms:.1f}", f"{100 * s.median_ms / total:.0f} %")
+    table.add_row("total", f"{result.total.median_ms:.1f}", f"{result.total.p95_ms:.1f}", "", style="bold")
+    return table
+
+
+def result_lines(result: BenchResult) -> list[str]:
+    d = result.device
+    gpu = f", GPU peak {result.gpu_peak_mib:.0f} MiB ({d.get('gpu')})" if result.gpu_peak_mib is not None else ""
+    threads = f", torch threads {d['torch_threads']}" if "torch_threads" in d else ""
+    return [f"fps: {result.fps_median:.2f} (median frame), {result.fps_mean:.2f} (mean over {result.frames} frames)",
+            f"peak RSS {result.peak_rss_mib:.0f} MiB{gpu}",
+            f"device {d['device']}: {d['cpu']}, {d['cores']} core(s){threads}"]
+
+
+# -- command line ------------------------------------------------------------------------------------
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
+                  help="Per-stage latency of the streaming tracker on a looped clip.")
+
+
+@app.command()
+def cli(
+    backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="auto, torch, onnxruntime or tensorrt."),
+    device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt or export folder. Default: the shipped weights (torch: an untrained encoder of the same architecture while none ship)."),
+    keys: Optional[KeysOpt] = typer.Option(None, "--keys", help="torch only: model, lab or random keys."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: fp32 or bf16."),
+    size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (default: the clip's)."),
+    frames: int = typer.Option(100, "--frames", min=1, help="Frames timed after the warm-up."),
+    warmup: int = typer.Option(20, "--warmup", min=0, help="Frames tracked before timing (>= 16 reaches the steady state with ROI localisation)."),
+    clip: Path = typer.Option(DEMO_FRAMES, "--clip", help="Frame folder (played back and forth) or video (looped). Default: the bundled clip."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="First-frame mask of --clip (default: the bundled clip's)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures as JSON here."),
+) -> None:
+    """Warm up, then time N frames: median/p95 per stage, fps, peak memory, device."""
+    console, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    try:
+        if clip != DEMO_FRAMES and mask is None:
+            raise InputError("--clip needs --mask PNG (the objects of its first frame)")
+        cfg = BenchConfig(backend=backend.value, device=device.value if device else None, model=model,
+                          keys=keys.value if keys else "model", precision=precision.value,
+                          size=parse_size(size), frames=frames, warmup=warmup, clip=clip, mask=mask or DEMO_MASK)
+        cfg = _default_keys(cfg, explicit=keys is not None, say=console.print)
+        if json_out is not None:
+            _check_writable(json_out)
+        result = bench(cfg)
+        if json_out is not None:
+            _write_json(json_out, result)
+    except MastError as exc:
+        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    console.print(result_table(result))
+    for line in result_lines(result):
+        console.print(line)
+    if json_out is not None:
+        console.print(f"wrote {json_out}")
+
+
+def _default_keys(cfg: BenchConfig, explicit: bool, say: Callable[[str], None]) -> BenchConfig:
+    """Without weights (none given, none shipped) the torch benchmark times an untrained encoder of
+    the same architecture: the same operations, so the same speed."""
+    if explicit or cfg.model is not None or cfg.backend not in ("auto", "torch"):
+        return cfg
+    if factory.shipped_weights() is None:
+        say("note: no shipped weights yet: timing an untrained encoder of the same architecture (--keys random)")
+        cfg.keys = "random"
+    return cfg
+
+
+def _check_writable(path: Path) -> None:
+    """InputError now (before a long run) when ``path`` cannot be written."""
+    if path.is_dir():
+        raise InputError(f"--json {path} is a folder (expected a file path such as bench.json)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {path.parent}: {exc.strerror or exc} (expected a writable folder)") from exc
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path.parent} is not writable (expected a writable folder for --json)")
+
+
+def _write_json(path: Path, result: BenchResult) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc} (expected a writable file path)") from exc
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point (``mast-bench``)."""
+    app(args=argv, prog_name="mast-bench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,420 @@
+"""``mast-run``: follow the objects of a mask through a camera, a video file or a frame folder.
+
+::
+
+    mast-run (--camera N | --video FILE | --frames DIR) --mask PNG [--mask-frame K]
+             [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda] [--model PATH]
+             [--size HxW] [--save-masks DIR] [--save-video FILE] [--no-display] [--max-frames N]
+    mast-run --demo            # the bundled clip; overlay video + masks into ./mast-demo/
+
+Behaviour (also in ``--help``):
+
+- **Window or headless.** With a display: a window with the overlay, the object ids and the live fps
+  (q/Esc quit, space pause). Without one (``--no-display``, or none available): headless, the same
+  outputs. No cv2 GUI function is called without a display.
+- **Live sources never fall behind**: a camera (or ``--video FILE --simulate-live``) is read in a
+  background thread and the tracker always takes the newest frame; stale frames are dropped and
+  counted in the summary.
+- **Mask**: a palette PNG (ids kept) or a 0/255 PNG (id 1). ``--mask-frame K`` (file sources): the
+  mask belongs to frame K (0-based position in the video / folder); frames before K are skipped.
+- **Mask size policy**: a mask whose size differs from the frame's *with the same aspect ratio*
+  (within 2 %, e.g. 853x480 for 854x480, or a 427x240 mask for 854x480 frames) is resized
+  (nearest) with a printed warning; any other size is refused (exit code 2): it is most likely the
+  mask of another video.
+- **Errors** (missing/empty mask, unknown camera, unreadable video, unwritable output, no model) are
+  one line on stderr, exit code 2, before any frame is processed. A camera that stops delivering
+  frames ends the run with a message (exit 1); Ctrl-C stops after the current frame (a second one
+  at once) with exit 130. In every case the outputs so far are flushed: masks written, video
+  finalised and playable, and a summary (frames, fps, dropped, outputs) is printed.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from mast.core.errors import InputError, MastError
+from mast.core.masks import read_mask
+from mast.runtime import factory
+from mast.runtime.sinks import MaskPngSink, Sink, VideoSink, WindowSignal, WindowSink, display_available
+from mast.runtime.sources import FrameSource, SourceStalledError, open_source
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_FRAMES = DEMO_DIR / "frames"
+DEMO_MASK = DEMO_DIR / "mask.png"
+DEMO_OUT = Path("mast-demo")
+ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference under which a mask is resized, not refused
+REPORT_EVERY_S = 5.0     # seconds between progress lines while running
+
+EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class BackendOpt(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+class DeviceOpt(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class KeysOpt(str, Enum):
+    model = "model"
+    lab = "lab"
+    random = "random"
+
+
+class PrecisionOpt(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"HxW"`` -> ``(H, W)`` in pixels; None stays None. InputError for anything else."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"--size {text!r} is not a size: expected HEIGHTxWIDTH in pixels, e.g. --size 240x427")
+    return int(parts[0]), int(parts[1])
+
+
+def conform_mask(mask: np.ndarray, frame_hw: tuple[int, int]) -> tuple[np.ndarray, str | None]:
+    """``mask`` ``[h, w]`` made the frame's size ``frame_hw`` (H, W): returns (mask, warning or None).
+
+    Same aspect ratio within :data:`ASPECT_TOLERANCE`: resized with nearest neighbour and a warning.
+    Otherwise InputError (refused). The objects must survive the resize (else InputError).
+    """
+    (h, w), (fh, fw) = mask.shape[:2], frame_hw
+    if (h, w) == (fh, fw):
+        return mask, None
+    if abs((h / w) / (fh / fw) - 1.0) > ASPECT_TOLERANCE:
+        raise InputError(f"the mask is {w}x{h} but the frame is {fw}x{fh} (another aspect ratio: is it the "
+                         "mask of another video?): give a mask of the frame's size")
+    resized = cv2.resize(mask, (fw, fh), interpolation=cv2.INTER_NEAREST)
+    if mask.any() and not resized.any():
+        raise InputError(f"the objects of the {w}x{h} mask vanish when resized to the {fw}x{fh} frame: "
+                         "give a mask of the frame's size")
+    return resized, f"the mask is {w}x{h} but the frame is {fw}x{fh}: resized it (nearest) to the frame"
+
+
+def load_mask(path: Path) -> np.ndarray:
+    """Object ids ``[H, W]`` uint8 from a palette or 0/255 PNG; InputError when it shows no object."""
+    mask = read_mask(path)
+    if not mask.any():
+        raise InputError(f"the mask {path} has no object (all pixels are 0): draw at least one object "
+                         "(palette ids 1..255, or white on a 0/255 PNG)")
+    return mask
+
+
+class Interrupt:
+    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current frame (``requested``);
+    a second one raises KeyboardInterrupt at once. Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+# -- configuration and result ----------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    """What ``mast-run`` does (one field per option; see the module docstring)."""
+
+    mask: Path
+    camera: int | None = None
+    video: Path | None = None
+    frames: Path | None = None
+    mask_frame: int = 0
+    backend: factory.BackendName = "auto"
+    device: factory.DeviceName | None = None
+    model: Path | None = None
+    keys: factory.KeySource = "model"
+    precision: factory.Precision = "fp32"
+    size: tuple[int, int] | None = None      # working size (H, W) in pixels; None = the frame's size
+    save_masks: Path | None = None
+    save_video: Path | None = None
+    display: bool = True                      # False: --no-display
+    max_frames: int | None = None             # frames processed at most (the mask frame included)
+    simulate_live: bool = False               # a video file played like a camera (drops stale frames)
+
+
+@dataclass
+class RunSummary:
+    """What happened: frames processed, wall time (s) from the mask frame on, drops, why it ended."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    dropped: int = 0
+    first_index: int | None = None
+    last_index: int | None = None
+    interrupted: bool = False      # Ctrl-C
+    quit: bool = False             # the window's q/Esc
+    stopped: str | None = None     # a live source stopped delivering frames (message)
+    outputs: list[tuple[str, Path, int]] = field(default_factory=list)  # (kind, path, items written)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_STOPPED if self.stopped else EXIT_OK
+
+
+# -- the streaming loop ----------------------------------------------------------------------------
+def track_stream(tracker: Any, source: FrameSource, mask: np.ndarray, sinks: list[Sink], *,
+                 mask_frame: int = 0, max_frames: int | None = None, interrupt: Interrupt | None = None,
+                 say: Callable[[str], None] = print) -> RunSummary:
+    """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``mask`` (ids), step it through
+    the following frames, and hand every frame and its ids to every sink. Returns the summary;
+    Ctrl-C, a window quit and a stalled live source end the loop without raising."""
+    summary, t0, last_report = RunSummary(), 0.0, time.perf_counter()
+    try:
+        for index, frame in source:
+            if index < mask_frame:
+                continue
+            if summary.frames == 0:
+                t0 = time.perf_counter()
+                ids = _start(tracker, frame, mask, say)
+                summary.first_index = index
+            else:
+                ids = tracker.step(frame)
+            summary.frames, summary.last_index = summary.frames + 1, index
+            summary.quit = _emit(sinks, index, frame, ids)
+            if summary.quit or (interrupt is not None and interrupt.requested):
+                break
+            if max_frames is not None and summary.frames >= max_frames:
+                break
+            if time.perf_counter() - last_report > REPORT_EVERY_S:
+                last_report = time.perf_counter()
+                say(f"frame {index}: {summary.frames} processed, "
+                    f"{summary.frames / (last_report - t0):.2f} fps, {source.dropped} dropped")
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except SourceStalledError as exc:
+        summary.stopped = str(exc)
+    summary.interrupted |= bool(interrupt is not None and interrupt.requested)
+    summary.seconds = time.perf_counter() - t0 if summary.frames else 0.0
+    summary.dropped = source.dropped
+    return summary
+
+
+def _start(tracker: Any, frame: np.ndarray, mask: np.ndarray, say: Callable[[str], None]) -> np.ndarray:
+    mask, warning = conform_mask(mask, frame.shape[:2])
+    if warning:
+        say(f"warning: {warning}")
+    return tracker.start(frame, mask)
+
+
+def _emit(sinks: list[Sink], index: int, frame: np.ndarray, ids: np.ndarray) -> bool:
+    """Write to every sink; True when a window asked to quit."""
+    quit_asked = False
+    for sink in sinks:
+        quit_asked |= sink.write(index, frame, ids) is WindowSignal.QUIT
+    return quit_asked
+
+
+# -- wiring ------------------------------------------------------------------------------------------
+def open_input(cfg: RunConfig) -> FrameSource:
+    """The source of ``cfg`` (InputError when it cannot be opened or the options do not fit it)."""
+    options: dict[str, Any] = {"simulate_live": True} if cfg.simulate_live else {}
+    if cfg.simulate_live and cfg.video is None:
+        raise InputError("--simulate-live applies to --video only (a camera is live already)")
+    source = open_source(camera=cfg.camera, video=cfg.video, frames=cfg.frames, **options)
+    if source.is_live and cfg.mask_frame:
+        source.close()
+        raise InputError("--mask-frame applies to video files and frame folders, not to live sources: "
+                         "the mask is taken for the first frame captured")
+    return source
+
+
+def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Callable[[str], None]) -> list[Sink]:
+    """The outputs of ``cfg`` (opened now so an unwritable path fails before any frame), closed by ``stack``."""
+    sinks: list[Sink] = []
+    if cfg.save_masks is not None:
+        sinks.append(stack.enter_context(MaskPngSink(cfg.save_masks, name_of=source.frame_name)))
+    if cfg.save_video is not None:
+        sinks.append(stack.enter_context(VideoSink(cfg.save_video, fps=source.fps)))
+    if cfg.display and display_available():
+        sinks.append(stack.enter_context(WindowSink(f"mast-run: {source.name}")))
+    elif cfg.display:
+        say("no display available: running headless")
+    if not sinks:
+        say("note: no window and no --save-masks/--save-video: nothing is saved, only the summary is printed")
+    return sinks
+
+
+def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> Any:
+    """Backend (lazy imports: torch only for the torch backend) and the tracker around it."""
+    from mast.runtime.tracker import Tracker  # noqa: PLC0415 - torch-free, imported when needed
+
+    backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
+    fixed = getattr(backend, "input_size", None)
+    size = cfg.size
+    if fixed is not None and size is not None and tuple(size) != tuple(fixed):
+        say(f"warning: --size {size[0]}x{size[1]} ignored: the exported model runs at {fixed[0]}x{fixed[1]}")
+        size = None
+    tracker = Tracker(backend, size=size)
+    work = tracker.size
+    say(f"backend: {factory.describe(backend)}"
+        + (f", working size {work[0]}x{work[1]}" if work else ", working size = frame size"))
+    return tracker
+
+
+def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource | None = None,
+        tracker: Any = None) -> RunSummary:
+    """Run ``cfg`` end to end (``source``/``tracker`` may be given ready, e.g. by tests).
+
+    Raises MastError for bad input before any frame is processed; returns the summary otherwise.
+    """
+    mask = load_mask(cfg.mask)
+    with ExitStack() as stack:
+        source = stack.enter_context(source or open_input(cfg))
+        tracker = tracker or build_tracker(cfg, say)
+        sinks = open_sinks(cfg, source, stack, say)
+        say(f"tracking {source.name} from frame {cfg.mask_frame}"
+            + (" (live: stale frames are dropped)" if source.is_live else ""))
+        with Interrupt() as interrupt:
+            summary = track_stream(tracker, source, mask, sinks, mask_frame=cfg.mask_frame,
+                                   max_frames=cfg.max_frames, interrupt=interrupt, say=say)
+            stack.close()  # flush the outputs while Ctrl-C is still handled gracefully
+    if summary.frames == 0 and not (summary.interrupted or summary.stopped):
+        raise InputError(f"{source.name} has no frame {cfg.mask_frame} (--mask-frame is past its end): "
+                         "give the index of the frame the mask belongs to")
+    summary.outputs = _outputs(sinks)
+    return summary
+
+
+def _outputs(sinks: list[Sink]) -> list[tuple[str, Path, int]]:
+    out = []
+    for sink in sinks:
+        if isinstance(sink, MaskPngSink):
+            out.append(("masks", sink.directory.resolve(), sink.written))
+        elif isinstance(sink, VideoSink):
+            out.append(("video", sink.path.resolve(), sink.written))
+    return out
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The printed summary: frames, fps, drops, how it ended, output paths."""
+    lines = [f"processed {summary.frames} frame(s) in {summary.seconds:.1f} s: {summary.fps:.2f} fps, "
+             f"{summary.dropped} stale frame(s) dropped"]
+    if summary.interrupted:
+        lines.append("interrupted (Ctrl-C): outputs so far are complete")
+    if summary.quit:
+        lines.append("quit from the window")
+    if summary.stopped:
+        lines.append(f"stopped early: {summary.stopped}")
+    for kind, path, count in summary.outputs:
+        unit = "mask PNG(s)" if kind == "masks" else "frame(s)"
+        lines.append(f"{kind}: {path} ({count} {unit})")
+    return lines
+
+
+# -- command line ------------------------------------------------------------------------------------
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
+                  help="Track the objects of a mask through a camera, a video or a frame folder.")
+
+
+def _demo_config(cfg: RunConfig, say: Callable[[str], None]) -> RunConfig:
+    """``--demo``: the bundled clip, outputs in ./mast-demo unless given, lab keys until weights ship."""
+    if any(v is not None for v in (cfg.camera, cfg.video, cfg.frames)) or cfg.mask != DEMO_MASK:
+        raise InputError("--demo tracks the bundled clip: drop --camera/--video/--frames/--mask")
+    cfg.frames = DEMO_FRAMES
+    cfg.save_video = cfg.save_video or DEMO_OUT / "overlay.mp4"
+    cfg.save_masks = cfg.save_masks or DEMO_OUT / "masks"
+    no_model = cfg.model is None and cfg.keys == "model" and factory.shipped_weights() is None
+    if no_model and cfg.backend in ("auto", "torch"):
+        say("note: no shipped weights in this package yet: the demo tracks with --keys lab (raw colour keys)")
+        cfg.keys = "lab"
+    return cfg
+
+
+@app.command()
+def cli(
+    camera: Optional[int] = typer.Option(None, "--camera", help="Camera index (OpenCV), e.g. 0."),
+    video: Optional[Path] = typer.Option(None, "--video", help="Video file."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of frames (.jpg/.png, natural order)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask PNG: palette (ids) or 0/255 (one object)."),
+    mask_frame: int = typer.Option(0, "--mask-frame", min=0, help="File sources: the mask is frame K's (0-based); earlier frames are skipped."),
+    backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="auto: tensorrt > onnxruntime CUDA > torch CUDA > onnxruntime CPU (export folder) > torch CPU."),
+    device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt (torch) or export folder (onnxruntime/tensorrt). Default: the shipped weights."),
+    keys: KeysOpt = typer.Option(KeysOpt.model, "--keys", help="torch only: model weights, raw lab colour, or a random encoder."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: fp32 or bf16 encoder."),
+    size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
+    save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
+    save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),
+    no_display: bool = typer.Option(False, "--no-display", help="Headless even if a display exists."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames (the mask frame included)."),
+    simulate_live: bool = typer.Option(False, "--simulate-live", help="Play --video like a camera at its fps: the newest frame is tracked, stale ones dropped."),
+    demo: bool = typer.Option(False, "--demo", help="Track the bundled clip; overlay video + masks into ./mast-demo (or --save-*)."),
+) -> None:
+    """Track the objects of --mask through --camera, --video or --frames (or run --demo)."""
+    console, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    say = console.print
+    cfg = RunConfig(mask=mask or DEMO_MASK, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
+                    backend=backend.value, device=device.value if device else None, model=model,
+                    keys=keys.value, precision=precision.value, save_masks=save_masks, save_video=save_video,
+                    display=not no_display, max_frames=max_frames, simulate_live=simulate_live)
+    try:
+        cfg.size = parse_size(size)
+        if demo:
+            cfg = _demo_config(cfg, say)
+        elif mask is None:
+            raise InputError("--mask PNG is required (the objects to track, for the first frame or --mask-frame K)")
+        summary = run(cfg, say)
+    except MastError as exc:
+        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(code=EXIT_INPUT) from None
+    except KeyboardInterrupt:  # Ctrl-C while loading, before any frame
+        err.print("interrupted before the first frame: nothing written")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    for line in summary_lines(summary):
+        say(line)
+    raise typer.Exit(code=summary.exit_code)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point (``mast-run``)."""
+    app(args=argv, prog_name="mast-run")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,81 @@
+"""ROI memory attention against the naive oracle (tests/core/oracle.py) on random tensors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mast.core.attention import roi_memory_attention
+from mast.core.config import AttentionConfig
+
+from .oracle import oracle_attention
+
+
+def _case(seed: int, h: int, w: int, distances: list[int], labels: int = 3, channels: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(channels, h, w, generator=g)
+    keys = [torch.randn(channels, h, w, generator=g) for _ in distances]
+    values = [torch.rand(labels, h, w, generator=g) for _ in distances]
+    return q, keys, values
+
+
+@pytest.mark.parametrize(
+    "h, w, radius, tile, distances",
+    [
+        (9, 13, 3, 4, [1, 3, 5]),          # restricted windows only, borders everywhere
+        (9, 13, 3, 4, [1, 3, 20]),         # one ROI frame (dilation 2) among restricted ones
+        (11, 7, 2, 3, [16, 31, 50]),       # dilations 2, 3, 4
+        (17, 23, 12, 8, [1, 2, 5, 16]),    # the real radius; window larger than the map
+        (5, 6, 12, 8, [40]),               # a single ROI frame on a tiny map
+        (20, 9, 4, 8, [2, 60, 17]),        # tile larger than the width, unsorted distances
+    ],
+)
+def test_matches_oracle(h, w, radius, tile, distances):
+    cfg = AttentionConfig(radius=radius, tile=tile, band_tiles=1)
+    q, keys, values = _case(h * w + radius, h, w, distances)
+    got = roi_memory_attention(q, keys, values, distances, cfg)
+    want = oracle_attention(q, keys, values, distances, cfg)
+    assert got.shape == want.shape == (3, h, w)
+    assert torch.allclose(got.double(), want, atol=2e-5), (got.double() - want).abs().max()
+
+
+def test_large_fractional_offsets_match_oracle():
+    """Peaked keys pull the ROI far and to fractional positions: bilinear fine window at borders."""
+    cfg = AttentionConfig(radius=3, tile=4, band_tiles=2)
+    q, keys, values = _case(7, 16, 19, [45, 25])
+    keys = [k * 3.0 for k in keys]  # sharper coarse softmax, offsets of several pixels
+    got = roi_memory_attention(q, keys, values, [45, 25], cfg)
+    want = oracle_attention(q, keys, values, [45, 25], cfg)
+    assert torch.allclose(got.double(), want, atol=5e-5), (got.double() - want).abs().max()
+
+
+def test_band_size_does_not_change_result():
+    q, keys, values = _case(3, 30, 33, [1, 3, 18])
+    a = roi_memory_attention(q, keys, values, [1, 3, 18], AttentionConfig(radius=5, band_tiles=1))
+    b = roi_memory_attention(q, keys, values, [1, 3, 18], AttentionConfig(radius=5, band_tiles=8))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_outputs_are_distributions_over_one_hot_values():
+    """With one-hot label maps, the output is a (sub-)distribution: zero padding takes the rest."""
+    q, keys, _ = _case(5, 12, 14, [1, 2])
+    ids = torch.randint(0, 3, (2, 12, 14), generator=torch.Generator().manual_seed(1))
+    values = [(i[None] == torch.arange(3)[:, None, None]).float() for i in ids]
+    out = roi_memory_attention(q, keys, values, [1, 2], AttentionConfig(radius=2))
+    total = out.sum(0)
+    assert (out >= 0).all() and (total <= 1 + 1e-5).all()
+    assert torch.allclose(total[3:-3, 3:-3], torch.ones(6, 8), atol=1e-5)  # interior: no padding
+
+
+def test_gradients_flow_to_query_and_keys():
+    q, keys, values = _case(9, 10, 11, [1, 20])
+    q.requires_grad_(True)
+    keys[1].requires_grad_(True)
+    roi_memory_attention(q, keys, values, [1, 20], AttentionConfig(radius=3)).sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    assert keys[1].grad is not None and keys[1].grad.abs().sum() > 0
+
+
+def test_rejects_mismatched_inputs():
+    q, keys, values = _case(1, 4, 4, [1, 2])
+    with pytest.raises(ValueError):
+        roi_memory_attention(q, keys, values[:1], [1, 2])

@@ -1,0 +1,143 @@
+"""The self-supervised reconstruction objective of MAST (paper Sec. 3.2, 3.3, 4; DESIGN "Training").
+
+For every sample (T frames, references first, target last, uint8 BGR):
+
+1. **Lab.** ``frames / 255`` -> normalised Lab ``((L-50)/50, a/127, b/127)`` with the exact CIE
+   formula (``mast.core.lab_torch``; inference uses OpenCV's table, ~4e-3 apart: irrelevant here).
+2. **Channel dropout** (the information bottleneck, Sec. 3.2.1). One chroma channel, ``a`` (1) or
+   ``b`` (2), is chosen per sample with p = 0.5 (a pure function of (seed, sample index), so a
+   resumed run draws the same channels) and set to **0** in the encoder input of *every* frame of
+   the sample. It is the reconstruction target. 0 is the neutral chroma value (grey), so the
+   network sees "no colour" rather than a shifted colour. The published code also multiplies the
+   whole input by 3/2 after dropping (dropout-style); inference feeds unscaled Lab, so by default we
+   do not (``ObjectiveConfig.rescale_input=True`` restores it).
+3. **Values** (image-feature alignment, Sec. 4): each reference's dropped channel at the strided
+   centres ``[::4, ::4]``, ``[1, S/4, S/4]``.
+4. **Reconstruction** by ``mast.core.attention.roi_memory_attention``, the inference attention,
+   with window radius 6 (paper: R = 6 in training): stage "pair" reads one reference, stage
+   "memory" reads all references with their frame distances (ROI localisation, differentiable
+   through the soft-argmax and the bilinear weights, for d > 15).
+5. **Loss**: bilinear upsampling (align_corners=False) of the ``[1, S/4, S/4]`` reconstruction to
+   ``S x S`` and the Huber (smooth L1, threshold 1) loss against the full-resolution dropped channel
+   of the target, mean over pixels and batch. Like the published code the two are multiplied by
+   ``huber_scale`` = 20 first: with chroma values ~0.1, an unscaled Huber loss is a pure squared
+   error; the scale makes errors above 1/20 (6 units of a or b) count linearly (robust) as the
+   paper's Huber loss intends. The reported loss is in these scaled units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mast.core.attention import roi_memory_attention
+from mast.core.config import AttentionConfig
+from mast.core.lab_torch import bgr_to_lab_torch
+
+CHROMA_CHANNELS = (1, 2)  # a, b in normalised Lab [L, a, b]
+STRIDE = 4
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Settings of the reconstruction objective.
+
+    radius:        attention window radius R in feature pixels (paper: 6 in training).
+    roi_threshold: references farther than this many frames go through ROI localisation.
+    huber_scale:   prediction and target are multiplied by this before the smooth-L1 loss
+                   (published code: 20); 1 gives the paper's equation literally.
+    rescale_input: multiply the input by 3/2 after dropping the channel (published code); False
+                   keeps the input as inference sees it.
+    seed:          seed of the per-sample channel choice.
+    """
+
+    radius: int = 6
+    roi_threshold: int = 15
+    huber_scale: float = 20.0
+    rescale_input: bool = False
+    seed: int = 0
+
+    @property
+    def attention(self) -> AttentionConfig:
+        return AttentionConfig(radius=self.radius, roi_threshold=self.roi_threshold)
+
+
+def dropped_channels(indices: torch.Tensor | np.ndarray | range, seed: int = 0) -> torch.Tensor:
+    """The chroma channel (1 = a, 2 = b) dropped for each global sample index: int64 ``[B]``.
+
+    A pure function of (seed, index): p = 0.5 each, independent of batch layout and resumption.
+    """
+    return torch.tensor([CHROMA_CHANNELS[int(np.random.default_rng([seed, int(i), 7]).integers(2))]
+                         for i in indices], dtype=torch.int64)
+
+
+def frames_to_lab(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (or float in [0, 1]) BGR ``[..., 3, S, S]`` -> float32 normalised Lab, same shape."""
+    bgr = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+    lead = bgr.shape[:-3]
+    return bgr_to_lab_torch(bgr.reshape(-1, *bgr.shape[-3:])).reshape(*lead, *bgr.shape[-3:])
+
+
+def split_channel(lab: torch.Tensor, channels: torch.Tensor, rescale: bool = False):
+    """Drop one chroma channel per sample.
+
+    lab:      ``[B, T, 3, S, S]`` normalised Lab.
+    channels: int64 ``[B]``, 1 or 2.
+    Returns (input ``[B, T, 3, S, S]`` with that channel 0 (x 3/2 when ``rescale``),
+    dropped channel ``[B, T, 1, S, S]``).
+    """
+    onehot = F.one_hot(channels.to(lab.device), 3).to(lab.dtype)[:, None, :, None, None]  # [B,1,3,1,1]
+    target = (lab * onehot).sum(2, keepdim=True)
+    inp = lab * (1 - onehot)
+    return (inp * 1.5 if rescale else inp), target
+
+
+def reconstruct(keys: torch.Tensor, values: torch.Tensor, distances: torch.Tensor,
+                cfg: AttentionConfig) -> torch.Tensor:
+    """Attention read of the target from its references, per sample.
+
+    keys:      ``[B, T, C, h, w]`` (target last).
+    values:    ``[B, T-1, L, h, w]`` the references' values at feature resolution.
+    distances: int ``[B, T-1]`` frame distances target - reference (>= 1).
+    Returns ``[B, L, h, w]`` float32.
+    """
+    out = []
+    for b in range(keys.shape[0]):
+        refs = keys.shape[1] - 1
+        out.append(roi_memory_attention(keys[b, -1], list(keys[b, :refs].unbind(0)),
+                                        list(values[b].unbind(0)), [int(d) for d in distances[b]], cfg))
+    return torch.stack(out)
+
+
+def huber_loss(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
+    """Smooth-L1 (Huber, threshold 1) of ``scale * pred`` vs ``scale * target``; mean, scalar."""
+    return F.smooth_l1_loss(pred * scale, target * scale, reduction="mean")
+
+
+def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: torch.Tensor,
+                        channels: torch.Tensor, cfg: ObjectiveConfig = ObjectiveConfig(),
+                        autocast: torch.autocast | None = None) -> torch.Tensor:
+    """The training loss of one batch (module docstring).
+
+    frames:    uint8 BGR ``[B, T, 3, S, S]`` (target last), on the training device.
+    distances: int64 ``[B, T-1]``.
+    channels:  int64 ``[B]``, dropped chroma channel per sample (``dropped_channels``).
+    autocast:  optional autocast context for the encoder (mixed precision); the attention and the
+               loss run in float32.
+    Returns the scalar loss (float32).
+    """
+    b, t, _, s, _ = frames.shape
+    inp, dropped = split_channel(frames_to_lab(frames), channels, cfg.rescale_input)
+    if autocast is not None:
+        with autocast:
+            keys = encoder(inp.reshape(b * t, 3, s, s))
+    else:
+        keys = encoder(inp.reshape(b * t, 3, s, s))
+    keys = keys.float().reshape(b, t, *keys.shape[1:])
+    values = dropped[:, :-1, :, ::STRIDE, ::STRIDE]
+    pred = reconstruct(keys, values, distances, cfg.attention)
+    pred = F.interpolate(pred, size=(s, s), mode="bilinear", align_corners=False)
+    return huber_loss(pred, dropped[:, -1], cfg.huber_scale)
