@@ -51,9 +51,9 @@ from mast.runtime import factory
 from mast.runtime.sinks import MaskPngSink, Sink, VideoSink, WindowSignal, WindowSink, display_available
 from mast.runtime.sources import FrameSource, SourceStalledError, open_source
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
-DEMO_FRAMES = DEMO_DIR / "frames"
-DEMO_MASK = DEMO_DIR / "mask.png"
+DEMO_DIR = Path(__file__).resolve().parent / "demo"   # bundled clip, DAVIS layout (see demo/NOTICE.md)
+DEMO_FRAMES = DEMO_DIR / "clip" / "JPEGImages" / "240p" / "camel"
+DEMO_MASK = DEMO_DIR / "clip" / "Annotations" / "240p" / "camel" / "00000.png"
 DEMO_OUT = Path("mast-demo")
 ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference under which a mask is resized, not refused
 REPORT_EVERY_S = 5.0     # seconds between progress lines while running

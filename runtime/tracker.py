@@ -50,14 +50,26 @@ class Tracker:
         self.ids = np.zeros(1, np.uint8)
         return self.anchor(frame, mask)
 
-    def anchor(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = False) -> np.ndarray:
         """Take ``frame`` (the next frame of the stream) with a given or corrected ``mask``: it
-        becomes the long-term anchor; new ids are added as objects. Returns the mask."""
+        becomes the long-term anchor; new ids are added as objects. Returns the mask stored.
+
+        ``merge=False``: ``mask`` is complete (objects it lacks are dropped). ``merge=True``: it holds
+        only new or corrected objects (e.g. a YouTube-VOS mask introducing an object mid-video): the
+        frame is predicted as by ``step`` and ``mask``'s non-zero pixels are painted over the
+        prediction; the merged mask ``[H, W]`` is returned. Either way the frame is encoded once.
+        """
         self._check_mask(frame, mask)
-        given = mask
+        if merge and self.t < 0:
+            raise InputError("anchor(merge=True) before start(): give the first frame and its mask with start()")
+        given, full = mask, frame.shape[:2]
         frame, mask = self._to_work_size(frame), self._to_work_size(mask, nearest=True)
         self.t += 1
         key = self.backend.encode(frame)
+        if merge:
+            predicted = self.ids[self.backend.decode(self._read(key), frame.shape[:2])]
+            mask = np.where(mask > 0, mask, predicted)
+            given = np.where(given > 0, given, self._to_size(predicted, full))
         new = np.setdiff1d(np.unique(mask), self.ids)
         if new.size or self.t == 0:
             self.ids = np.concatenate([self.ids, new]).astype(np.uint8)
@@ -87,20 +99,30 @@ class Tracker:
         with self._stage("encoder"):
             key = self.backend.encode(frame)
         with self._stage("attention"):
-            pairs = self.slots.read_slots(self.t)
-            probs = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
-        self.last_distribution = probs
+            probs = self._read(key)
         with self._stage("postprocess"):
             mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
             self._store(key, mask if memory_mask is None else memory_mask)
-            if mask.shape != full:
-                mask = cv2.resize(mask, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
+            mask = self._to_size(mask, full)
         return mask
 
     # -- internals ----------------------------------------------------------------------------
     def _stage(self, name: str) -> AbstractContextManager[Any]:
         """The timer's context for stage ``name`` (a no-op without a timer)."""
         return self.timer(name) if self.timer is not None else nullcontext()
+
+    def _read(self, key: Any) -> Any:
+        """Label distribution ``[L, h, w]`` of frame ``self.t`` read from the memory (kept in ``last_distribution``)."""
+        pairs = self.slots.read_slots(self.t)
+        self.last_distribution = self.backend.read(key, [s for s, _ in pairs], [d for _, d in pairs])
+        return self.last_distribution
+
+    @staticmethod
+    def _to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``mask`` resized (nearest) to ``size`` (H, W) when it differs."""
+        if mask.shape[:2] == tuple(size):
+            return mask
+        return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
     def _store(self, key: Any, mask: np.ndarray) -> None:
         """Write frame ``self.t``'s key and label channels (strided centres) to its slots."""

@@ -13,10 +13,11 @@ For every sample (T frames, references first, target last, uint8 BGR):
    do not (``ObjectiveConfig.rescale_input=True`` restores it).
 3. **Values** (image-feature alignment, Sec. 4): each reference's dropped channel at the strided
    centres ``[::4, ::4]``, ``[1, S/4, S/4]``.
-4. **Reconstruction** by ``mast.core.attention.roi_memory_attention``, the inference attention,
-   with window radius 6 (paper: R = 6 in training): stage "pair" reads one reference, stage
-   "memory" reads all references with their frame distances (ROI localisation, differentiable
-   through the soft-argmax and the bilinear weights, for d > 15).
+4. **Reconstruction** by the inference attention (``mast.core.attention.roi_memory_attention``
+   semantics, computed batched and differentiably by ``mast.training.attention``) with window
+   radius 6 (paper: R = 6 in training): stage "pair" reads one reference, stage "memory" reads
+   all references with their frame distances (ROI localisation, differentiable through the
+   soft-argmax and the bilinear weights, for d > 15).
 5. **Loss**: bilinear upsampling (align_corners=False) of the ``[1, S/4, S/4]`` reconstruction to
    ``S x S`` and the Huber (smooth L1, threshold 1) loss against the full-resolution dropped channel
    of the target, mean over pixels and batch. Like the published code the two are multiplied by
@@ -26,6 +27,7 @@ For every sample (T frames, references first, target last, uint8 BGR):
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mast.core.attention import roi_memory_attention
 from mast.core.config import AttentionConfig
 from mast.core.lab_torch import bgr_to_lab_torch
+from mast.training.attention import batched_memory_attention
 
 CHROMA_CHANNELS = (1, 2)  # a, b in normalised Lab [L, a, b]
 STRIDE = 4
@@ -97,19 +99,14 @@ def split_channel(lab: torch.Tensor, channels: torch.Tensor, rescale: bool = Fal
 
 def reconstruct(keys: torch.Tensor, values: torch.Tensor, distances: torch.Tensor,
                 cfg: AttentionConfig) -> torch.Tensor:
-    """Attention read of the target from its references, per sample.
+    """Attention read of the target from its references (``batched_memory_attention``).
 
     keys:      ``[B, T, C, h, w]`` (target last).
     values:    ``[B, T-1, L, h, w]`` the references' values at feature resolution.
     distances: int ``[B, T-1]`` frame distances target - reference (>= 1).
     Returns ``[B, L, h, w]`` float32.
     """
-    out = []
-    for b in range(keys.shape[0]):
-        refs = keys.shape[1] - 1
-        out.append(roi_memory_attention(keys[b, -1], list(keys[b, :refs].unbind(0)),
-                                        list(values[b].unbind(0)), [int(d) for d in distances[b]], cfg))
-    return torch.stack(out)
+    return batched_memory_attention(keys[:, -1], keys[:, :-1], values, distances, cfg)
 
 
 def huber_loss(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
@@ -119,22 +116,21 @@ def huber_loss(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.
 
 def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: torch.Tensor,
                         channels: torch.Tensor, cfg: ObjectiveConfig = ObjectiveConfig(),
-                        autocast: torch.autocast | None = None) -> torch.Tensor:
+                        amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The training loss of one batch (module docstring).
 
     frames:    uint8 BGR ``[B, T, 3, S, S]`` (target last), on the training device.
     distances: int64 ``[B, T-1]``.
     channels:  int64 ``[B]``, dropped chroma channel per sample (``dropped_channels``).
-    autocast:  optional autocast context for the encoder (mixed precision); the attention and the
-               loss run in float32.
-    Returns the scalar loss (float32).
+    amp_dtype: run the encoder under autocast to this dtype (float16 on CUDA, bfloat16); the
+               attention and the loss run in float32.
+    Returns the scalar loss (float32). All T frames of the batch go through the encoder in one
+    call, so BatchNorm (train mode) normalises over all B*T frames.
     """
     b, t, _, s, _ = frames.shape
     inp, dropped = split_channel(frames_to_lab(frames), channels, cfg.rescale_input)
-    if autocast is not None:
-        with autocast:
-            keys = encoder(inp.reshape(b * t, 3, s, s))
-    else:
+    amp = nullcontext() if amp_dtype is None else torch.autocast(frames.device.type, dtype=amp_dtype)
+    with amp:
         keys = encoder(inp.reshape(b * t, 3, s, s))
     keys = keys.float().reshape(b, t, *keys.shape[1:])
     values = dropped[:, :-1, :, ::STRIDE, ::STRIDE]
