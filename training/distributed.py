@@ -61,6 +61,15 @@ def mean_across(value: float, info: DistInfo, device: torch.device) -> float:
     return float(t.item()) / info.world_size
 
 
+def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every process when ``flag`` is True on any (so all stop after the same step)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

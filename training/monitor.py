@@ -11,6 +11,7 @@ its checkpoint (they are done again).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,34 +82,38 @@ class MetricsLog:
 
 
 class TrainProgress:
-    """A rich progress bar on stderr: steps done/total, loss, lr, it/s, elapsed and remaining time."""
+    """Progress on stderr: a rich bar (steps, loss, lr, it/s, elapsed, remaining) on a terminal;
+    elsewhere (a log file) one plain line every ``line_every_s`` seconds and at the last step."""
 
-    def __init__(self, total: int, start: int, enabled: bool = True) -> None:
-        self.enabled = enabled
-        if not enabled:
-            return
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} it/s"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
-        self.task = self.bar.add_task("train", total=total, completed=start, loss="-", lr="-", rate="-")
+    def __init__(self, total: int, start: int, enabled: bool = True, line_every_s: float = 30.0) -> None:
+        self.enabled, self.total, self.line_every_s = enabled, total, line_every_s
+        self.console = Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.last_line = time.perf_counter()
+        if self.live:
+            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} it/s"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+            self.task = self.bar.add_task("train", total=total, completed=start, loss="-", lr="-", rate="-")
 
     def __enter__(self) -> "TrainProgress":
-        if self.enabled:
+        if self.live:
             self.bar.start()
         return self
 
     def update(self, step: int, loss: float, lr: float, steps_per_s: float) -> None:
-        if self.enabled:
+        if self.live:
             self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}",
                             rate=f"{steps_per_s:.2f}")
+        elif self.enabled and (time.perf_counter() - self.last_line >= self.line_every_s or step == self.total):
+            self.last_line = time.perf_counter()
+            self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {steps_per_s:.2f} it/s",
+                               soft_wrap=True)
 
     def print(self, text: str) -> None:
         """A line above the bar (or on stderr without one)."""
-        if self.enabled:
-            self.bar.console.print(text)
-        else:
-            Console(stderr=True).print(text)
+        (self.bar.console if self.live else self.console).print(text, soft_wrap=True)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
+        if self.live:
             self.bar.stop()
