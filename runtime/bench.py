@@ -3,7 +3,8 @@
 ::
 
     mast-bench [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda] [--model PATH]
-               [--size HxW] [--frames N] [--warmup W] [--clip DIR|FILE --mask PNG] [--json OUT]
+               [--size HxW] [--frames N] [--warmup W] [--clip DIR|FILE --mask PNG] [--threads T]
+               [--json OUT]
 
 Plays a clip (default: the bundled demo clip) as an endless stream — a frame folder back and forth
 (0..n-1, n-2..0, 1..), so the motion stays continuous; a video from the start again at its end —
@@ -17,9 +18,12 @@ tracks W warm-up frames, then times N frames. Stages, per frame, in milliseconds
 - ``postprocess``: upsampling + argmax, object-id mapping, the bank write, resize back to the frame.
 
 ``total`` is the wall time of a whole frame; the table gives the median and the 95th percentile of
-each and the fps of the median total (and the mean fps over the N frames). Stages are timed through
-the tracker's ``timer`` hook (no result changes); on CUDA each stage ends with a device sync.
-Peak memory: the process's peak RSS, and with torch on CUDA the peak allocated GPU memory.
+each and the fps of the median total (and the mean fps over the N frames). "CPU ms" is the median
+CPU time of this process (all its threads) in the stage: on a machine shared with other work it
+stays close to the unloaded figure while wall times stretch (with ``--threads 1`` it estimates the
+wall time on an idle core). Stages are timed through the tracker's ``timer`` hook (no result
+changes); on CUDA each stage ends with a device sync. Peak memory: the process's peak RSS, and with
+torch on CUDA the peak allocated GPU memory.
 """
 from __future__ import annotations
 
@@ -53,50 +57,60 @@ STAGES = ("decode", "preprocess", "encoder", "attention", "postprocess")
 
 # -- timing ----------------------------------------------------------------------------------------
 class StageClock:
-    """Per-frame stage durations (seconds). Use an instance as a tracker ``timer``:
-    ``clock(name)`` is a context manager adding the time spent inside it to stage ``name``.
+    """Per-frame stage durations in seconds, wall-clock and CPU (this process, all threads). Use an
+    instance as a tracker ``timer``: ``clock(name)`` is a context manager adding the time spent
+    inside it to stage ``name``.
 
     ``sync`` (optional) runs before every reading of the clock (e.g. ``torch.cuda.synchronize``).
     """
 
     def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.sync = sync or (lambda: None)
-        self.frames: list[dict[str, float]] = []   # finished frames: stage -> seconds, plus "total"
+        self.frames: list[dict[str, float]] = []      # finished frames: stage -> wall s, plus "total"
+        self.cpu_frames: list[dict[str, float]] = []  # the same in CPU seconds
         self.current: dict[str, float] = defaultdict(float)
-        self._open: tuple[str, float] | None = None  # (stage, start) of the innermost open stage
-        self._frame_start = time.perf_counter()
+        self.current_cpu: dict[str, float] = defaultdict(float)
+        self._open: tuple[str, float, float] | None = None  # (stage, wall, cpu) at its start
+        self._frame_start = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def _add(self, name: str, since: tuple[float, float]) -> tuple[float, float]:
+        """Add the time from ``since`` to now to stage ``name``; returns now."""
+        self.sync()
+        now = self._now()
+        self.current[name] += now[0] - since[0]
+        self.current_cpu[name] += now[1] - since[1]
+        return now
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         self.sync()
-        outer, self._open = self._open, (name, time.perf_counter())
+        outer, self._open = self._open, (name, *self._now())
         try:
             yield
         finally:
-            self.sync()
-            stage, start = self._open
-            self.current[stage] += time.perf_counter() - start
+            stage, *start = self._open
+            self._add(stage, tuple(start))
             self._open = outer
 
     def charge_to(self, name: str) -> None:
         """Move the time spent so far in the open stage to stage ``name`` and restart the open
         stage's clock (splits a stage from inside: e.g. the Lab conversion out of ``encoder``)."""
-        if self._open is None:
-            return
-        self.sync()
-        stage, start = self._open
-        now = time.perf_counter()
-        self.current[name] += now - start
-        self._open = (stage, now)
+        if self._open is not None:
+            stage, *start = self._open
+            self._open = (stage, *self._add(name, tuple(start)))
 
     def start_frame(self) -> None:
-        self.current = defaultdict(float)
-        self._frame_start = time.perf_counter()
+        self.current, self.current_cpu = defaultdict(float), defaultdict(float)
+        self._frame_start = self._now()
 
     def end_frame(self) -> None:
-        self.sync()
-        self.current["total"] = time.perf_counter() - self._frame_start
+        self._add("total", self._frame_start)
         self.frames.append(dict(self.current))
+        self.cpu_frames.append(dict(self.current_cpu))
 
 
 def split_torch_preprocess(backend: Any, clock: StageClock) -> Callable[[], None]:
@@ -150,8 +164,11 @@ def _looped_video(path: Path) -> Iterator[np.ndarray]:
 # -- results ------------------------------------------------------------------------------------------
 @dataclass
 class StageStats:
+    """Wall-clock median and 95th percentile, and the median CPU time (all threads), ms per frame."""
+
     median_ms: float
     p95_ms: float
+    cpu_median_ms: float
 
 
 @dataclass
@@ -173,9 +190,11 @@ class BenchResult:
     command: str = field(default_factory=lambda: " ".join(["mast-bench", *sys.argv[1:]]))
 
 
-def stats(values: list[float]) -> StageStats:
-    ms = np.asarray(values, np.float64) * 1e3
-    return StageStats(round(float(np.median(ms)), 3), round(float(np.percentile(ms, 95)), 3))
+def stats(wall: list[float], cpu: list[float]) -> StageStats:
+    """Stats of per-frame seconds ``wall`` and ``cpu``."""
+    ms, cpu_ms = np.asarray(wall, np.float64) * 1e3, np.asarray(cpu, np.float64) * 1e3
+    return StageStats(round(float(np.median(ms)), 3), round(float(np.percentile(ms, 95)), 3),
+                      round(float(np.median(cpu_ms)), 3))
 
 
 def cpu_name() -> str:
@@ -236,6 +255,7 @@ class BenchConfig:
     warmup: int = 20
     clip: Path = DEMO_FRAMES
     mask: Path = DEMO_MASK
+    threads: int | None = None             # torch CPU threads (torch backend); None = torch's default
 
 
 def bench(cfg: BenchConfig, backend: Any | None = None) -> BenchResult:
@@ -243,6 +263,9 @@ def bench(cfg: BenchConfig, backend: Any | None = None) -> BenchResult:
     from mast.runtime.tracker import Tracker  # noqa: PLC0415
 
     backend = backend or factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
+    if cfg.threads and getattr(backend, "name", "") == "torch":
+        import torch  # noqa: PLC0415 - torch backend only: already imported
+        torch.set_num_threads(cfg.threads)
     sync, gpu_peak = _cuda_tools(backend)
     clock = StageClock(sync)
     fixed = getattr(backend, "input_size", None)
@@ -261,28 +284,31 @@ def bench(cfg: BenchConfig, backend: Any | None = None) -> BenchResult:
             clock.end_frame()
     finally:
         remove_hook()
-    measured = clock.frames[cfg.warmup:]
-    totals = [f["total"] for f in measured]
+    wall, cpu = clock.frames[cfg.warmup:], clock.cpu_frames[cfg.warmup:]
+    totals = [f["total"] for f in wall]
     return BenchResult(
         backend=factory.describe(backend), size=list(tracker.size) if tracker.size else list(first.shape[:2]),
-        frames=cfg.frames, warmup=cfg.warmup, stages={s: stats([f.get(s, 0.0) for f in measured]) for s in STAGES},
-        total=stats(totals), fps_median=round(1.0 / float(np.median(totals)), 3),
+        frames=cfg.frames, warmup=cfg.warmup,
+        stages={s: stats([f.get(s, 0.0) for f in wall], [f.get(s, 0.0) for f in cpu]) for s in STAGES},
+        total=stats(totals, [f["total"] for f in cpu]), fps_median=round(1.0 / float(np.median(totals)), 3),
         fps_mean=round(len(totals) / float(np.sum(totals)), 3), peak_rss_mib=round(peak_rss_mib(), 1),
         gpu_peak_mib=None if gpu_peak() is None else round(gpu_peak(), 1), device=device_info(backend),
         clip=str(cfg.clip))
 
 
 def result_table(result: BenchResult) -> Table:
-    """The per-stage table: median and p95 (ms) and each stage's share of the median total."""
+    """The per-stage table: wall median and p95, CPU median (ms), each stage's share of the median total."""
     h, w = result.size
-    table = Table(title=f"mast-bench: {result.backend}, {h}x{w}, {result.frames} frames "
-                        f"after {result.warmup} warm-up", title_justify="left")
-    for name, justify in (("stage", "left"), ("median ms", "right"), ("p95 ms", "right"), ("share", "right")):
-        table.add_column(name, justify=justify)
+    table = Table(title=f"mast-bench: {result.backend}, {h}x{w}, {result.frames} frames after "
+                        f"{result.warmup} warm-up", title_justify="left", min_width=60)
+    for name in ("stage", "median ms", "p95 ms", "CPU ms", "share"):
+        table.add_column(name, justify="left" if name == "stage" else "right")
     total = result.total.median_ms or 1.0
     for name, s in result.stages.items():
-        table.add_row(name, f"{s.median_ms:.1f}", f"{s.p95_ms:.1f}", f"{100 * s.median_ms / total:.0f} %")
-    table.add_row("total", f"{result.total.median_ms:.1f}", f"{result.total.p95_ms:.1f}", "", style="bold")
+        table.add_row(name, f"{s.median_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.cpu_median_ms:.1f}",
+                      f"{100 * s.median_ms / total:.0f} %")
+    t = result.total
+    table.add_row("total", f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}", f"{t.cpu_median_ms:.1f}", "", style="bold")
     return table
 
 
@@ -312,16 +338,18 @@ def cli(
     warmup: int = typer.Option(20, "--warmup", min=0, help="Frames tracked before timing (>= 16 reaches the steady state with ROI localisation)."),
     clip: Path = typer.Option(DEMO_FRAMES, "--clip", help="Frame folder (played back and forth) or video (looped). Default: the bundled clip."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="First-frame mask of --clip (default: the bundled clip's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch only: CPU threads (default: torch's, = cores)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures as JSON here."),
 ) -> None:
     """Warm up, then time N frames: median/p95 per stage, fps, peak memory, device."""
-    console, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    console, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         if clip != DEMO_FRAMES and mask is None:
             raise InputError("--clip needs --mask PNG (the objects of its first frame)")
         cfg = BenchConfig(backend=backend.value, device=device.value if device else None, model=model,
                           keys=keys.value if keys else "model", precision=precision.value,
-                          size=parse_size(size), frames=frames, warmup=warmup, clip=clip, mask=mask or DEMO_MASK)
+                          size=parse_size(size), frames=frames, warmup=warmup, clip=clip, mask=mask or DEMO_MASK,
+                          threads=threads)
         cfg = _default_keys(cfg, explicit=keys is not None, say=console.print)
         if json_out is not None:
             _check_writable(json_out)

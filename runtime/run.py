@@ -23,7 +23,7 @@ Behaviour (also in ``--help``):
   mask of another video.
 - **Errors** (missing/empty mask, unknown camera, unreadable video, unwritable output, no model) are
   one line on stderr, exit code 2, before any frame is processed. A camera that stops delivering
-  frames ends the run with a message (exit 1); Ctrl-C stops after the current frame (a second one
+  frames (or an unreadable frame in a folder) ends the run with a message (exit 1); Ctrl-C stops after the current frame (a second one
   at once) with exit 130. In every case the outputs so far are flushed: masks written, video
   finalised and playable, and a summary (frames, fps, dropped, outputs) is printed.
 """
@@ -49,7 +49,7 @@ from mast.core.errors import InputError, MastError
 from mast.core.masks import read_mask
 from mast.runtime import factory
 from mast.runtime.sinks import MaskPngSink, Sink, VideoSink, WindowSignal, WindowSink, display_available
-from mast.runtime.sources import FrameSource, SourceStalledError, open_source
+from mast.runtime.sources import FrameSource, open_source
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"   # bundled clip, DAVIS layout (see demo/NOTICE.md)
 DEMO_FRAMES = DEMO_DIR / "clip" / "JPEGImages" / "240p" / "camel"
@@ -183,7 +183,7 @@ class RunSummary:
     last_index: int | None = None
     interrupted: bool = False      # Ctrl-C
     quit: bool = False             # the window's q/Esc
-    stopped: str | None = None     # a live source stopped delivering frames (message)
+    stopped: str | None = None     # why the source failed mid-stream (stalled camera, bad frame)
     outputs: list[tuple[str, Path, int]] = field(default_factory=list)  # (kind, path, items written)
 
     @property
@@ -203,7 +203,8 @@ def track_stream(tracker: Any, source: FrameSource, mask: np.ndarray, sinks: lis
                  say: Callable[[str], None] = print) -> RunSummary:
     """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``mask`` (ids), step it through
     the following frames, and hand every frame and its ids to every sink. Returns the summary;
-    Ctrl-C, a window quit and a stalled live source end the loop without raising."""
+    Ctrl-C, a window quit and a source failing after the first frame (a stalled camera, an
+    unreadable frame) end the loop without raising. A failure before any frame raises."""
     summary, t0, last_report = RunSummary(), 0.0, time.perf_counter()
     try:
         for index, frame in source:
@@ -227,7 +228,9 @@ def track_stream(tracker: Any, source: FrameSource, mask: np.ndarray, sinks: lis
                     f"{summary.frames / (last_report - t0):.2f} fps, {source.dropped} dropped")
     except KeyboardInterrupt:
         summary.interrupted = True
-    except SourceStalledError as exc:
+    except MastError as exc:  # a camera that stalls, an unreadable frame mid-folder, ...
+        if summary.frames == 0:
+            raise             # nothing processed: bad input (exit 2)
         summary.stopped = str(exc)
     summary.interrupted |= bool(interrupt is not None and interrupt.requested)
     summary.seconds = time.perf_counter() - t0 if summary.frames else 0.0
@@ -386,8 +389,15 @@ def cli(
     simulate_live: bool = typer.Option(False, "--simulate-live", help="Play --video like a camera at its fps: the newest frame is tracked, stale ones dropped."),
     demo: bool = typer.Option(False, "--demo", help="Track the bundled clip; overlay video + masks into ./mast-demo (or --save-*)."),
 ) -> None:
-    """Track the objects of --mask through --camera, --video or --frames (or run --demo)."""
-    console, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    """Track the objects of --mask through --camera, --video or --frames (or run --demo).
+
+    With a display: a window with the overlay, ids and fps (q/Esc quit, space pause); otherwise headless with the same outputs. Live sources track the newest frame and drop stale ones.
+
+    A mask of another size but the same aspect ratio (within 2 %) is resized (nearest) with a warning; any other size is refused.
+
+    Exit codes: 0 done, 1 the source failed mid-stream, 2 bad input (one line, nothing processed), 130 Ctrl-C. Outputs so far are always complete.
+    """  # noqa: E501 - typer keeps docstring line breaks: one line per paragraph
+    console, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
     say = console.print
     cfg = RunConfig(mask=mask or DEMO_MASK, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
                     backend=backend.value, device=device.value if device else None, model=model,

@@ -1,0 +1,147 @@
+"""The onnxruntime backend (torch-free): ``encoder.onnx`` + ``memory_read.onnx`` from ``mast-export``.
+
+The bank is preallocated numpy arrays, keys ``[S, C, h, w]`` float32 and label maps ``[S, h, w]``
+int64, passed whole to ``memory_read.onnx`` with a per-slot distance (0 = not read, masked in the
+graph). On the CUDA execution provider the bank stays on the host and is copied in for each read
+(~46 MB at 480x854, a few ms over PCIe); keys are not kept on the device between frames.
+
+Frames must have the model's fixed size (``input_size``): the :class:`~mast.runtime.tracker.Tracker`
+resizes them to it and its masks back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from mast.core.config import ModelConfig
+from mast.core.errors import InputError, ModelError
+from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, ModelMetadata, check_expected, check_props, read_metadata
+
+Device = Literal["cpu", "cuda", "auto"]
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+
+
+def providers_for(device: Device) -> list[str]:
+    """Execution providers for ``device``: cpu; cuda (refused, one line, without the CUDA EP);
+    auto (CUDA when onnxruntime has it, else CPU)."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU_EP]
+    if device == "cuda" and CUDA_EP not in available:
+        raise InputError("device cuda: this onnxruntime has no CUDA execution provider "
+                         f"(has {', '.join(available)}): install onnxruntime-gpu, or use device cpu")
+    if device in ("cuda", "auto"):
+        return [CUDA_EP, CPU_EP] if CUDA_EP in available else [CPU_EP]
+    raise InputError(f"unknown device {device!r}: expected cpu, cuda or auto")
+
+
+def open_session(path: Path, providers: list[str], threads: int | None = None,
+                 arena: bool = False) -> ort.InferenceSession:
+    """An inference session on ``path``; ModelError (one line) when onnxruntime cannot load it.
+
+    ``arena``: onnxruntime's CPU memory arena, off by default: it keeps (rounded up) every buffer
+    size it ever served, and the memory read's sizes vary from frame to frame. Peak RSS of a 480x854
+    stream: 0.65-0.7 GB without it, 1.06 GB with it, for the same speed (BENCHMARKS.md)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = arena
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"onnxruntime cannot load {path}: {reason}") from exc
+
+
+class OrtBackend:
+    """:class:`~mast.runtime.backend.Backend` on onnxruntime; keys and label distributions are
+    numpy arrays (keys ``[C, h, w]`` float32, distributions ``[L, h, w]`` float32).
+
+    model_dir: a folder written by ``mast-export``. device: cpu | cuda | auto.
+    config:    what the tracker will run (attention, schedule): the model must have been exported
+               with the same, else ModelError naming the field.
+    size:      (H, W) the caller expects, checked against the model's input size when given.
+    threads:   onnxruntime intra-op threads (None: one per physical core).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model_dir: str | Path, device: Device = "cpu", config: ModelConfig = ModelConfig(),
+                 size: tuple[int, int] | None = None, threads: int | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.meta: ModelMetadata = read_metadata(self.model_dir)
+        check_expected(self.meta, config, size)
+        providers = providers_for(device)
+        self.encoder = open_session(self.model_dir / ENCODER_FILE, providers, threads)
+        self.memory = open_session(self.model_dir / MEMORY_READ_FILE, providers, threads)
+        for name, session in ((ENCODER_FILE, self.encoder), (MEMORY_READ_FILE, self.memory)):
+            check_props(name, session.get_modelmeta().custom_metadata_map, self.meta)
+        if device == "cuda" and CUDA_EP not in self.memory.get_providers():
+            raise InputError("device cuda: onnxruntime could not start the CUDA execution provider "
+                             "(no GPU visible?): use device cpu")
+        self.device = "cuda" if CUDA_EP in self.memory.get_providers() else "cpu"
+        self.input_size: tuple[int, int] = tuple(self.meta.input_size)
+        self.precision = self.meta.precision
+        self.keys: np.ndarray | None = None     # [S, C, h, w] float32, the slots' keys
+        self.labels: np.ndarray | None = None   # [S, h, w] int64, the slots' label channels
+        self.n_labels = 0
+
+    # -- Backend protocol --------------------------------------------------------------------------
+    def encode(self, bgr: np.ndarray) -> np.ndarray:
+        """BGR uint8 ``[H, W, 3]`` at ``input_size`` -> key ``[C, h, w]`` float32."""
+        h, w = self.input_size
+        if bgr.shape != (h, w, 3) or bgr.dtype != np.uint8:
+            raise InputError(f"frame is {bgr.shape} {bgr.dtype}, the model takes uint8 {h}x{w}x3 "
+                             f"(BGR): resize frames to the model size (the Tracker does)")
+        return self.encoder.run(None, {"frame": np.ascontiguousarray(bgr)[None]})[0][0]
+
+    def allocate(self, n_slots: int, key: np.ndarray, n_labels: int) -> None:
+        """(Re)allocate the bank: ``n_slots`` keys like ``key`` and ``n_labels`` label channels."""
+        slots, max_labels = self.meta.slots["n_slots"], self.meta.slots["max_labels"]
+        if n_slots != slots:
+            raise ModelError(f"the tracker asks for {n_slots} memory slots but the model was exported "
+                             f"for {slots}: re-export with the tracker's memory schedule")
+        if n_labels > max_labels:
+            raise InputError(f"{n_labels - 1} objects to track but this model was exported for at most "
+                             f"{max_labels - 1}: re-export with mast-export --max-objects {n_labels - 1}")
+        self.keys = np.zeros((n_slots, *key.shape), np.float32)
+        self.labels = np.zeros((n_slots, *key.shape[1:]), np.int64)
+        self.n_labels = n_labels
+
+    def write(self, slot: int, key: np.ndarray, labels: np.ndarray) -> None:
+        """Store ``key`` ``[C, h, w]`` and label channels ``labels`` ``[h, w]`` (int) in ``slot``."""
+        self.keys[slot] = key
+        self.labels[slot] = labels
+
+    def read(self, key: np.ndarray, slots: list[int], distances: list[int]) -> np.ndarray:
+        """Label distribution ``[L, h, w]`` of the query ``key`` read from ``slots`` at ``distances``."""
+        reads = self.meta.slots["reads"]
+        if not slots or len(slots) > reads or len(slots) != len(distances) or min(distances) < 1:
+            raise InputError(f"read needs 1..{reads} slots with distances >= 1 (the model reads at most "
+                             f"{reads} per frame), got slots {slots} at distances {distances}")
+        dist = np.zeros(len(self.keys), np.int64)
+        dist[list(slots)] = distances
+        probs = self.memory.run(None, {"query": key[None], "keys": self.keys, "labels": self.labels,
+                                       "distances": dist})[0]
+        return probs[: self.n_labels]
+
+    def decode(self, probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Bilinear upsampling (align_corners=False) of ``probs`` ``[L, h, w]`` to ``size`` (H, W),
+        argmax -> channel map uint8 ``[H, W]``."""
+        return decode_probs(probs, size)
+
+
+def decode_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[L, h, w]`` -> uint8 ``[H, W]``: OpenCV's INTER_LINEAR is half-pixel (align_corners=False)
+    bilinear without antialiasing, as torch's ``interpolate(mode="bilinear")``."""
+    h, w = size
+    up = cv2.resize(np.ascontiguousarray(probs.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    if up.ndim == 2:  # one channel: OpenCV drops the channel axis
+        return np.zeros((h, w), np.uint8)
+    return up.argmax(-1).astype(np.uint8)
