@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from mast.core.checkpoint import load_encoder
 from mast.core.masks import read_mask
