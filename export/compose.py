@@ -13,39 +13,42 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 MODEL_INPUTS = ("query", "keys", "labels", "distances")
-STATE = ("peak", "total", "acc")
+STATE = ("peak", "acc")
 
 
 @dataclass(frozen=True)
 class Pieces:
-    """The traced graphs: ``local`` / ``roi`` take (query, keys, labels, slot, distance, peak, total,
-    acc) and return (peak, total, acc); ``finish`` takes (total, acc) and returns probs."""
+    """The traced graphs: ``local`` / ``roi`` take (query, keys, labels, slot, distance, peak, acc)
+    and return (peak, acc); ``finish`` takes (acc) and returns probs."""
 
     local: onnx.ModelProto
     roi: onnx.ModelProto
     finish: onnx.ModelProto
 
 
-def inline(model: onnx.ModelProto, prefix: str, inputs: dict[str, str],
-           outputs: dict[str, str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes and initializers of ``model``'s graph with every name prefixed, its graph inputs read
+def inline(model: onnx.ModelProto, prefix: str, inputs: dict[str, str], outputs: dict[str, str],
+           shared: dict[str, onnx.TensorProto], shared_prefix: str) -> list[onnx.NodeProto]:
+    """The nodes of ``model``'s graph with every name prefixed by ``prefix``, its graph inputs read
     from the outer names ``inputs`` (graph input name -> outer name) and its outputs written to
-    ``outputs`` (graph output name -> new name)."""
+    ``outputs`` (graph output name -> new name).
+
+    Its initializers and ``Constant`` tensors go to ``shared`` under ``shared_prefix`` + name (the
+    outer graph holds them once however often the piece is inlined; subgraphs read them from
+    there)."""
     g = model.graph
-    rename = {i.name: inputs[i.name] for i in g.input if i.name in inputs}
     missing = [i.name for i in g.input if i.name not in inputs]
     if missing:
         raise ValueError(f"no outer value given for input(s) {missing} of the {prefix} piece")
-    inits = []
+    rename = {i.name: inputs[i.name] for i in g.input}
     for t in g.initializer:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(t)
-        copy.name = rename[t.name] = prefix + t.name
-        inits.append(copy)
+        rename[t.name] = _share(t, shared_prefix + t.name, shared)
     nodes = []
     for n in g.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
             raise ValueError(f"piece {prefix} has a nested graph in node {n.name}: not supported")
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            rename[n.output[0]] = _share(n.attribute[0].t, shared_prefix + n.output[0], shared)
+            continue
         node = onnx.NodeProto()
         node.CopyFrom(n)
         node.name = prefix + n.name
@@ -54,22 +57,32 @@ def inline(model: onnx.ModelProto, prefix: str, inputs: dict[str, str],
             rename[x] = outputs.get(x, prefix + x) if x else x
             node.output[k] = rename[x]
         nodes.append(node)
-    for o in g.output:  # an output that is an input or initializer needs a node of its own
+    for o in g.output:  # an output that is an input or a constant needs a node of its own
         if rename.get(o.name) != outputs[o.name]:
             nodes.append(helper.make_node("Identity", [rename[o.name]], [outputs[o.name]], name=prefix + "out_" + o.name))
-    return nodes, inits
+    return nodes
+
+
+def _share(tensor: onnx.TensorProto, name: str, shared: dict[str, onnx.TensorProto]) -> str:
+    """Put a copy of ``tensor`` named ``name`` into ``shared`` (once); returns the name."""
+    if name not in shared:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        copy.name = name
+        shared[name] = copy
+    return name
 
 
 def _float_info(name: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
 
 
-def _branch(name: str, nodes, inits, outputs: list[str]) -> onnx.GraphProto:
-    return helper.make_graph(nodes, name, [], [_float_info(o) for o in outputs], initializer=inits)
+def _branch(name: str, nodes, outputs: list[str]) -> onnx.GraphProto:
+    return helper.make_graph(nodes, name, [], [_float_info(o) for o in outputs])
 
 
 def _pick_nodes(i: int, pieces: Pieces, state_in: list[str], state_out: list[str],
-                roi_threshold: int) -> list[onnx.NodeProto]:
+                shared: dict[str, onnx.TensorProto]) -> list[onnx.NodeProto]:
     """Fold pick ``i`` into the state: If(d > 0) { If(d > threshold) roi else local } else pass."""
     d, slot = f"pick{i}_distance", f"pick{i}_slot"
     nodes = [helper.make_node("Gather", ["sorted_distances", f"index{i}"], [d], axis=0, name=f"pick{i}_d"),
@@ -82,8 +95,9 @@ def _pick_nodes(i: int, pieces: Pieces, state_in: list[str], state_out: list[str
     for kind in ("roi", "local"):
         out = [f"pick{i}_{kind}_{s}" for s in STATE]
         piece = getattr(pieces, kind)
-        body, inits = inline(piece, f"pick{i}_{kind}/", outer, dict(zip([o.name for o in piece.graph.output], out)))
-        branches[kind] = _branch(f"pick{i}_{kind}", body, inits, out)
+        body = inline(piece, f"pick{i}_{kind}/", outer, dict(zip([o.name for o in piece.graph.output], out)),
+                      shared, f"{kind}/")
+        branches[kind] = _branch(f"pick{i}_{kind}", body, out)
     chosen = [f"pick{i}_read_{s}" for s in STATE]
     choose = helper.make_node("If", [f"pick{i}_roi"], chosen, name=f"pick{i}_branch",
                               then_branch=branches["roi"], else_branch=branches["local"])
@@ -101,7 +115,7 @@ def memory_read_model(pieces: Pieces, reads: int, roi_threshold: int, initial_st
                       opset: int, ir_version: int) -> onnx.ModelProto:
     """The whole ``memory_read.onnx``: TopK over the distances, one ``If`` per pick, then Finish.
 
-    ``initial_state``: (peak, total, acc) arrays of the empty state; ``input_shapes``: shapes of
+    ``initial_state``: (peak, acc) arrays of the empty state; ``input_shapes``: shapes of
     ``query``, ``keys``, ``labels``, ``distances``; ``output_shape``: of ``probs``."""
     types = {"query": TensorProto.FLOAT, "keys": TensorProto.FLOAT, "labels": TensorProto.INT64,
              "distances": TensorProto.INT64}
@@ -114,15 +128,16 @@ def memory_read_model(pieces: Pieces, reads: int, roi_threshold: int, initial_st
     nodes = [helper.make_node("TopK", ["distances", "reads"], ["sorted_distances", "picked_slots"],
                               axis=0, largest=1, sorted=1, name="pick_slots")]
     state = [f"state0_{s}" for s in STATE]
+    shared: dict[str, onnx.TensorProto] = {}
     for i in range(reads):
         new = [f"state{i + 1}_{s}" for s in STATE]
-        nodes += _pick_nodes(i, pieces, state, new, roi_threshold)
+        nodes += _pick_nodes(i, pieces, state, new, shared)
         state = new
-    body, inits = inline(pieces.finish, "finish/", {"total": state[1], "acc": state[2]},
-                         {pieces.finish.graph.output[0].name: "probs"})
-    graph = helper.make_graph(nodes + body, "mast_memory_read", inputs,
+    nodes += inline(pieces.finish, "finish/", {"acc": state[1]}, {pieces.finish.graph.output[0].name: "probs"},
+                    shared, "finish/")
+    graph = helper.make_graph(nodes, "mast_memory_read", inputs,
                               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, output_shape)],
-                              initializer=consts + inits)
+                              initializer=consts + list(shared.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="mast-export")
     model.ir_version = ir_version

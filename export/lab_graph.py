@@ -82,8 +82,6 @@ class OpenCvLab(nn.Module):
         self.register_buffer("frac", torch.from_numpy(frac.astype(np.int32)), persistent=False)
         corners = corner_table(node_table()).astype(np.int32)
         self.register_buffer("corners", torch.from_numpy(corners), persistent=False)      # [33^3, 8, 3]
-        bits = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=torch.bool)
-        self.register_buffer("bits", bits, persistent=False)                             # [8, 3] (r, g, b)
         self.register_buffer("mean", torch.tensor(LAB_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(LAB_STD), persistent=False)
 
@@ -92,10 +90,10 @@ class OpenCvLab(nn.Module):
         cell, frac = self.cell[v], self.frac[v]                      # [B, H, W, 3]
         origin = (cell[..., 0] * LUT_DIM + cell[..., 1]) * LUT_DIM + cell[..., 2]
         values = self.corners[origin]                                # [B, H, W, 8, 3] int32
-        # weight of corner c: prod over r, g, b of (f if the corner's bit is set else 16 - f)
-        f = frac[..., None, :]                                       # [B, H, W, 1, 3]
-        w = torch.where(self.bits, f, FRAC_BASE - f).prod(-1, keepdim=True)   # [B, H, W, 8, 1]
-        s = (values * w).sum(-2)                                     # [B, H, W, 3], < 2^26
+        # weight of corner (dr, dg, db): product over r, g, b of 16 - f (bit 0) or f (bit 1)
+        pair = torch.stack([FRAC_BASE - frac, frac], -1)             # [B, H, W, 3, 2]
+        w = pair[..., 0, :, None, None] * pair[..., 1, None, :, None] * pair[..., 2, None, None, :]
+        s = (values * w.reshape(*w.shape[:3], 8, 1)).sum(-2)         # [B, H, W, 3], < 2^26
         fixed = torch.div(s + (1 << (WEIGHT_SHIFT - 1)), 1 << WEIGHT_SHIFT, rounding_mode="trunc")
         scale = torch.tensor([100.0 / LAB_BASE, 256.0 / LAB_BASE, 256.0 / LAB_BASE], device=bgr.device)
         shift = torch.tensor([0.0, -128.0, -128.0], device=bgr.device)

@@ -25,31 +25,39 @@ How it is computed (exportable, memory-bounded):
   window mask (-inf outside each pixel's window).
 - **ROI localisation** (d > 15): the dilation gamma = min(4, d // 15 + 1) is data, so the coarse
   search runs on a *phase mosaic*: the ``gamma x gamma`` phase grids of the frame side by side with
-  ``R`` zero rows/columns between them, gathered with a per-gamma index table made at export. The
-  dilated search is then the restricted-window search on one fixed-size map (about 1.5x the frame's
-  area at R = 12) whatever gamma is. Its soft-argmax gives o_p. The fine window is read as the
-  reference does: each tile's queries against the key square holding every pixel's integer
-  ``(2R+2)^2`` window at p + floor(o_p) (side ``T + 2R + 2 + spread``, the band's spread of
-  floor(o_p) computed in the graph: a dynamic ``Range``), GatherElements and a bilinear blend of the
-  scores, the weights spread back with the same bilinear weights (ScatterElements) and multiplied
-  with the value square. Keys are padded by ``max_dilation * R + R + T + 2`` so every square fits.
-- Peak extra memory is that of one band of one slot (see BENCHMARKS.md for the figures).
+  ``R`` zero rows/columns between them, gathered with per-gamma index tables made at export
+  (:class:`PhaseTables`). The dilated search is then the restricted-window search of the mosaic's
+  tiles (about as many as the frame's, whatever gamma is). Its soft-argmax gives o_p.
+- **Fine window** (ROI): as the reference, each tile's queries are matched against the key square
+  holding every pixel's integer ``(2R+2)^2`` window at p + floor(o_p): its side is
+  ``T + 2R + 2 + spread``, the spread of floor(o_p) inside the tiles of a chunk, computed in the
+  graph (a dynamic ``Range``; tiles sorted by spread first). The bilinear fine window and the
+  spreading of the weights back onto the square are batched MatMuls with per-pixel bilinear
+  selectors (:class:`_FineFrame`), then one MatMul with the value square. Keys are padded by
+  ``max_dilation * R + R + T + 2`` so every square fits.
+- Peak extra memory is that of one band (chunk) of one slot (figures in BENCHMARKS.md).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from mast.core.attention import _PaddedMap, _Tiles
 from mast.core.config import AttentionConfig, MemoryConfig
+from mast.export.tiling import PaddedMap, Tiles, grid
 
 MIN_DILATION = 2
 NO_SCORE = -3.0e38  # initial running max: finite, so that exp(NO_SCORE - NO_SCORE) stays defined
+# exp arguments are clamped here: onnxruntime's Exp is ~15x slower on -inf and on arguments whose
+# result is denormal. exp(-80) = 1.8e-35 stands in for 0, far below float32 resolution of the sums.
+EXP_FLOOR = -80.0
+
+
+def _exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(max(x, EXP_FLOOR)) (see EXP_FLOOR)."""
+    return torch.exp(torch.clamp(x, min=EXP_FLOOR))
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,9 @@ class ReadSpec:
         return cls(feature_size[0], feature_size[1], key_dim, memory.n_slots, reads, max_labels, attention)
 
     @property
-    def tiles(self) -> _Tiles:
-        return _Tiles(self.height, self.width, self.attention.tile, self.attention.radius)
+    def tiles(self) -> Tiles:
+        """Tiling of the feature map into query tiles."""
+        return Tiles(self.height, self.width, self.attention.tile, self.attention.radius)
 
     @property
     def state_shape(self) -> tuple[int, int]:
@@ -90,41 +99,68 @@ class ReadSpec:
         return t.nty * t.ntx, t.t * t.t
 
 
-def mosaic_tables(h: int, w: int, r: int, max_dilation: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Phase mosaics for gamma = 2 .. max_dilation on one common ``Hm x Wm`` canvas.
+@dataclass(frozen=True)
+class PhaseTables:
+    """Where the coarse (dilated) search reads and writes, for each dilation gamma = 2 .. max.
 
-    Returns ``src`` ``[G, Hm*Wm]``: the frame pixel (flat; ``h*w`` = a zero pixel) shown at each
-    mosaic cell; ``pos`` ``[G, h*w]``: the mosaic cell of each frame pixel; and ``(Hm, Wm)``.
-    Phase (ry, rx) (frame pixels gamma*i + ry, gamma*j + rx) is the block at rows ry*(bh + r) + i,
-    columns rx*(bw + r) + j, bh = ceil(h / gamma): ``r`` zero rows/columns between blocks keep every
-    radius-r window inside its own phase grid, out-of-grid cells reading zeros as the reference's
-    zero padding does."""
-    gammas = range(MIN_DILATION, max(max_dilation, MIN_DILATION) + 1)
-    hm = max(g * math.ceil(h / g) + (g - 1) * r for g in gammas)
-    wm = max(g * math.ceil(w / g) + (g - 1) * r for g in gammas)
-    src = np.full((len(gammas), hm, wm), h * w, np.int64)
+    The gamma x gamma phase grids of the frame (pixels gamma*i + ry, gamma*j + rx) are laid side
+    by side on a key mosaic ``Hm x Wm``: block (ry, rx) starts at row ry*(BH + r), column
+    rx*(BW + r), BH = ceil(ceil(h / gamma) / t) * t; ``r`` zero rows/columns between blocks keep
+    every radius-r window inside its own phase grid (out-of-grid cells read zeros, as the
+    reference's zero padding does). Query tiles cover the blocks only (not the gaps), so the
+    search costs about as many tiles as the frame has, whatever gamma is.
+
+    ksrc: ``[G, Hm*Wm]`` frame pixel (flat; ``h*w`` = a zero pixel) shown at each mosaic cell.
+    qsrc: ``[G, NT*t*t]`` frame pixel of each pixel of each query tile (padding tiles: ``h*w``).
+    top, left: ``[G, NT]`` each tile's origin on the mosaic.
+    pos:  ``[G, h*w]`` each frame pixel's place among the tiles' pixels (tile * t*t + pixel).
+    """
+
+    ksrc: np.ndarray
+    qsrc: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    pos: np.ndarray
+    hm: int
+    wm: int
+
+    @property
+    def n_tiles(self) -> int:
+        return self.top.shape[1]
+
+
+def phase_tables(h: int, w: int, t: int, r: int, max_dilation: int) -> PhaseTables:
+    """The :class:`PhaseTables` of an ``h x w`` map, tiles ``t``, radius ``r``."""
+    gammas = list(range(MIN_DILATION, max(max_dilation, MIN_DILATION) + 1))
+    blocks = {g: (-(-(-(-h // g)) // t) * t, -(-(-(-w // g)) // t) * t) for g in gammas}   # BH, BW
+    hm = max(g * bh + (g - 1) * r for g, (bh, _) in blocks.items())
+    wm = max(g * bw + (g - 1) * r for g, (_, bw) in blocks.items())
+    n_tiles = max(g * g * (bh // t) * (bw // t) for g, (bh, bw) in blocks.items())
+    ksrc = np.full((len(gammas), hm, wm), h * w, np.int64)
+    qsrc = np.full((len(gammas), n_tiles, t, t), h * w, np.int64)
+    top, left = np.zeros((len(gammas), n_tiles), np.int64), np.zeros((len(gammas), n_tiles), np.int64)
     pos = np.zeros((len(gammas), h * w), np.int64)
     for gi, g in enumerate(gammas):
-        bh, bw = math.ceil(h / g), math.ceil(w / g)
+        bh, bw = blocks[g]
+        k = 0
         for ry in range(g):
             for rx in range(g):
                 fy, fx = np.arange(bh) * g + ry, np.arange(bw) * g + rx
-                my, mx = ry * (bh + r) + np.arange(bh), rx * (bw + r) + np.arange(bw)
-                ok_y, ok_x = fy < h, fx < w
-                frame = fy[ok_y, None] * w + fx[None, ok_x]
-                src[gi][np.ix_(my[ok_y], mx[ok_x])] = frame
-                pos[gi][frame.reshape(-1)] = (my[ok_y, None] * wm + mx[None, ok_x]).reshape(-1)
-    return src.reshape(len(gammas), -1), pos, (hm, wm)
+                frame = np.where((fy[:, None] < h) & (fx[None] < w), fy[:, None] * w + fx[None], h * w)
+                y0, x0 = ry * (bh + r), rx * (bw + r)
+                ksrc[gi, y0:y0 + bh, x0:x0 + bw] = frame
+                for ty in range(bh // t):
+                    for tx in range(bw // t):
+                        qsrc[gi, k] = frame[ty * t:(ty + 1) * t, tx * t:(tx + 1) * t]
+                        top[gi, k], left[gi, k] = y0 + ty * t, x0 + tx * t
+                        k += 1
+        flat = qsrc[gi].reshape(-1)
+        real = flat < h * w
+        pos[gi, flat[real]] = np.nonzero(real)[0]
+    return PhaseTables(ksrc.reshape(len(gammas), -1), qsrc.reshape(len(gammas), -1), top, left, pos, hm, wm)
 
 
-def _grid(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column index of each cell of an ``n x n`` grid, flattened ``[n*n]`` each."""
-    a = torch.arange(n)
-    y, x = torch.meshgrid(a, a, indexing="ij")
-    return y.reshape(-1), x.reshape(-1)
-
-
-def _local_scores(q: torch.Tensor, key: _PaddedMap, tiles: _Tiles, top, left, bias) -> torch.Tensor:
+def _local_scores(q: torch.Tensor, key: PaddedMap, tiles: Tiles, top, left, bias) -> torch.Tensor:
     """Restricted-window scores of tile queries ``q`` ``[nt, tt, C]``: ``[nt, tt, (t+2r)^2]``, -inf
     outside each pixel's window, 0 for out-of-frame cells."""
     nb = key.squares(top - tiles.r, left - tiles.r, tiles.t + 2 * tiles.r)
@@ -133,61 +169,104 @@ def _local_scores(q: torch.Tensor, key: _PaddedMap, tiles: _Tiles, top, left, bi
 
 class _FineFrame:
     """A slot read through its ROI: the fine window around p + o_p of its keys and values (bilinear,
-    zero padded), for the tile queries of any band."""
+    zero padded).
 
-    def __init__(self, key, value, offsets, tiles: _Tiles, pad: int, pix, win) -> None:
-        self.tiles, self.pix, self.win = tiles, pix, win
+    Tiles are read in chunks, each against key squares of one side (``T + 2R + 2`` + the chunk's
+    largest spread of floor(o_p) inside a tile). Tiles are sorted by that spread first, so that the
+    few tiles whose pixels point far apart (ill-conditioned coarse softmax) share chunks and do not
+    inflate the squares of all the others. Each pixel's fine window is read from its scores on the
+    square by two bilinear *selectors* (:func:`_selectors`): ``fine = A_y S A_x^T``, and its softmax
+    weights go back onto the square by the adjoint ``A_y^T E A_x`` (batched MatMuls: no per-element
+    gather or scatter)."""
+
+    def __init__(self, key, value, offsets, tiles: Tiles, pad: int) -> None:
+        self.tiles, self.pix = tiles, grid(tiles.t)
         base = torch.floor(offsets)
-        self.frac = tiles.pad_query(offsets - base)                    # [2, Hq, Wq] in [0, 1)
-        self.base = tiles.pad_query(base).long()                       # [2, Hq, Wq]
-        self.keys, self.values = _PaddedMap(key, pad), _PaddedMap(value, pad)
+        every = (0, tiles.nty)
+        frac = tiles.pad_query(offsets - base)                          # [2, Hq, Wq] in [0, 1)
+        self.fy, self.fx = (tiles.query(frac[i:i + 1], *every)[..., 0] for i in (0, 1))   # [NT, tt]
+        base = tiles.pad_query(base).long()
+        self.by, self.bx = (tiles.query(base[i:i + 1], *every)[..., 0] for i in (0, 1))   # [NT, tt]
+        spread = torch.maximum(self.by.amax(1) - self.by.amin(1), self.bx.amax(1) - self.bx.amin(1))
+        self.order = torch.topk(spread, spread.shape[0], largest=False).indices          # [NT]
+        self.top, self.left = tiles.origins(*every)
+        self.keys, self.values = PaddedMap(key, pad), PaddedMap(value, pad, ones=True)
 
-    def scores(self, q: torch.Tensor, ty0: int, ty1: int, top0, left0):
-        """Fine scores ``[nt, tt, (2R+1)^2]`` of tile queries ``q`` ``[nt, tt, C]`` and the state
-        ``aggregate`` needs."""
+    def _squares(self, idx: torch.Tensor):
+        """For the tiles ``idx`` ``[n]``: the squares' side (0-d), their rows in the padded maps
+        ``[n, side^2]``, and each pixel's integer window start on its square (y, x) ``[n, tt]``."""
         t, r = self.tiles.t, self.tiles.r
-        by = self.tiles.query(self.base[:1], ty0, ty1)[..., 0]          # [nt, tt]
-        bx = self.tiles.query(self.base[1:], ty0, ty1)[..., 0]
+        by, bx = self.by[idx], self.bx[idx]                             # [n, tt]
         lo_y, lo_x = by.amin(1, keepdim=True), bx.amin(1, keepdim=True)
-        spread = torch.maximum((by - lo_y).amax(), (bx - lo_x).amax())
-        side = spread + (t + 2 * r + 2)                                 # 0-d, data-dependent
-        a = torch.arange(side)
-        cells = (a[:, None] * self.keys.width + a[None, :]).reshape(-1)  # [side^2]
-        top, left = top0 + lo_y[:, 0] - r, left0 + lo_x[:, 0] - r
-        start = (top + self.keys.pad) * self.keys.width + (left + self.keys.pad)
-        rows = start[:, None] + cells[None]                             # [nt, side^2]
-        s = torch.matmul(q, self.keys.rows[rows].transpose(1, 2))       # [nt, tt, side^2]
-        wy = self.pix[0][None, :, None] + (by - lo_y)[..., None] + self.win[0][None, None]
-        wx = self.pix[1][None, :, None] + (bx - lo_x)[..., None] + self.win[1][None, None]
-        cell = wy * side + wx                                           # [nt, tt, (2R+2)^2]
-        n, m = 2 * r + 1, 2 * r + 2
-        g = torch.gather(s, 2, cell).reshape(cell.shape[0], cell.shape[1], m, m)
-        fy = self.tiles.query(self.frac[:1], ty0, ty1)[..., None]      # [nt, tt, 1, 1]
-        fx = self.tiles.query(self.frac[1:], ty0, ty1)[..., None]
-        wts = ((1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx)
-        fine = (wts[0] * g[..., :n, :n] + wts[1] * g[..., :n, 1:]
-                + wts[2] * g[..., 1:, :n] + wts[3] * g[..., 1:, 1:])
-        return fine.flatten(2), (s, cell, wts, rows)
+        side = torch.maximum((by - lo_y).amax(), (bx - lo_x).amax()) + (t + 2 * r + 2)
+        # a square starts at its tile's first window row/column, moved up/left where it would
+        # leave the padded map (it still holds every window of the tile: the pad covers them)
+        top0, left0 = self.top[idx] + lo_y[:, 0] - r, self.left[idx] + lo_x[:, 0] - r   # [n]
+        top = torch.minimum(top0, self.tiles.h + self.keys.pad - side)
+        left = torch.minimum(left0, self.tiles.w + self.keys.pad - side)
+        oy = self.pix[0][None] + by - lo_y + (top0 - top)[:, None]
+        ox = self.pix[1][None] + bx - lo_x + (left0 - left)[:, None]
+        return side, self.keys.cells(top, left, side), oy, ox
 
-    def aggregate(self, e: torch.Tensor, state) -> torch.Tensor:
-        """Weighted values ``[nt, tt, L]`` for unnormalised weights ``e`` ``[nt, tt, (2R+1)^2]``:
-        each weight spread bilinearly onto the 4 integer cells it was read from."""
-        s, cell, wts, rows = state
+    def chunk(self, q_all: torch.Tensor, c0: int, c1: int):
+        """Fine scores ``[n, tt, (2R+1)^2]`` of the tiles ``order[c0:c1]`` (queries from ``q_all``
+        ``[NT, tt, C]``), the weights -> values ``[n, tt, L+1]`` map, and those tiles' indices."""
+        idx = self.order[c0:c1]
+        side, rows, oy, ox = self._squares(idx)
+        s = torch.matmul(q_all[idx], self.keys.rows[rows].transpose(1, 2))   # [n, tt, side^2]
         n = 2 * self.tiles.r + 1
-        e = e.reshape(e.shape[0], e.shape[1], n, n)
-        spread = (F.pad(wts[0] * e, (0, 1, 0, 1)) + F.pad(wts[1] * e, (1, 0, 0, 1))
-                  + F.pad(wts[2] * e, (0, 1, 1, 0)) + F.pad(wts[3] * e, (1, 0, 1, 0)))
-        full = torch.zeros_like(s).scatter(2, cell, spread.flatten(2))  # [nt, tt, side^2]
-        return torch.matmul(full, self.values.rows[rows])
+        ay = _selectors(oy, self.fy[idx], side, n, s.dtype)               # [n, tt, 2R+1, side]
+        ax = _selectors(ox, self.fx[idx], side, n, s.dtype)
+        sq = s.reshape(s.shape[0], s.shape[1], side, side)
+        fine = torch.matmul(ay, torch.matmul(sq, ax.transpose(-1, -2)))  # [n, tt, 2R+1, 2R+1]
+
+        def weigh(e: torch.Tensor) -> torch.Tensor:
+            """Each weight spread bilinearly onto the integer cells it was read from (the adjoint of
+            the selection), then the square's values (and ones) summed with those weights."""
+            e = e.reshape(e.shape[0], e.shape[1], n, n)
+            full = torch.matmul(ay.transpose(-1, -2), torch.matmul(e, ax))          # [n, tt, side, side]
+            return torch.matmul(full.reshape(s.shape), self.values.rows[rows])
+
+        return fine.flatten(2), weigh, idx
+
+
+def _selectors(start: torch.Tensor, frac: torch.Tensor, side, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Bilinear selectors ``[..., n, side]``: row k of pixel p weighs square row (or column)
+    ``start_p + k`` by 1 - frac_p and the next one by frac_p, so that ``A S A'^T`` samples the
+    square's scores at start + k + frac. ``start`` int ``[...]``, ``frac`` ``[...]``, ``side`` 0-d."""
+    cells = torch.arange(side)
+    unit = (torch.arange(side + 1)[:, None] == cells[None]).to(dtype)   # [side+1, side], last row 0
+    step = unit[1:] - unit[:-1]                                           # row i: e(i+1) - e(i)
+    i = start[..., None] + torch.arange(n)                                # [..., n]
+    return unit[i] + frac[..., None, None] * step[i]
+
+
+class _LocalFrame:
+    """A slot read through the restricted window (zero padded)."""
+
+    def __init__(self, key, value, tiles: Tiles, bias) -> None:
+        self.tiles, self.bias = tiles, bias
+        self.keys = PaddedMap(key, tiles.r + tiles.t)
+        self.values = PaddedMap(value, tiles.r + tiles.t, ones=True)
+
+    def band(self, q: torch.Tensor, ty0: int, ty1: int):
+        """Scores ``[nt, tt, (t+2r)^2]`` (-inf outside each pixel's window) of tile queries ``q``
+        ``[nt, tt, C]`` of tile rows [ty0, ty1), and the weights -> values ``[nt, tt, L+1]`` map."""
+        tiles = self.tiles
+        top, left = tiles.origins(ty0, ty1)
+        s = _local_scores(q, self.keys, tiles, top, left, self.bias)
+        rows = self.values.cells(top - tiles.r, left - tiles.r, tiles.t + 2 * tiles.r)
+        return s, lambda e: torch.matmul(e, self.values.rows[rows])
 
 
 class SlotRead(nn.Module):
     """One read slot folded into the running softmax state (the body of one ``If`` branch).
 
     Inputs: ``query`` ``[1, C, h, w]``, ``keys`` ``[S, C, h, w]``, ``labels`` ``[S, h, w]`` int64,
-    ``slot`` and ``distance`` 0-d int64, and the state ``peak`` ``[NT, tt]`` (running max score),
-    ``total`` ``[NT, tt]`` (sum of exp(score - peak)), ``acc`` ``[NT, tt, L]`` (weighted values), NT
-    tiles of tt pixels (:attr:`ReadSpec.state_shape`). Returns the updated state.
+    ``slot`` and ``distance`` 0-d int64, and the state: ``peak`` ``[NT, tt]`` (running max score of
+    each query pixel) and ``acc`` ``[NT, tt, L+1]`` (sum of exp(score - peak) * value; the last
+    channel: of exp(score - peak), the softmax denominator), NT tiles of tt pixels
+    (:attr:`ReadSpec.state_shape`). Returns the updated (peak, acc).
     ``roi``: read through ROI localisation (the caller picks it for d > roi_threshold).
     """
 
@@ -196,105 +275,92 @@ class SlotRead(nn.Module):
         self.spec, self.roi = spec, roi
         cfg = spec.attention
         self.tiles = spec.tiles
-        bias, dy, dx = self.tiles.window_mask(torch.device("cpu"))
+        bias, dy, dx = self.tiles.window_mask()
         self.register_buffer("bias", bias, persistent=False)
-        self.register_buffer("dy", dy, persistent=False)
-        self.register_buffer("dx", dx, persistent=False)
         if roi:
-            src, pos, (hm, wm) = mosaic_tables(spec.height, spec.width, cfg.radius, cfg.max_dilation)
-            self.coarse_tiles = _Tiles(hm, wm, cfg.tile, cfg.radius)
-            self.register_buffer("mosaic_src", torch.from_numpy(src), persistent=False)
-            self.register_buffer("mosaic_pos", torch.from_numpy(pos), persistent=False)
+            self.phases = phase_tables(spec.height, spec.width, cfg.tile, cfg.radius, cfg.max_dilation)
+            for name in ("ksrc", "qsrc", "top", "left", "pos"):
+                self.register_buffer(f"phase_{name}", torch.from_numpy(getattr(self.phases, name)), persistent=False)
+            self.register_buffer("dy", dy, persistent=False)   # [tt, cells] offset of each cell
+            self.register_buffer("dx", dx, persistent=False)
             self.fine_pad = max(cfg.max_dilation, 1) * cfg.radius + cfg.radius + cfg.tile + 2
-            self.pix, self.win = _grid(cfg.tile), _grid(2 * cfg.radius + 2)
 
-    def forward(self, query, keys, labels, slot, distance, peak, total, acc):
+    def forward(self, query, keys, labels, slot, distance, peak, acc):
         spec, tiles = self.spec, self.tiles
         q = query[0]
         key = keys[slot].to(q.dtype)
-        channels = torch.arange(spec.max_labels, device=labels.device)
+        channels = torch.arange(spec.max_labels)
         value = (labels[slot][None] == channels[:, None, None]).to(q.dtype)    # [L, h, w]
-        if self.roi:
-            offsets = self._coarse_offsets(q, key, distance)
-            frame = _FineFrame(key, value, offsets, tiles, self.fine_pad, self.pix, self.win)
-            band_scores = self._fine_band(frame)
-        else:
-            pad = spec.attention.radius + spec.attention.tile
-            band_scores = self._local_band(_PaddedMap(key, pad), _PaddedMap(value, pad))
         q_pad = tiles.pad_query(q)
-        out = []
-        for ty0, ty1 in tiles.bands(spec.attention.band_tiles):
-            a, b = ty0 * tiles.ntx, ty1 * tiles.ntx
-            s, weigh = band_scores(tiles.query(q_pad, ty0, ty1), ty0, ty1)
-            out.append(_fold(s, weigh, peak[a:b], total[a:b], acc[a:b]))
-        return tuple(torch.cat(parts, 0) for parts in zip(*out))
-
-    def _local_band(self, kmap: _PaddedMap, vmap: _PaddedMap):
-        tiles = self.tiles
-
-        def band(q, ty0, ty1):
-            top, left = tiles.origins(ty0, ty1, q.device)
-            s = _local_scores(q, kmap, tiles, top, left, self.bias)
-            nb = vmap.squares(top - tiles.r, left - tiles.r, tiles.t + 2 * tiles.r)
-            return s, lambda e: torch.matmul(e, nb)
-        return band
-
-    def _fine_band(self, frame: _FineFrame):
-        def band(q, ty0, ty1):
-            top, left = self.tiles.origins(ty0, ty1, q.device)
-            s, state = frame.scores(q, ty0, ty1, top, left)
-            return s, lambda e: frame.aggregate(e, state)
-        return band
+        if not self.roi:
+            frame = _LocalFrame(key, value, tiles, self.bias)
+            parts = []
+            for ty0, ty1 in tiles.bands(spec.attention.band_tiles):
+                a, b = ty0 * tiles.ntx, ty1 * tiles.ntx
+                s, weigh = frame.band(tiles.query(q_pad, ty0, ty1), ty0, ty1)
+                parts.append(_fold(s, weigh, peak[a:b], acc[a:b]))
+            return torch.cat([p for p, _ in parts], 0), torch.cat([a for _, a in parts], 0)
+        frame = _FineFrame(key, value, self._coarse_offsets(q, key, distance), tiles, self.fine_pad)
+        q_all, n = tiles.query(q_pad, 0, tiles.nty), tiles.nty * tiles.ntx
+        step = spec.attention.band_tiles * tiles.ntx
+        parts = []
+        for c0 in range(0, n, step):
+            s, weigh, idx = frame.chunk(q_all, c0, min(c0 + step, n))
+            parts.append(_fold(s, weigh, peak[idx], acc[idx]))
+        inverse = torch.zeros_like(frame.order).scatter(0, frame.order, torch.arange(n))
+        return torch.cat([p for p, _ in parts], 0)[inverse], torch.cat([a for _, a in parts], 0)[inverse]
 
     def _coarse_offsets(self, q: torch.Tensor, key: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         """ROI centre offsets ``[2, h, w]`` (dy, dx in feature pixels): gamma * soft-argmax over the
         dilated window, computed as the restricted window on the gamma phase mosaic."""
-        cfg, ct = self.spec.attention, self.coarse_tiles
+        cfg, ph, t, r = self.spec.attention, self.phases, self.tiles.t, self.tiles.r
         h, w, c = self.spec.height, self.spec.width, q.shape[0]
         gamma = torch.clamp(torch.div(distance, cfg.dilation_step, rounding_mode="trunc") + 1,
                             MIN_DILATION, max(cfg.max_dilation, MIN_DILATION))
-        src, pos = self.mosaic_src[gamma - MIN_DILATION], self.mosaic_pos[gamma - MIN_DILATION]
-        zero = torch.zeros(c, 1, dtype=q.dtype, device=q.device)
-
-        def mosaic(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([x.reshape(c, h * w), zero], 1)[:, src].reshape(c, ct.h, ct.w)
-
-        q_pad, kmap = ct.pad_query(mosaic(q)), _PaddedMap(mosaic(key), cfg.radius + cfg.tile)
+        g = gamma - MIN_DILATION
+        zero = torch.zeros(c, 1, dtype=q.dtype)
+        q_tiles = torch.cat([q.reshape(c, h * w), zero], 1)[:, self.phase_qsrc[g]]      # [C, NT*tt]
+        q_tiles = q_tiles.reshape(c, ph.n_tiles, t * t).permute(1, 2, 0)                # [NT, tt, C]
+        kmap = PaddedMap(torch.cat([key.reshape(c, h * w), zero], 1)[:, self.phase_ksrc[g]].reshape(c, ph.hm, ph.wm), r)
+        top, left = self.phase_top[g], self.phase_left[g]
+        step = cfg.band_tiles * self.tiles.ntx
         parts = []
-        for ty0, ty1 in ct.bands(cfg.band_tiles):
-            top, left = ct.origins(ty0, ty1, q.device)
-            prob = torch.softmax(_local_scores(ct.query(q_pad, ty0, ty1), kmap, ct, top, left, self.bias), -1)
-            o = torch.stack([(prob * self.dy).sum(-1), (prob * self.dx).sum(-1)], -1)   # [nt, tt, 2]
-            parts.append(ct.untile(o, ty0, ty1))
-        offsets = torch.cat(parts, 1).reshape(2, ct.h * ct.w)[:, pos].reshape(2, h, w)
-        return offsets * gamma.to(offsets.dtype)
+        for c0 in range(0, ph.n_tiles, step):
+            c1 = min(c0 + step, ph.n_tiles)
+            nb = kmap.squares(top[c0:c1] - r, left[c0:c1] - r, t + 2 * r)
+            s = torch.matmul(q_tiles[c0:c1], nb.transpose(1, 2)) + self.bias              # [n, tt, cells]
+            # Softmax (rounds as the reference's does) of scores raised to >= max + EXP_FLOOR
+            prob = torch.softmax(torch.maximum(s, s.amax(-1, keepdim=True) + EXP_FLOOR), -1)
+            parts.append(torch.stack([(prob * self.dy).sum(-1), (prob * self.dx).sum(-1)], -1))  # [n, tt, 2]
+        offsets = torch.cat(parts, 0).reshape(ph.n_tiles * t * t, 2)[self.phase_pos[g]]    # [h*w, 2]
+        return offsets.t().reshape(2, h, w) * gamma.to(offsets.dtype)
 
 
-def _fold(s, weigh, peak, total, acc):
-    """Online softmax: fold scores ``s`` ``[nt, tt, n]`` (values ``weigh(e)`` ``[nt, tt, L]`` for
-    weights ``e``) into the state (peak, total ``[nt, tt]``, acc ``[nt, tt, L]``)."""
+def _fold(s, weigh, peak, acc):
+    """Online softmax: fold scores ``s`` ``[n, tt, k]`` (``weigh(e)``: values ``[n, tt, L+1]`` for
+    weights ``e``) into the state rows ``peak`` ``[n, tt]``, ``acc`` ``[n, tt, L+1]``."""
     new_peak = torch.maximum(peak, s.amax(-1))
-    scale = torch.exp(peak - new_peak)
-    e = torch.exp(s - new_peak[..., None])
-    return new_peak, total * scale + e.sum(-1), acc * scale[..., None] + weigh(e)
+    e = _exp(s - new_peak[..., None])
+    return new_peak, acc * _exp(peak - new_peak)[..., None] + weigh(e)
 
 
 class Finish(nn.Module):
-    """State -> ``probs`` ``[L, h, w]``: acc / total, tiles back to the map (padding cropped)."""
+    """State ``acc`` ``[NT, tt, L+1]`` -> ``probs`` ``[L, h, w]``: values / denominator, tiles back
+    to the map (padding cropped)."""
 
     def __init__(self, spec: ReadSpec) -> None:
         super().__init__()
-        self.tiles = spec.tiles
+        self.tiles, self.labels = spec.tiles, spec.max_labels
 
-    def forward(self, total: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-        return self.tiles.untile(acc / total[..., None], 0, self.tiles.nty)
+    def forward(self, acc: torch.Tensor) -> torch.Tensor:
+        probs = acc[..., : self.labels] / acc[..., self.labels:]
+        return self.tiles.untile(probs, 0, self.tiles.nty)
 
 
-def initial_state(spec: ReadSpec, dtype: torch.dtype = torch.float32):
-    """The empty running-softmax state (peak, total, acc) of :class:`SlotRead`."""
+def initial_state(spec: ReadSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty running-softmax state (peak ``[NT, tt]``, acc ``[NT, tt, L+1]``) of :class:`SlotRead`."""
     nt, tt = spec.state_shape
-    return (torch.full((nt, tt), NO_SCORE, dtype=dtype), torch.zeros(nt, tt, dtype=dtype),
-            torch.zeros(nt, tt, spec.max_labels, dtype=dtype))
+    return torch.full((nt, tt), NO_SCORE, dtype=dtype), torch.zeros(nt, tt, spec.max_labels + 1, dtype=dtype)
 
 
 class MemoryRead(nn.Module):
@@ -308,10 +374,10 @@ class MemoryRead(nn.Module):
 
     def forward(self, query, keys, labels, distances):
         dist, pick = torch.topk(distances, self.spec.reads)
-        state = initial_state(self.spec, query.dtype)
+        peak, acc = initial_state(self.spec, query.dtype)
         for d, slot in zip(dist, pick):
             if d <= 0:
                 continue
             read = self.roi if self.spec.attention.uses_roi(int(d)) else self.local
-            state = read(query, keys, labels, slot, d, *state)
-        return self.finish(state[1], state[2])
+            peak, acc = read(query, keys, labels, slot, d, peak, acc)
+        return self.finish(acc)

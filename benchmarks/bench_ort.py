@@ -1,0 +1,158 @@
+"""onnxruntime (CPU) vs the torch backend: per-frame encoder and memory-read latency, and peak memory.
+
+    python benchmarks/bench_ort.py [--sizes 240x427,480x854] [--repeats 7] [--threads N] [--model-dir DIR]
+
+Same weights for both backends (the random-init encoder with its keys scaled x20 to trained-like
+magnitudes, so that attention is peaked; random keys of scale 0.1 would make every read a blur),
+exported once per size with ``mast-export``'s code. Each backend runs in its own fresh process:
+
+- encoder: ``encode`` of the bundled clip's frames resized to the size (median over repeats);
+- memory read: ``read`` from a bank filled with real keys of the clip, for two schedules of the
+  default memory: frame t=10 (reads at d = 10, 5, 1, 3: restricted windows only) and t=60 (d = 60,
+  55, 1, 3, 5: two ROI reads at dilation 4, three restricted windows), median over repeats;
+- peak memory: the process's peak RSS (VmHWM) after loading and running everything above.
+
+Prints one markdown table; other processes share the CPU, so figures are medians of several runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "runtime" / "demo" / "clip" / "JPEGImages" / "240p" / "camel"
+MASK = REPO / "runtime" / "demo" / "clip" / "Annotations" / "240p" / "camel" / "00000.png"
+SCHEDULES = {"t=10 (4 windows)": [10, 5, 1, 3], "t=60 (2 ROI + 3 windows)": [60, 55, 1, 3, 5]}
+KEY_SCALE = 20.0
+
+
+def cpu_name() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), platform.processor())
+    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
+    cores = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("CPU(s)")), "?")
+    isa = "AMX+AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
+    return f"{name} ({isa}, {cores} CPUs)"
+
+
+def bench_encoder():
+    """The encoder both backends run: random init, keys scaled to trained-like magnitudes."""
+    import torch  # noqa: PLC0415 - only the torch worker and the export need it
+
+    from mast.core.model import key_encoder  # noqa: PLC0415
+    enc = key_encoder("random")
+    with torch.no_grad():
+        enc.post_convolution.weight.mul_(KEY_SCALE)
+        enc.post_convolution.bias.mul_(KEY_SCALE)
+    return enc
+
+
+def peak_rss_mb() -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(text.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def frames_at(size: tuple[int, int], n: int = 6) -> list[np.ndarray]:
+    paths = sorted(CLIP.glob("*.jpg"))[:n]
+    return [cv2.resize(cv2.imread(str(p)), (size[1], size[0]), interpolation=cv2.INTER_AREA) for p in paths]
+
+
+def make_backend(kind: str, model_dir: Path, threads: int | None):
+    """The backend under test; ``threads``: intra-op threads of either (None: its default, 2 here)."""
+    if kind == "onnxruntime":
+        from mast.runtime.ort_backend import OrtBackend  # noqa: PLC0415
+        return OrtBackend(model_dir, "cpu", threads=threads)
+    import torch  # noqa: PLC0415
+
+    from mast.runtime.torch_backend import TorchBackend  # noqa: PLC0415
+    if threads:
+        torch.set_num_threads(threads)
+    return TorchBackend(bench_encoder())
+
+
+def worker(kind: str, model_dir: Path, size: tuple[int, int], repeats: int, threads: int | None) -> dict:
+    """Timings (seconds, medians) and peak RSS of one backend in this process."""
+    backend = make_backend(kind, model_dir, threads)
+    frames = frames_at(size)
+    keys = [backend.encode(f) for f in frames]           # warm-up, and the bank's keys
+    enc = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        backend.encode(frames[i % len(frames)])
+        enc.append(time.perf_counter() - start)
+    mask = cv2.resize(cv2.imread(str(MASK), cv2.IMREAD_GRAYSCALE), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    labels = (mask[::4, ::4] > 0).astype(np.int64)
+    backend.allocate(7, keys[0], 2)
+    for slot in range(7):
+        backend.write(slot, keys[(slot + 1) % len(keys)], labels)
+    reads = {}
+    for name, distances in SCHEDULES.items():
+        slots = list(range(len(distances)))
+        backend.read(keys[0], slots, distances)          # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            probs = backend.read(keys[0], slots, distances)
+            backend.decode(probs, size)
+            times.append(time.perf_counter() - start)
+        reads[name] = statistics.median(times)
+    return {"encode": statistics.median(enc), "reads": reads, "peak_mb": peak_rss_mb()}
+
+
+def export(model_dir: Path, size: tuple[int, int]) -> None:
+    from mast.export.onnx_export import ExportConfig, write_models  # noqa: PLC0415
+    if not (model_dir / "metadata.json").is_file():
+        write_models(model_dir, bench_encoder(), ExportConfig(*size), "random-x20", "random-seed-0-x20")
+
+
+def run_worker(kind: str, model_dir: Path, size: tuple[int, int], repeats: int, threads: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--model-dir", str(model_dir),
+           "--sizes", f"{size[0]}x{size[1]}", "--repeats", str(repeats)] + (["--threads", str(threads)] if threads else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def table(results: dict) -> str:
+    lines = ["| size | backend | encoder (ms) | " + " | ".join(f"read+decode {k} (ms)" for k in SCHEDULES) + " | peak RSS (MB) |",
+             "|---|---|---:|" + "---:|" * len(SCHEDULES) + "---:|"]
+    for (size, kind), r in results.items():
+        reads = " | ".join(f"{1000 * r['reads'][k]:.0f}" for k in SCHEDULES)
+        lines.append(f"| {size} | {kind} | {1000 * r['encode']:.0f} | {reads} | {r['peak_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="240x427,480x854")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/mast-bench-ort"))
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of both backends")
+    parser.add_argument("--worker", choices=["torch", "onnxruntime"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model_dir, sizes[0], args.repeats, args.threads)))
+        return
+    results = {}
+    for size in sizes:
+        folder = args.model_dir / f"{size[0]}x{size[1]}"
+        export(folder, size)
+        for kind in ("torch", "onnxruntime"):
+            results[(f"{size[0]}x{size[1]}", kind)] = run_worker(kind, folder, size, args.repeats, args.threads)
+    import onnxruntime  # noqa: PLC0415
+    threads = args.threads or "default (2)"
+    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; threads {threads}; medians of {args.repeats} runs")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""``mast-export``: write ``encoder.onnx``, ``memory_read.onnx`` and ``metadata.json``, then check parity.
+
+::
+
+    mast-export [--checkpoint FILE] --out DIR [--onnx] [--engine] [--height H --width W]
+                [--fp16] [--opset N] [--max-objects N] [--parity-frames N]
+
+The models are written to a temporary folder beside DIR, checked against the torch reference on
+real frames (the bundled demo clip unless ``--parity-clip``), and moved into DIR only when the check
+passes: a failed check prints its figures, exits 1 and leaves DIR as it was. ``--engine`` (TensorRT)
+is not available yet. Bad input (missing checkpoint, bad size, opset) is one line, exit 2.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mast.core.config import ModelConfig
+from mast.core.errors import InputError, MastError
+from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE
+
+EXIT_INPUT, EXIT_PARITY = 2, 1
+MAX_OPSET = 20  # the TorchScript-based exporter's limit
+
+
+class Keys(str, Enum):
+    """Encoder weights: the checkpoint (or shipped weights), or a random encoder (tests, benchmarks)."""
+
+    model = "model"
+    random = "random"
+
+
+class ParityFailed(Exception):
+    """The exported model differs from the torch reference beyond tolerance."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated ``mast-export`` command line."""
+
+    out: Path
+    checkpoint: Optional[Path]
+    keys: Keys
+    height: int
+    width: int
+    fp16: bool
+    opset: int
+    max_objects: int
+    parity_frames: int
+    parity_clip: Optional[Path]
+    parity_mask: Optional[Path]
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
+                  help="Export the MAST tracker to ONNX (encoder.onnx, memory_read.onnx, metadata.json) "
+                       "and check it against the torch reference.")
+
+
+def validate(req: Request, onnx_flag: bool, engine: bool) -> None:
+    """InputError (one line) for a command line that cannot be exported."""
+    if engine:
+        raise InputError("--engine (TensorRT engine) is not available yet: it comes with the TensorRT issue; "
+                         "export ONNX with --onnx and run it with --backend onnxruntime")
+    if not onnx_flag:
+        raise InputError("nothing to export: --no-onnx and no --engine")
+    if min(req.height, req.width) < 16:
+        raise InputError(f"--height {req.height} --width {req.width}: frames must be at least 16x16 pixels")
+    if not 17 <= req.opset <= MAX_OPSET:
+        raise InputError(f"--opset {req.opset}: supported opsets are 17..{MAX_OPSET}")
+    if not 1 <= req.max_objects <= 255:
+        raise InputError(f"--max-objects {req.max_objects}: expected 1..255")
+    if req.checkpoint is not None and not req.checkpoint.is_file():
+        raise InputError(f"checkpoint not found: {req.checkpoint} (give a .pt file written by mast-train)")
+    if req.out.exists() and not req.out.is_dir():
+        raise InputError(f"--out {req.out} is a file: give a folder")
+
+
+def load_encoder(req: Request):
+    """The encoder to export and a (name, hash) pair identifying its weights."""
+    from mast.core.checkpoint import file_hash  # noqa: PLC0415 - torch only once the input is valid
+    from mast.core.model import default_checkpoint, key_encoder  # noqa: PLC0415
+
+    if req.keys == Keys.random:
+        return key_encoder("random"), ("random", "random-seed-0")
+    path = req.checkpoint or default_checkpoint()
+    if path is None:
+        raise InputError("no --checkpoint given and no shipped weights in this package (core/weights/mast.pt): "
+                         "pass --checkpoint FILE from mast-train (or --keys random for a test export)")
+    return key_encoder("model", path), (Path(path).name, file_hash(path))
+
+
+def export(req: Request, console: Console) -> Path:
+    """Export into a temporary folder, check parity, move the files into ``req.out``."""
+    from mast.export.onnx_export import ExportConfig, write_metadata, write_models  # noqa: PLC0415
+    from mast.export.parity import ParityConfig, check_parity  # noqa: PLC0415
+
+    encoder, (name, digest) = load_encoder(req)
+    cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, "fp16" if req.fp16 else "fp32", ModelConfig())
+    tmp = req.out.parent / f".{req.out.name}.export-{os.getpid()}"
+    try:
+        start = time.perf_counter()
+        console.print(f"exporting {req.height}x{req.width} ({cfg.precision}, opset {req.opset}, "
+                      f"up to {req.max_objects} objects) from {name} ...")
+        meta = write_models(tmp, encoder, cfg, name, digest)
+        console.print(f"  traced and written in {time.perf_counter() - start:.1f} s")
+        if req.parity_frames > 0:
+            pcfg = ParityConfig(frames=req.parity_frames, clip=req.parity_clip, mask=req.parity_mask)
+            console.print(f"checking parity with the torch reference ({req.parity_frames} frames) ...")
+            report = check_parity(tmp, encoder, pcfg, ModelConfig())
+            console.print(parity_table(report))
+            failures = report.failures(pcfg, cfg.precision)
+            if failures:
+                raise ParityFailed("; ".join(failures))
+            meta = replace(meta, parity=report.to_dict())
+            write_metadata(tmp, meta)
+        else:
+            console.print(Text("parity not checked (--parity-frames 0)", style="yellow"))
+        move_into(tmp, req.out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return req.out
+
+
+def move_into(tmp: Path, out: Path) -> None:
+    """Move the model files from ``tmp`` into ``out`` (metadata last)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE):
+        os.replace(tmp / name, out / name)
+
+
+def parity_table(report) -> Table:
+    """The parity figures as a small table."""
+    table = Table(title="parity: onnxruntime vs torch", caption=f"frames: {report.clip}",
+                  title_justify="left", caption_justify="left")
+    table.add_column("check")
+    table.add_column("figure", justify="right")
+    table.add_row("key max abs error", f"{report.key_max_abs:.2e} (keys up to {report.key_scale:.1f})")
+    table.add_row(f"memory read, d={list(report.read_distances)}",
+                  f"max {report.read_max_abs:.2e}, 99.9% {report.read_p999:.2e}")
+    table.add_row(f"mask IoU over {report.frames} frames", f"mean {report.mask_iou_mean:.4f}, min {report.mask_iou_min:.4f}")
+    return table
+
+
+def summary(out: Path) -> str:
+    sizes = ", ".join(f"{n} ({(out / n).stat().st_size / 1e6:.1f} MB)" for n in (ENCODER_FILE, MEMORY_READ_FILE))
+    return f"wrote {out}: {sizes}, {METADATA_FILE}"
+
+
+@app.command()
+def main_command(
+    out: Path = typer.Option(..., "--out", help="Folder to write encoder.onnx, memory_read.onnx, metadata.json into."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights to export (default: the shipped weights)."),
+    onnx_flag: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the ONNX models (default)."),
+    engine: bool = typer.Option(False, "--engine", help="Build a TensorRT engine (not available yet)."),
+    height: int = typer.Option(480, "--height", help="Frame height the model takes (pixels)."),
+    width: int = typer.Option(854, "--width", help="Frame width the model takes (pixels)."),
+    fp16: bool = typer.Option(False, "--fp16", help="fp16 convolutions in the encoder (the memory read stays fp32)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (17..20)."),
+    max_objects: int = typer.Option(15, "--max-objects", help="Most objects a mask may hold (label channels = N + 1)."),
+    keys: Keys = typer.Option(Keys.model, "--keys", help="model: the checkpoint's encoder; random: an untrained one (tests)."),
+    parity_frames: int = typer.Option(8, "--parity-frames", help="Frames propagated in the parity check (0: skip it)."),
+    parity_clip: Optional[Path] = typer.Option(None, "--parity-clip", help="Frame folder for the parity check (default: bundled clip)."),
+    parity_mask: Optional[Path] = typer.Option(None, "--parity-mask", help="First-frame mask of --parity-clip."),
+) -> None:
+    """Export the tracker to ONNX and check it against the torch reference."""
+    console, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    req = Request(out, checkpoint, keys, height, width, fp16, opset, max_objects, parity_frames, parity_clip, parity_mask)
+    try:
+        validate(req, onnx_flag, engine)
+        export(req, console)
+    except MastError as exc:
+        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(code=EXIT_INPUT) from None
+    except ParityFailed as exc:
+        err.print(Text(f"error: parity check failed, nothing written to {out}: {exc}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(code=EXIT_PARITY) from None
+    console.print(summary(out))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point (``mast-export``)."""
+    app(args=argv, prog_name="mast-export")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
