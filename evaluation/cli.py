@@ -174,6 +174,18 @@ def _track(
         return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress), **kwargs)
 
 
+def _track_exported(console: Console, root: Path, sequences: list[str], out_dir: Path, model: Path,
+                    backend: str, device: str, size: Optional[tuple[int, int]]) -> dict[str, float]:
+    """Track with an exported model folder (``--model DIR --backend onnxruntime``): torch-free."""
+    from mast.export.evaluate import track_davis_backend  # lazy: only this mode needs the runtime backends
+
+    if not model.is_dir():
+        raise InputError(f"--model {model} is not a folder (give the folder mast-export wrote)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _progress(console) as progress:
+        return track_davis_backend(root, sequences, out_dir, model, backend, device, _TrackProgress(progress), size)
+
+
 def _score(
     console: Console, dataset: DavisDataset, results: Path, sequences: list[str]
 ) -> EvaluationResult:
@@ -206,6 +218,8 @@ def evaluate(
     ),
     device: Optional[Device] = typer.Option(None, "--device", help="Tracking device: cpu (default) or cuda."),
     size: Optional[str] = typer.Option(None, "--size", help="Track at HxW (downscaled), e.g. 240x427."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Exported model folder (mast-export) to track with."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Backend for --model: onnxruntime (default) or tensorrt."),
 ) -> None:
     """Score DAVIS predictions (--results), or track the sequences into --out and score them."""
     console = Console()
@@ -239,16 +253,22 @@ def evaluate(
             if out is None:
                 raise InputError("tracking needs --out DIR for the masks (or give --results DIR to score existing ones)")
             start = time.perf_counter()
-            seconds_per_frame = _track(
-                console,
-                dataset.root,
-                chosen,
-                out,
-                checkpoint,
-                (keys or Keys.model).value,
-                (device or Device.cpu).value,
-                parse_size(size),
-            )
+            if model is not None:
+                if checkpoint is not None or keys is not None:
+                    raise InputError("--model (an exported folder) and --checkpoint/--keys exclude each other: give one")
+                seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
+                                                    (device or Device.cpu).value, parse_size(size))
+            else:
+                seconds_per_frame = _track(
+                    console,
+                    dataset.root,
+                    chosen,
+                    out,
+                    checkpoint,
+                    (keys or Keys.model).value,
+                    (device or Device.cpu).value,
+                    parse_size(size),
+                )
             console.print(f"tracked {len(chosen)} sequence(s) into {out} in {time.perf_counter() - start:.1f} s")
             scored_dir = out
 

@@ -77,3 +77,11 @@ def test_checkpoint_of_another_architecture_is_a_one_line_error(clip: Path, tmp_
 def test_unreadable_frame_is_a_one_line_error(clip: Path, tmp_path: Path):
     (clip / "JPEGImages/480p/blackswan/00004.jpg").write_bytes(b"garbage")
     _one_line_error(_run("--davis", clip, "--keys", "lab", "--out", tmp_path / "o"), "00004.jpg")
+
+
+def test_model_option_errors_are_one_line(clip: Path, tmp_path: Path):
+    res = _run("--davis", clip, "--model", tmp_path / "missing", "--out", tmp_path / "o")
+    _one_line_error(res, "is not a folder")
+    (tmp_path / "m").mkdir()
+    res = _run("--davis", clip, "--model", tmp_path / "m", "--keys", "lab", "--out", tmp_path / "o")
+    _one_line_error(res, "exclude each other")
