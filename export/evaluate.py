@@ -6,58 +6,17 @@ at the frames' own size, first mask copied); the backend comes from
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 
 from mast.core.errors import InputError
-from mast.core.masks import write_mask
-from mast.evaluation.davis import DavisDataset, read_image
+from mast.evaluation.davis import DavisDataset
+from mast.evaluation.track import track_sequence
 from mast.runtime.tracker import Tracker
 
 Progress = Callable[[str, int, int], None]
-
-
-def _first_frame(dataset: DavisDataset, sequence: str):
-    """The frames from the first annotated one on, that frame's image and mask (checked)."""
-    first = dataset.annotation_paths(sequence)[0]
-    frames = [p for p in dataset.frame_paths(sequence) if p.stem >= first.stem]
-    if not frames or frames[0].stem != first.stem:
-        raise InputError(f"{first} has no frame of the same name in {dataset.image_dir / sequence}")
-    mask, image = dataset.first_mask(sequence), read_image(frames[0])
-    if mask.shape != image.shape[:2]:
-        raise InputError(f"{first} is {mask.shape[1]}x{mask.shape[0]} but its frame {frames[0]} is "
-                         f"{image.shape[1]}x{image.shape[0]}: masks must have their frame's size")
-    if not mask.any():
-        raise InputError(f"{first} has no object (all pixels 0): the first annotated mask must show the objects")
-    return frames, image, mask
-
-
-def track_sequence_backend(tracker: Tracker, dataset: DavisDataset, sequence: str, out_dir: Path,
-                           progress: Progress | None = None) -> float:
-    """Propagate the first annotated mask of ``sequence`` into ``out_dir/<sequence>/<frame>.png``
-    (frames at their own size; the tracker resizes to its working size). Returns the tracker's
-    seconds per propagated frame."""
-    frames, image, mask = _first_frame(dataset, sequence)
-    folder = out_dir / sequence
-    folder.mkdir(parents=True, exist_ok=True)
-    tracker.start(image, mask)
-    write_mask(folder / f"{frames[0].stem}.png", mask)
-    spent = 0.0
-    for i, path in enumerate(frames[1:], start=1):
-        image = read_image(path)
-        start = time.perf_counter()
-        pred = tracker.step(image)
-        spent += time.perf_counter() - start
-        if pred.shape != image.shape[:2]:
-            pred = cv2.resize(pred, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        write_mask(folder / f"{path.stem}.png", pred)
-        if progress is not None:
-            progress(sequence, i + 1, len(frames))
-    return spent / max(1, len(frames) - 1)
 
 
 def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: Path,
@@ -79,4 +38,4 @@ def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: 
     dataset = DavisDataset(root)
     tracker = Tracker(engine, size=fixed or size)
     out_dir = Path(out_dir)
-    return {seq: track_sequence_backend(tracker, dataset, seq, out_dir, progress) for seq in sequences}
+    return {seq: track_sequence(tracker, dataset, seq, out_dir, progress) for seq in sequences}
