@@ -1,22 +1,26 @@
 """ROI memory attention, reference semantics in pure PyTorch (DESIGN.md, per-frame step 5).
 
-Memory-bounded CPU implementation. The query is cut into ``T x T`` tiles. Each memory map is
-zero padded and laid out channels-last, and every tile reads one square key neighbourhood from
-it (a row gather); the tile's scores against that neighbourhood are one batched matmul:
+Memory-bounded CPU implementation built from batched matmuls. Each memory map is zero padded and
+laid out channels-last; groups of query pixels read one square key neighbourhood from it and score
+it with one matmul.
 
-- restricted window (d <= 15): the neighbourhood is the tile grown by R; a constant mask keeps
-  each query pixel's own ``(2R+1)^2`` window. Zero padding makes out-of-frame candidates score 0
-  with value 0, as the published code does.
+- restricted window (d <= 15): the query is cut into ``T x T`` tiles; a tile reads the square
+  grown by R and a constant mask keeps each pixel's own ``(2R+1)^2`` window. Zero padding makes
+  out-of-frame candidates score 0 with value 0, as the published code does.
 - ROI localisation (d > 15): the coarse dilated search is the restricted window on the
   ``gamma x gamma`` phase grids of the frame (query p = gamma*q + r reads keys gamma*(q + k) + r);
   its soft-argmax gives a fractional offset o_p per pixel. The fine window around p + o_p is
-  read from the integer ``(2R+2)^2`` window at p + floor(o_p), whose scores are gathered from the
-  tile's matmul and blended with the bilinear weights of frac(o_p); the softmax weights are spread
-  back with the same weights onto the values: exactly bilinear sampling of keys and values, zeros
-  outside the frame.
+  read from the integer ``(2R+2)^2`` window at p + floor(o_p), whose scores are blended with the
+  bilinear weights of frac(o_p); the softmax weights are spread back with the same weights onto
+  the values: exactly bilinear sampling of keys and values, zeros outside the frame. Pixels are
+  grouped by where their window lands (``T x T`` buckets of p + floor(o_p), at most ``T*T``
+  pixels a group), not by where they sit, so each group's key square stays ``(T+2R+1)^2`` however
+  much the offsets of neighbouring pixels differ.
 
-One softmax runs over the candidates of all memory frames together. Peak extra memory is that of
-one band of ``band_tiles`` tile rows, whatever the frame size.
+One softmax runs over the candidates of all memory frames together: each frame yields per pixel
+its peak score and its exp-weighted values (with the weights' sum as an extra channel), and the
+frames are merged by rescaling to the common peak (the log-sum-exp merge). Peak extra memory is
+that of one band of ``band_tiles`` tile rows (or as many ROI groups), whatever the frame size.
 """
 from __future__ import annotations
 
@@ -62,33 +66,32 @@ class _Tiles:
         return band.reshape(-1, t * t, c)
 
     def untile(self, x: torch.Tensor, ty0: int, ty1: int) -> torch.Tensor:
-        """``[ntiles, t*t, L]`` of tile rows [ty0, ty1) -> ``[L, rows, w]`` (padding cropped)."""
+        """``[ntiles, t*t, L]`` of tile rows [ty0, ty1) -> ``[rows, w, L]`` (padding cropped)."""
         t, n = self.t, ty1 - ty0
-        x = x.reshape(n, self.ntx, t, t, -1).permute(4, 0, 2, 1, 3).reshape(-1, n * t, self.ntx * t)
-        return x[:, : min(self.h, ty1 * t) - ty0 * t, : self.w]
+        x = x.reshape(n, self.ntx, t, t, -1).permute(0, 2, 1, 3, 4).reshape(n * t, self.ntx * t, -1)
+        return x[: min(self.h, ty1 * t) - ty0 * t, : self.w]
 
-    def origins(self, ty0: int, ty1: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-left pixel (row, column) of each tile of rows [ty0, ty1): ``[ntiles]`` each."""
-        ty, tx = torch.meshgrid(torch.arange(ty0, ty1, device=device),
-                                torch.arange(self.ntx, device=device), indexing="ij")
-        return (ty * self.t).reshape(-1), (tx * self.t).reshape(-1)
-
-    def window_mask(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Over (pixel in tile, cell of the ``(t+2r)^2`` neighbourhood), each ``[t*t, (t+2r)^2]``:
-        additive mask (0 inside the pixel's window, -inf outside) and the cell's offset dy, dx."""
+    def window_mask(self, device: torch.device) -> torch.Tensor:
+        """``[t*t, (t+2r)^2]`` additive mask over (pixel in tile, cell of its tile's square): 0 inside
+        the pixel's ``(2r+1)^2`` window, -inf outside."""
         return _window_mask(self.t, self.r, str(device))
 
 
 @lru_cache(maxsize=16)
-def _window_mask(t: int, r: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    s = t + 2 * r
-    iy, ix = _grid(t, torch.device(device))
-    ay, ax = _grid(s, torch.device(device))
-    dy = ay.reshape(1, -1) - iy.reshape(-1, 1) - r
-    dx = ax.reshape(1, -1) - ix.reshape(-1, 1) - r
-    inside = (dy.abs() <= r) & (dx.abs() <= r)
-    bias = torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
-    return bias, dy.float(), dx.float()
+def _window_mask(t: int, r: int, device: str) -> torch.Tensor:
+    """Also the ROI mask: pixel i of a ``t x t`` block keeps cells i .. i + 2r of its square."""
+    iy, ix = (c.reshape(-1, 1) for c in _grid(t, torch.device(device)))
+    ay, ax = (c.reshape(1, -1) for c in _grid(t + 2 * r, torch.device(device)))
+    inside = (ay - iy >= 0) & (ay - iy <= 2 * r) & (ax - ix >= 0) & (ax - ix <= 2 * r)
+    return torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
+
+
+@lru_cache(maxsize=16)
+def _window_offsets(t: int, r: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[t*t, (t+2r)^2]`` each: the offset (dy, dx) of each cell of a tile's square from each pixel."""
+    iy, ix = (c.reshape(-1, 1) for c in _grid(t, torch.device(device)))
+    ay, ax = (c.reshape(1, -1) for c in _grid(t + 2 * r, torch.device(device)))
+    return (ay - iy - r).float(), (ax - ix - r).float()
 
 
 def _grid(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,10 +121,40 @@ class _PaddedMap:
     def squares(self, top: torch.Tensor, left: torch.Tensor, side: int) -> torch.Tensor:
         """``[n, side^2, C]``: the squares whose top-left corners are (top, left) ``[n]`` in
         unpadded pixel coordinates."""
-        a = torch.arange(side, device=top.device)
-        cells = (a[:, None] * self.width + a[None, :]).reshape(-1)
+        c = self.rows.shape[1]
+        runs = self.rows.as_strided((self.rows.shape[0] - side + 1, side * c), (c, 1))  # side pixels from each
         start = (top + self.pad) * self.width + (left + self.pad)
-        return self.rows[start[:, None] + cells[None]]
+        lines = start[:, None] + torch.arange(side, device=top.device)[None] * self.width
+        return runs[lines].view(top.shape[0], side * side, c)
+
+
+# Below about -87, exp() leaves float32's normal range and the CPU's vectorised exp takes a slow
+# path (measured 35 ns instead of 0.5 ns per element, -inf included). Shifted scores are floored at
+# -80: such a candidate, masked ones included, weighs e^-80 (1.8e-35) of the peak's weight instead
+# of less, which no float32 sum can show (the peak's own term is 1).
+_EXP_FLOOR = -80.0
+
+# Per pixel of one memory frame, or of several merged: (peak [N, 1], acc [N, L + 1]) where acc
+# holds sum exp(score - peak) * value over the candidates and, in its last column, sum exp(score - peak).
+_Part = tuple[torch.Tensor, torch.Tensor]
+
+
+def _softmax_terms(s: torch.Tensor, dims: int | tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peak of ``s`` over ``dims`` (kept) and exp(s - peak), floored; in place unless autograd needs ``s``."""
+    peak = s.amax(dims, keepdim=True)
+    if s.requires_grad:
+        return peak, torch.exp((s - peak).clamp(min=_EXP_FLOOR))
+    return peak, s.sub_(peak).clamp_(min=_EXP_FLOOR).exp_()
+
+
+def _merge(a: _Part | None, b: _Part) -> _Part:
+    """One softmax over the candidates of both parts: rescale each to the common peak."""
+    if a is None:
+        return b
+    peak = torch.maximum(a[0], b[0])
+    scale_a = (a[0] - peak).clamp(min=_EXP_FLOOR).exp()
+    scale_b = (b[0] - peak).clamp(min=_EXP_FLOOR).exp()
+    return peak, a[1] * scale_a + b[1] * scale_b
 
 
 def _local_squares(x: _PaddedMap, tiles: _Tiles, ty0: int, ty1: int) -> torch.Tensor:
@@ -136,79 +169,131 @@ def _local_scores(q: torch.Tensor, key: _PaddedMap, tiles: _Tiles, ty0: int, ty1
     return torch.baddbmm(bias.to(q.dtype), q, _local_squares(key, tiles, ty0, ty1).transpose(1, 2))
 
 
+def _local_read(q_pad: torch.Tensor, key: torch.Tensor, value: torch.Tensor, tiles: _Tiles,
+                band_tiles: int) -> _Part:
+    """Restricted-window read of one memory frame for the ``pad_query`` map ``q_pad``."""
+    pad = tiles.r + tiles.t
+    k_map, v_map = _PaddedMap(key, pad), _PaddedMap(value, pad, ones=True)
+    bias = tiles.window_mask(q_pad.device)
+    peak = q_pad.new_empty(tiles.h, tiles.w, 1)
+    acc = q_pad.new_empty(tiles.h, tiles.w, v_map.rows.shape[1])
+    for ty0, ty1 in tiles.bands(band_tiles):
+        s = _local_scores(tiles.query(q_pad, ty0, ty1), k_map, tiles, ty0, ty1, bias)
+        p, e = _softmax_terms(s, -1)
+        rows = slice(ty0 * tiles.t, min(tiles.h, ty1 * tiles.t))
+        peak[rows] = tiles.untile(p, ty0, ty1)
+        acc[rows] = tiles.untile(torch.bmm(e, _local_squares(v_map, tiles, ty0, ty1)), ty0, ty1)
+    return peak.view(-1, 1), acc.view(tiles.h * tiles.w, -1)
+
+
 def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: AttentionConfig) -> torch.Tensor:
     """ROI centre offsets ``[2, h, w]`` (dy, dx, feature pixels) of one memory frame:
     o_p = gamma * sum_k softmax_k(<Q_p, K[p + gamma k]>) k, k in [-R, R]^2 (0 out of frame)."""
     h, w = query.shape[1:]
-    offsets = query.new_zeros(2, h, w)
+    t, r = cfg.tile, cfg.radius
+    dy, dx = (d.to(query.dtype) for d in _window_offsets(t, r, str(query.device)))
+    offsets = query.new_zeros(h, w, 2)
     for ry in range(min(gamma, h)):
         for rx in range(min(gamma, w)):
             q, k = query[:, ry::gamma, rx::gamma], key[:, ry::gamma, rx::gamma]
-            tiles = _Tiles(q.shape[1], q.shape[2], cfg.tile, cfg.radius)
-            bias, dy, dx = tiles.window_mask(query.device)
-            dy, dx = dy.to(query.dtype), dx.to(query.dtype)
-            q_pad, k_map = tiles.pad_query(q), _PaddedMap(k, cfg.radius + cfg.tile)
+            tiles = _Tiles(q.shape[1], q.shape[2], t, r)
+            bias = tiles.window_mask(query.device)
+            q_pad, k_map = tiles.pad_query(q), _PaddedMap(k, r + t)
             for ty0, ty1 in tiles.bands(cfg.band_tiles):
-                prob = torch.softmax(_local_scores(tiles.query(q_pad, ty0, ty1), k_map, tiles, ty0, ty1, bias), -1)
+                _, e = _softmax_terms(_local_scores(tiles.query(q_pad, ty0, ty1), k_map, tiles, ty0, ty1, bias), -1)
+                prob = e / e.sum(-1, keepdim=True)
                 o = torch.stack([(prob * dy).sum(-1), (prob * dx).sum(-1)], -1) * gamma  # [nt, tt, 2]
-                rows = slice(ry + ty0 * cfg.tile * gamma, ry + ty1 * cfg.tile * gamma, gamma)
-                offsets[:, rows, rx::gamma] = tiles.untile(o, ty0, ty1)
-    return offsets
+                rows = slice(ry + ty0 * t * gamma, ry + ty1 * t * gamma, gamma)
+                offsets[rows, rx::gamma] = tiles.untile(o, ty0, ty1)
+    return offsets.permute(2, 0, 1)
 
 
-class _RoiFrame:
-    """A memory frame read through its ROI: the fine window around p + o_p, bilinear, zero padded."""
+@dataclass(frozen=True)
+class _Groups:
+    """Query pixels grouped by where their ROI window lands.
 
-    def __init__(self, key: torch.Tensor, value: torch.Tensor, offsets: torch.Tensor, tiles: _Tiles) -> None:
-        self.tiles = tiles
-        r, t = tiles.r, tiles.t
-        base = offsets.floor()
-        self.frac = tiles.pad_query(offsets - base)                   # [2, Hq, Wq] in [0, 1)
-        self.base = tiles.pad_query(base).long()                      # [2, Hq, Wq] floor(o_p)
-        # a tile's square spans its pixels' window bases (each within +-max|base|) plus the window
-        pad = 2 * int(base.abs().max().item()) + r + t + 2
-        self.keys, self.values = _PaddedMap(key, pad), _PaddedMap(value, pad, ones=True)
-        iy, ix = _grid(t, key.device)
-        self.pix = (iy.reshape(-1), ix.reshape(-1))                   # pixel position in its tile
-        ay, ax = _grid(2 * r + 2, key.device)
-        self.win = (ay.reshape(-1), ax.reshape(-1))                   # cell of the (2R+2)^2 window
+    index: ``[G, P]`` pixel indices (row-major, ``N`` = an empty slot) of each group.
+    top, left: ``[G]`` top-left pixel of each group's ``side x side`` key square.
+    rel: ``[2, N + 1]`` each pixel's integer window corner inside its group's square (0 for the
+        empty slot).
+    """
 
-    def scores(self, q: torch.Tensor, ty0: int, ty1: int):
-        """Fine-window scores ``[nt, tt, (2R+1)^2]`` for tile queries ``q`` ``[nt, tt, C]``, and the
-        state ``aggregate`` needs."""
-        tiles, t, r = self.tiles, self.tiles.t, self.tiles.r
-        by = tiles.query(self.base[:1], ty0, ty1)[..., 0]             # [nt, tt]
-        bx = tiles.query(self.base[1:], ty0, ty1)[..., 0]
-        lo_y, lo_x = by.amin(1), bx.amin(1)                           # [nt]
-        side = t + 2 * r + 2 + int(max((by.amax(1) - lo_y).max(), (bx.amax(1) - lo_x).max()))
-        top, left = tiles.origins(ty0, ty1, q.device)
-        top, left = top + lo_y - r, left + lo_x - r
-        s = torch.bmm(q, self.keys.squares(top, left, side).transpose(1, 2))      # [nt, tt, side^2]
-        # each pixel's (2R+2)^2 integer window inside its tile's square
-        wy = self.pix[0][None, :, None] + (by - lo_y[:, None])[..., None] + self.win[0][None, None]
-        wx = self.pix[1][None, :, None] + (bx - lo_x[:, None])[..., None] + self.win[1][None, None]
-        cell = wy * side + wx                                          # [nt, tt, (2R+2)^2]
-        n, m = 2 * r + 1, 2 * r + 2
-        s = torch.gather(s, 2, cell).view(*cell.shape[:2], m, m)
-        fy = tiles.query(self.frac[:1], ty0, ty1)[..., None]          # [nt, tt, 1, 1]
-        fx = tiles.query(self.frac[1:], ty0, ty1)[..., None]
-        wts = ((1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx)
-        fine = (wts[0] * s[..., :n, :n] + wts[1] * s[..., :n, 1:]
-                + wts[2] * s[..., 1:, :n] + wts[3] * s[..., 1:, 1:])
-        return fine.flatten(2), (top, left, side, cell, wts)
+    index: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+    rel: torch.Tensor
 
-    def aggregate(self, e: torch.Tensor, state) -> torch.Tensor:
-        """Weighted values ``[nt, tt, L]`` for unnormalised weights ``e`` ``[nt, tt, (2R+1)^2]``."""
-        top, left, side, cell, wts = state
-        n = 2 * self.tiles.r + 1
-        e = e.view(*e.shape[:2], n, n)
-        spread = e.new_zeros(*e.shape[:2], n + 1, n + 1)
-        spread[..., :n, :n] += wts[0] * e
-        spread[..., :n, 1:] += wts[1] * e
-        spread[..., 1:, :n] += wts[2] * e
-        spread[..., 1:, 1:] += wts[3] * e
-        full = e.new_zeros(*e.shape[:2], side * side).scatter_(2, cell, spread.flatten(2))
-        return torch.bmm(full, self.values.squares(top, left, side))
+
+def _group_by_target(target: torch.Tensor, size: int, cap: int, r: int) -> _Groups:
+    """Bucket pixels by ``target // size`` (``target`` ``[2, N]``: integer window centres) and cut
+    each bucket into groups of at most ``cap`` pixels."""
+    n = target.shape[1]
+    cell = torch.div(target, size, rounding_mode="floor")
+    lo = cell.amin(1)
+    cols = int(cell[1].max() - lo[1]) + 1
+    bucket = (cell[0] - lo[0]) * cols + (cell[1] - lo[1])
+    order = torch.argsort(bucket, stable=True)
+    counts = torch.bincount(bucket)
+    n_groups = -(-counts // cap)
+    first_group = torch.cumsum(n_groups, 0) - n_groups
+    first_pixel = torch.cumsum(counts, 0) - counts
+    sorted_bucket = bucket[order]
+    pos = torch.arange(n, device=target.device) - first_pixel[sorted_bucket]
+    index = torch.full((int(n_groups.sum()), cap), n, dtype=torch.long, device=target.device)
+    index[first_group[sorted_bucket] + pos // cap, pos % cap] = order
+    group_bucket = torch.repeat_interleave(torch.arange(counts.numel(), device=target.device), n_groups)
+    top = (lo[0] + group_bucket // cols) * size - r
+    left = (lo[1] + group_bucket % cols) * size - r
+    rel = F.pad(target - cell * size, (0, 1))
+    return _Groups(index, top, left, rel)
+
+
+def _corner_squares(v_map: _PaddedMap, top: torch.Tensor, left: torch.Tensor, side: int) -> torch.Tensor:
+    """Values of each group's square at the four bilinear corners of the blended grid:
+    ``[G, (side-1)^2, 4 * C]`` (corner (0,0), (0,1), (1,0), (1,1), each C channels)."""
+    sq = v_map.squares(top, left, side).view(top.shape[0], side, side, -1)
+    return torch.cat([sq[:, :-1, :-1], sq[:, :-1, 1:], sq[:, 1:, :-1], sq[:, 1:, 1:]], -1).flatten(1, 2)
+
+
+def _roi_read(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, offsets: torch.Tensor,
+              cfg: AttentionConfig, max_groups: int) -> _Part:
+    """ROI read of one memory frame: each pixel's fine window around p + o_p (``offsets``
+    ``[2, h, w]``), bilinear, zero padded.
+
+    A group's scores against its key square are blended with each pixel's bilinear weights into a
+    ``(side-1)^2`` grid of fractional positions, where a mask keeps the pixel's ``(2R+1)^2``
+    window. The values are the same blend of the square's four corner-shifted value grids, so the
+    weighted values are one matmul against those grids and a 4-term mix per pixel."""
+    h, w = query.shape[1:]
+    r, size = cfg.radius, cfg.tile
+    side = size + 2 * r + 1
+    base = offsets.floor()
+    iy, ix = torch.meshgrid(torch.arange(h, device=query.device), torch.arange(w, device=query.device), indexing="ij")
+    target = base.long() + torch.stack([iy, ix])                      # [2, h, w] p + floor(o_p)
+    groups = _group_by_target(target.flatten(1), size, size * size, r)
+    pad = int(base.abs().max()) + r + size + 2
+    k_map, v_map = _PaddedMap(key, pad), _PaddedMap(value, pad, ones=True)
+    mask = _window_mask(size, r, str(query.device)).to(query.dtype)  # [size^2, (side-1)^2]
+    q_rows = F.pad(query.flatten(1).t(), (0, 0, 0, 1))                 # [N + 1, C], empty slot last
+    frac = F.pad((offsets - base).flatten(1), (0, 1))                  # [2, N + 1]
+    corner = groups.rel[0] * size + groups.rel[1]                      # [N + 1] row of ``mask``
+    peak = query.new_empty(h * w + 1, 1)
+    acc = query.new_empty(h * w + 1, v_map.rows.shape[1])
+    for g0 in range(0, groups.index.shape[0], max_groups):
+        idx = groups.index[g0: g0 + max_groups]                        # [G, P]
+        top, left = groups.top[g0: g0 + max_groups], groups.left[g0: g0 + max_groups]
+        fy, fx = frac[0, idx][..., None, None], frac[1, idx][..., None, None]   # [G, P, 1, 1]
+        s = torch.bmm(q_rows[idx], k_map.squares(top, left, side).transpose(1, 2))
+        s = s.view(*idx.shape, side, side)
+        s = torch.lerp(s[..., :-1], s[..., 1:], fx)
+        s = torch.lerp(s[..., :-1, :], s[..., 1:, :], fy).flatten(2)  # [G, P, (side-1)^2]
+        p, e = _softmax_terms(s.add_(mask[corner[idx]]), -1)
+        mix = torch.bmm(e, _corner_squares(v_map, top, left, side)).unflatten(-1, (4, -1))
+        fy, fx = fy[..., 0], fx[..., 0]                                # [G, P, 1]
+        weights = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 2)
+        acc[idx] = (mix * weights).sum(2)
+        peak[idx] = p
+    return peak[:-1], acc[:-1]
 
 
 def roi_memory_attention(
@@ -232,36 +317,15 @@ def roi_memory_attention(
     query = query if query.dtype == torch.float64 else query.float()
     h, w = query.shape[1:]
     tiles = _Tiles(h, w, cfg.tile, cfg.radius)
-    bias, _, _ = tiles.window_mask(query.device)
-    local, roi = [], []
+    q_pad = tiles.pad_query(query)
+    total: _Part | None = None
     for k, v, d in zip(keys, values, distances):
         k, v = k.to(query.dtype), v.to(query.dtype)
         if cfg.uses_roi(d):
-            roi.append(_RoiFrame(k, v, _coarse_offsets(query, k, cfg.dilation(d), cfg), tiles))
+            offsets = _coarse_offsets(query, k, cfg.dilation(d), cfg)
+            part = _roi_read(query, k, v, offsets, cfg, cfg.band_tiles * tiles.ntx)
         else:
-            pad = cfg.radius + cfg.tile
-            local.append((_PaddedMap(k, pad), _PaddedMap(v, pad, ones=True)))
-    q_pad = tiles.pad_query(query)
-    out = query.new_empty(values[0].shape[0], h, w)  # [L, h, w]
-    for ty0, ty1 in tiles.bands(cfg.band_tiles):
-        band = _read_band(tiles.query(q_pad, ty0, ty1), tiles, ty0, ty1, bias, local, roi)
-        out[:, ty0 * cfg.tile: min(h, ty1 * cfg.tile)] = tiles.untile(band, ty0, ty1)
-    return out
-
-
-def _read_band(q: torch.Tensor, tiles: _Tiles, ty0: int, ty1: int, bias, local, roi) -> torch.Tensor:
-    """Joint-softmax read for tile queries ``q`` ``[nt, tt, C]`` of rows [ty0, ty1): ``[nt, tt, L]``."""
-    scores = [_local_scores(q, k, tiles, ty0, ty1, bias) for k, _ in local]
-    roi_parts = [frame.scores(q, ty0, ty1) for frame in roi]
-    peak = torch.stack([s.amax(-1) for s in scores] + [s.amax(-1) for s, _ in roi_parts]).amax(0)[..., None]
-    acc = 0  # [nt, tt, L + 1]: weighted values, and in the last column the softmax denominator
-    for s, (_, v) in zip(scores, local):
-        acc = acc + torch.bmm(_exp_shifted(s, peak), _local_squares(v, tiles, ty0, ty1))
-    for frame, (s, state) in zip(roi, roi_parts):
-        acc = acc + frame.aggregate(_exp_shifted(s, peak), state)
-    return acc[..., :-1] / acc[..., -1:]
-
-
-def _exp_shifted(s: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
-    """exp(s - peak), in place unless autograd needs ``s``."""
-    return torch.exp(s - peak) if s.requires_grad else s.sub_(peak).exp_()
+            part = _local_read(q_pad, k, v, tiles, cfg.band_tiles)
+        total = _merge(total, part)
+    acc = total[1]
+    return (acc[:, :-1] / acc[:, -1:]).t().reshape(-1, h, w)
