@@ -15,3 +15,7 @@ class CheckpointError(MastError):
 
 class ModelError(MastError):
     """An exported model whose metadata does not match what the runtime expects."""
+
+
+class DependencyError(MastError):
+    """An optional package or device a feature needs (TensorRT, Triton, a CUDA GPU) is missing."""

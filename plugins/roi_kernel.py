@@ -1,0 +1,163 @@
+"""The fused ROI memory attention kernel in Triton (DESIGN.md step 5, "GPU path").
+
+One launch per frame: program ``i`` takes ``BLOCK_P`` query pixels (row-major flat indices
+``i*BLOCK_P ..``), reads every bank slot whose distance is > 0 and writes those pixels' label
+distribution. The softmax over the candidates of all slots is computed online (a running max
+score, denominator and value sum per pixel, updated one candidate at a time): the ``(2R+1)^2``
+scores are never stored.
+
+Kernel parameters, in this order (the TensorRT plugin passes inputs, then the int32 extra
+arguments, then outputs: :mod:`mast.plugins.kernel_spec`):
+
+- ``query``     ``[C, h, w]`` fp32 or fp16: the key of the frame being predicted.
+- ``keys``      ``[S, C, h, w]`` fp32 or fp16: the bank's keys (accumulated in fp32).
+- ``labels``    ``[S, h, w]`` int32 (or int64): each slot's label id per feature pixel; the
+  one-hot value of ``L`` labels is formed in the kernel (ids outside ``0 .. L-1`` have no value).
+- ``distances`` ``[S]`` int32: frame distance d = t - m of each slot; ``<= 0``: slot not read.
+- ``height``, ``width``: int32 h, w.
+- ``out``       ``[L, h, w]`` fp32: the label distribution (0 where no slot is read).
+
+Constexprs: ``S``, ``C``, ``L`` (bank slots, key channels, labels), the attention configuration (``RADIUS``,
+``ROI_THRESHOLD``, ``DILATION_STEP``, ``MAX_DILATION``) and the block sizes ``BLOCK_P`` (pixels a
+program), ``BLOCK_C`` / ``BLOCK_L`` (powers of two >= C / L).
+
+Per slot: d <= ROI_THRESHOLD reads the restricted window p + k, k in [-R, R]^2; otherwise the
+coarse search p + gamma*k (gamma = min(MAX_DILATION, d // DILATION_STEP + 1)) gives by its
+soft-argmax the offset o_p, and the fine window p + o_p + k is read bilinearly (scores and one-hot
+values blended from the four integer neighbours). Out-of-frame candidates score 0 with value 0
+and stay in the softmax (zero padding).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask):
+    """Scores ``[BLOCK_P]`` <q_p, K[y_p, x_p]> (0 out of frame) and the in-frame mask.
+
+    q ``[BLOCK_P, BLOCK_C]`` fp32; key_ptr: the slot's ``[C, h, w]`` keys; y, x ``[BLOCK_P]`` int."""
+    inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+    ptrs = key_ptr + offs_c[None, :] * (height * width) + (y * width + x)[:, None]
+    k = tl.load(ptrs, mask=inside[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+    return tl.sum(q * k, axis=1), inside
+
+
+@triton.jit
+def _onehot_at(label_ptr, y, x, inside, width, offs_l):
+    """One-hot values ``[BLOCK_P, BLOCK_L]`` fp32 of the labels at (y, x) (0 out of frame)."""
+    lab = tl.load(label_ptr + y * width + x, mask=inside, other=-1)
+    return (lab[:, None] == offs_l[None, :]).to(tl.float32)
+
+
+@triton.jit
+def _fold(m, den, acc, s, v):
+    """Online softmax: fold one candidate (scores ``s`` ``[BLOCK_P]``, values ``v`` ``[BLOCK_P,
+    BLOCK_L]``) into the running max ``m``, denominator ``den`` and value sum ``acc``."""
+    m_new = tl.maximum(m, s)
+    scale = tl.exp(m - m_new)
+    e = tl.exp(s - m_new)
+    return m_new, den * scale + e, acc * scale[:, None] + e[:, None] * v
+
+
+@triton.jit
+def _local_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l, m, den, acc,
+                RADIUS: tl.constexpr):
+    """Restricted window of one slot folded into (m, den, acc)."""
+    side: tl.constexpr = 2 * RADIUS + 1
+    for k in range(side * side):
+        y = py + (k // side - RADIUS)
+        x = px + (k % side - RADIUS)
+        s, inside = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
+        m, den, acc = _fold(m, den, acc, s, _onehot_at(label_ptr, y, x, inside, width, offs_l))
+    return m, den, acc
+
+
+@triton.jit
+def _roi_offsets(q, key_ptr, py, px, height, width, offs_c, c_mask, gamma, RADIUS: tl.constexpr):
+    """ROI centre offsets (dy, dx) ``[BLOCK_P]`` fp32: gamma * soft-argmax of the dilated search."""
+    side: tl.constexpr = 2 * RADIUS + 1
+    m = tl.full(py.shape, float("-inf"), tl.float32)
+    den = tl.zeros(py.shape, tl.float32)
+    sy = tl.zeros(py.shape, tl.float32)
+    sx = tl.zeros(py.shape, tl.float32)
+    for k in range(side * side):
+        ky = k // side - RADIUS
+        kx = k % side - RADIUS
+        s, _ = _score_at(q, key_ptr, py + gamma * ky, px + gamma * kx, height, width, offs_c, c_mask)
+        m_new = tl.maximum(m, s)
+        scale = tl.exp(m - m_new)
+        e = tl.exp(s - m_new)
+        den = den * scale + e
+        sy = sy * scale + e * ky
+        sx = sx * scale + e * kx
+        m = m_new
+    g = gamma.to(tl.float32)
+    return g * sy / den, g * sx / den
+
+
+@triton.jit
+def _roi_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l, m, den, acc, gamma,
+              RADIUS: tl.constexpr):
+    """ROI read of one slot (coarse search, then the bilinear fine window) folded into (m, den, acc)."""
+    side: tl.constexpr = 2 * RADIUS + 1
+    oy, ox = _roi_offsets(q, key_ptr, py, px, height, width, offs_c, c_mask, gamma, RADIUS)
+    fy_base = tl.floor(oy)
+    fx_base = tl.floor(ox)
+    fy = oy - fy_base
+    fx = ox - fx_base
+    y_base = py + fy_base.to(tl.int32)
+    x_base = px + fx_base.to(tl.int32)
+    w00 = (1.0 - fy) * (1.0 - fx)
+    w01 = (1.0 - fy) * fx
+    w10 = fy * (1.0 - fx)
+    w11 = fy * fx
+    for k in range(side * side):
+        y = y_base + (k // side - RADIUS)
+        x = x_base + (k % side - RADIUS)
+        s00, i00 = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
+        s01, i01 = _score_at(q, key_ptr, y, x + 1, height, width, offs_c, c_mask)
+        s10, i10 = _score_at(q, key_ptr, y + 1, x, height, width, offs_c, c_mask)
+        s11, i11 = _score_at(q, key_ptr, y + 1, x + 1, height, width, offs_c, c_mask)
+        s = w00 * s00 + w01 * s01 + w10 * s10 + w11 * s11
+        v = (w00[:, None] * _onehot_at(label_ptr, y, x, i00, width, offs_l)
+             + w01[:, None] * _onehot_at(label_ptr, y, x + 1, i01, width, offs_l)
+             + w10[:, None] * _onehot_at(label_ptr, y + 1, x, i10, width, offs_l)
+             + w11[:, None] * _onehot_at(label_ptr, y + 1, x + 1, i11, width, offs_l))
+        m, den, acc = _fold(m, den, acc, s, v)
+    return m, den, acc
+
+
+@triton.jit
+def roi_attention_kernel(query_ptr, keys_ptr, labels_ptr, distances_ptr, height, width, out_ptr,
+                         S: tl.constexpr, C: tl.constexpr, L: tl.constexpr, RADIUS: tl.constexpr, ROI_THRESHOLD: tl.constexpr,
+                         DILATION_STEP: tl.constexpr, MAX_DILATION: tl.constexpr, BLOCK_P: tl.constexpr,
+                         BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Label distribution of ``BLOCK_P`` query pixels over all read slots (module docstring)."""
+    hw = height * width
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = p < hw
+    py = p // width
+    px = p % width
+    offs_c = tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    offs_l = tl.arange(0, BLOCK_L)
+    q = tl.load(query_ptr + offs_c[None, :] * hw + p[:, None], mask=p_mask[:, None] & c_mask[None, :],
+                other=0.0).to(tl.float32)
+    m = tl.full([BLOCK_P], float("-inf"), tl.float32)
+    den = tl.zeros([BLOCK_P], tl.float32)
+    acc = tl.zeros([BLOCK_P, BLOCK_L], tl.float32)
+    for slot in range(S):
+        d = tl.load(distances_ptr + slot)
+        key_ptr = keys_ptr + slot * (C * hw)
+        label_ptr = labels_ptr + slot * hw
+        if d > ROI_THRESHOLD:
+            gamma = tl.minimum(d // DILATION_STEP + 1, MAX_DILATION)
+            m, den, acc = _roi_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l,
+                                    m, den, acc, gamma, RADIUS)
+        elif d > 0:
+            m, den, acc = _local_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l,
+                                      m, den, acc, RADIUS)
+    probs = acc / tl.where(den > 0, den, 1.0)[:, None]
+    tl.store(out_ptr + offs_l[None, :] * hw + p[:, None], probs, mask=p_mask[:, None] & (offs_l < L)[None, :])

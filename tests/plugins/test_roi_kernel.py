@@ -1,0 +1,103 @@
+"""The fused Triton ROI attention kernel against the reference ``roi_memory_attention``.
+
+Small maps and small radii keep Triton's interpreter fast on CPU; one case runs the real radius."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mast.core.attention import roi_memory_attention
+from mast.core.config import AttentionConfig
+from mast.plugins.roi_launch import roi_attention
+
+# R = 2, ROI from d = 4 on, dilation min(3, d // 4 + 1): both branches and dilations 2 and 3
+SMALL = AttentionConfig(radius=2, roi_threshold=3, dilation_step=4, max_dilation=3, tile=4)
+ATOL = 1e-4
+
+
+def _bank(s: int, c: int, h: int, w: int, n_labels: int, seed: int):
+    """Query ``[C, h, w]``, keys ``[S, C, h, w]`` (correlated with the query), label ids ``[S, h, w]``."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(c, h, w, generator=g)
+    keys = q + torch.randn(s, c, h, w, generator=g)
+    labels = torch.randint(0, n_labels, (s, h, w), generator=g, dtype=torch.int32)
+    return q, keys, labels
+
+
+def _reference(q, keys, labels, distances, n_labels, cfg) -> torch.Tensor:
+    used = [i for i, d in enumerate(distances) if d > 0]
+    values = [(labels[i][None].long() == torch.arange(n_labels)[:, None, None]).float() for i in used]
+    return roi_memory_attention(q, [keys[i] for i in used], values, [distances[i] for i in used], cfg)
+
+
+def _kernel(q, keys, labels, distances, n_labels, cfg, device, **kw) -> torch.Tensor:
+    d = torch.tensor(distances, dtype=torch.int32, device=device)
+    return roi_attention(q.to(device), keys.to(device), labels.to(device), d, n_labels, cfg, **kw).cpu()
+
+
+# slot counts 1 .. 7; restricted windows (d <= 3), ROI (d >= 4, dilations 2 and 3), empty slots
+SLOT_DISTANCES = [
+    [2],
+    [9, 1],
+    [0, 5, 3],
+    [1, 0, 12, 0],
+    [4, 1, 0, 3, 8],
+    [1, 2, 3, 0, 7, 30],
+    [1, 3, 5, 0, 0, 6, 1],
+]
+
+
+@pytest.mark.parametrize("distances", SLOT_DISTANCES, ids=lambda d: f"{len(d)}slots")
+def test_slot_counts(distances, device):
+    q, keys, labels = _bank(len(distances), 8, 9, 11, 4, seed=len(distances))
+    got = _kernel(q, keys, labels, distances, 4, SMALL, device, block_p=128)
+    torch.testing.assert_close(got, _reference(q, keys, labels, distances, 4, SMALL), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("h, w", [(1, 6), (5, 7), (6, 3), (13, 4)])
+@pytest.mark.parametrize("distances", [[2, 1], [6, 0, 13]], ids=["window", "roi"])
+def test_odd_sizes_and_borders(h, w, distances, device):
+    q, keys, labels = _bank(len(distances), 5, h, w, 3, seed=h * w)
+    got = _kernel(q, keys, labels, distances, 3, SMALL, device, block_p=64)
+    torch.testing.assert_close(got, _reference(q, keys, labels, distances, 3, SMALL), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("n_labels", [1, 2, 17, 255])
+def test_label_counts(n_labels, device):
+    distances = [1, 7]
+    q, keys, labels = _bank(2, 8, 7, 9, n_labels, seed=n_labels)
+    got = _kernel(q, keys, labels, distances, n_labels, SMALL, device, block_p=64)
+    assert got.shape == (n_labels, 7, 9)
+    torch.testing.assert_close(got, _reference(q, keys, labels, distances, n_labels, SMALL), atol=ATOL, rtol=0)
+
+
+def test_fp16_keys_accumulate_in_fp32(device):
+    distances = [3, 0, 9, 1]
+    q, keys, labels = _bank(4, 16, 8, 10, 5, seed=3)
+    q, keys = q.half(), keys.half()
+    got = _kernel(q, keys, labels, distances, 5, SMALL, device, block_p=128)
+    torch.testing.assert_close(got, _reference(q, keys, labels, distances, 5, SMALL), atol=ATOL, rtol=0)
+
+
+def test_several_programs_and_int64_labels(device):
+    """Blocks of 16 pixels (the last one partial) and int64 label maps."""
+    distances = [5, 2]
+    q, keys, labels = _bank(2, 8, 7, 9, 3, seed=5)
+    got = _kernel(q, keys, labels.long(), distances, 3, SMALL, device, block_p=16)
+    torch.testing.assert_close(got, _reference(q, keys, labels, distances, 3, SMALL), atol=ATOL, rtol=0)
+
+
+def test_real_radius(device):
+    """R = 12 (the default configuration) on a map smaller than the window: a restricted window at
+    d = 1 and an ROI read with dilation 2 at d = 20."""
+    cfg = AttentionConfig()
+    distances = [1, 20]
+    q, keys, labels = _bank(2, 8, 6, 7, 3, seed=12)
+    got = _kernel(q, keys, labels, distances, 3, cfg, device, block_p=64)
+    torch.testing.assert_close(got, _reference(q, keys, labels, distances, 3, cfg), atol=ATOL, rtol=0)
+
+
+def test_no_slot_read_gives_zeros(device):
+    q, keys, labels = _bank(3, 4, 5, 5, 2, seed=0)
+    got = _kernel(q, keys, labels, [0, 0, -1], 2, SMALL, device)
+    assert torch.equal(got, torch.zeros(2, 5, 5))
