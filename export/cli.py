@@ -27,7 +27,7 @@ from rich.text import Text
 
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError, MastError
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE
+from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE
 
 EXIT_INPUT, EXIT_PARITY = 2, 1
 MAX_OPSET = 20  # the TorchScript-based exporter's limit
@@ -134,7 +134,7 @@ def export(req: Request, console: Console) -> Path:
 def move_into(tmp: Path, out: Path) -> None:
     """Move the model files from ``tmp`` into ``out`` (metadata last)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE):
+    for name in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, METADATA_FILE):
         os.replace(tmp / name, out / name)
 
 
@@ -152,7 +152,7 @@ def parity_table(report) -> Table:
 
 
 def summary(out: Path) -> str:
-    sizes = ", ".join(f"{n} ({(out / n).stat().st_size / 1e6:.1f} MB)" for n in (ENCODER_FILE, MEMORY_READ_FILE))
+    sizes = ", ".join(f"{n} ({(out / n).stat().st_size / 1e6:.1f} MB)" for n in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE))
     return f"wrote {out}: {sizes}, {METADATA_FILE}"
 
 

@@ -19,8 +19,9 @@ FORMAT = "mast-onnx"
 FORMAT_VERSION = 1
 ENCODER_FILE = "encoder.onnx"
 MEMORY_READ_FILE = "memory_read.onnx"
+TRT_ONNX_FILE = "mast_trt.onnx"      # encoder + memory read with the TensorRT plugin node
 METADATA_FILE = "metadata.json"
-MODEL_FILES = (ENCODER_FILE, MEMORY_READ_FILE)
+MODEL_FILES = (ENCODER_FILE, MEMORY_READ_FILE)  # what the onnxruntime backend needs
 
 Precision = Literal["fp32", "fp16"]
 

@@ -25,8 +25,9 @@ from mast.core.config import ModelConfig
 from mast.export.compose import Pieces, memory_read_model
 from mast.export.lab_graph import FrameEncoder
 from mast.export.memory_graph import Finish, ReadSpec, SlotRead, initial_state
-from mast.export.metadata import (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, ModelMetadata, Precision,
-                                  short_hash)
+from mast.export.metadata import (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata,
+                                  Precision, short_hash)
+from mast.export.trt_graph import trt_model
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -141,13 +142,17 @@ def save_model(model: onnx.ModelProto, path: Path, meta: ModelMetadata) -> None:
 
 def write_models(out_dir: Path, encoder: nn.Module, cfg: ExportConfig, checkpoint: str,
                  checkpoint_hash: str) -> ModelMetadata:
-    """Export both graphs into ``out_dir`` with ``metadata.json``; returns the metadata written."""
+    """Export the graphs (``encoder.onnx``, ``memory_read.onnx``, ``mast_trt.onnx``) into ``out_dir``
+    with ``metadata.json``; returns the metadata written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     enc = encoder_model(encoder, cfg)
     meta = build_metadata(cfg, checkpoint, checkpoint_hash, enc.ir_version)
     save_model(enc, out_dir / ENCODER_FILE, meta)
     save_model(memory_model(cfg.read_spec, cfg.opset, enc.ir_version), out_dir / MEMORY_READ_FILE, meta)
-    meta = replace(meta, files={f: short_hash(out_dir / f) for f in (ENCODER_FILE, MEMORY_READ_FILE)})
+    trt = trt_model(enc, cfg.read_spec)
+    onnx.checker.check_model(trt, full_check=True)
+    save_model(trt, out_dir / TRT_ONNX_FILE, meta)
+    meta = replace(meta, files={f: short_hash(out_dir / f) for f in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE)})
     write_metadata(out_dir, meta)
     return meta
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from mast.core.checkpoint import file_hash, save_checkpoint
 from mast.core.encoder import Encoder
 from mast.export import cli
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE
+from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE
 from mast.export.parity import ParityReport
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ def test_exports_a_checkpoint_and_checks_parity(tmp_path: Path):
     meta = json.loads((out / METADATA_FILE).read_text())
     assert meta["checkpoint"] == "w.pt" and meta["checkpoint_hash"] == file_hash(ckpt)
     assert meta["parity"]["key_max_abs"] <= 1e-3 and meta["parity"]["mask_iou_mean"] >= 0.99
-    assert {p.name for p in out.iterdir()} == {ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE}
+    assert {p.name for p in out.iterdir()} == {ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, METADATA_FILE}
 
 
 def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch):
