@@ -28,13 +28,14 @@ How it is computed (exportable, memory-bounded):
   ``R`` zero rows/columns between them, gathered with per-gamma index tables made at export
   (:class:`PhaseTables`). The dilated search is then the restricted-window search of the mosaic's
   tiles (about as many as the frame's, whatever gamma is). Its soft-argmax gives o_p.
-- **Fine window** (ROI): as the reference, each tile's queries are matched against the key square
-  holding every pixel's integer ``(2R+2)^2`` window at p + floor(o_p): its side is
-  ``T + 2R + 2 + spread``, the spread of floor(o_p) inside the tiles of a chunk, computed in the
-  graph (a dynamic ``Range``; tiles sorted by spread first). The bilinear fine window and the
-  spreading of the weights back onto the square are batched MatMuls with per-pixel bilinear
-  selectors (:class:`_FineFrame`), then one MatMul with the value square. Keys are padded by
-  ``max_dilation * R + R + T + 2`` so every square fits.
+- **Fine window** (ROI): pixels are sorted by the ``T x T`` bucket of p + floor(o_p) (where their
+  window lands) and cut into chunks of ``T*T``; each chunk's queries are matched against the key
+  square holding its pixels' integer ``(2R+2)^2`` windows (side ``2R + 2`` + the chunk's spread
+  of p + floor(o_p), computed in the graph: a dynamic ``Range``; chunks sorted by spread first).
+  The scores are blended with each pixel's bilinear weights into the fractional grid and masked
+  to its window; the weighted values are one MatMul with the square's four corner-shifted value
+  grids (:class:`_FineFrame`), scattered back into the tile-layout state. Keys are padded by
+  ``max_dilation * R + R + T + 3`` so every square fits.
 - Peak extra memory is that of one band (chunk) of one slot (figures in BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch
 from torch import nn
 
 from mast.core.config import AttentionConfig, MemoryConfig
-from mast.export.tiling import PaddedMap, Tiles, grid
+from mast.export.tiling import PaddedMap, Tiles
 
 MIN_DILATION = 2
 NO_SCORE = -3.0e38  # initial running max: finite, so that exp(NO_SCORE - NO_SCORE) stays defined
@@ -171,74 +172,95 @@ class _FineFrame:
     """A slot read through its ROI: the fine window around p + o_p of its keys and values (bilinear,
     zero padded).
 
-    Tiles are read in chunks, each against key squares of one side (``T + 2R + 2`` + the chunk's
-    largest spread of floor(o_p) inside a tile). Tiles are sorted by that spread first, so that the
-    few tiles whose pixels point far apart (ill-conditioned coarse softmax) share chunks and do not
-    inflate the squares of all the others. Each pixel's fine window is read from its scores on the
-    square by two bilinear *selectors* (:func:`_selectors`): ``fine = A_y S A_x^T``, and its softmax
-    weights go back onto the square by the adjoint ``A_y^T E A_x`` (batched MatMuls: no per-element
-    gather or scatter)."""
+    Pixels are grouped by where their window lands, not by where they sit: sorted by the ``T x T``
+    bucket of p + floor(o_p) (serpentine row order), they are cut into chunks of ``T*T`` pixels, and each chunk
+    is matched against the key square spanning its pixels' integer ``(2R+2)^2`` windows (side
+    ``2R + 2`` + the spread of p + floor(o_p) inside the chunk, which stays near ``T`` however far
+    apart the offsets of neighbouring pixels point). Chunks are read in batches of one square side
+    (the batch's largest), sorted by spread first."""
 
-    def __init__(self, key, value, offsets, tiles: Tiles, pad: int) -> None:
-        self.tiles, self.pix = tiles, grid(tiles.t)
+    def __init__(self, key, value, offsets, tiles: Tiles, pad: int, max_shift: int) -> None:
+        self.tiles = tiles
+        h, w, t = tiles.h, tiles.w, tiles.t
+        n, tt = h * w, t * t
         base = torch.floor(offsets)
-        every = (0, tiles.nty)
-        frac = tiles.pad_query(offsets - base)                          # [2, Hq, Wq] in [0, 1)
-        self.fy, self.fx = (tiles.query(frac[i:i + 1], *every)[..., 0] for i in (0, 1))   # [NT, tt]
-        base = tiles.pad_query(base).long()
-        self.by, self.bx = (tiles.query(base[i:i + 1], *every)[..., 0] for i in (0, 1))   # [NT, tt]
-        spread = torch.maximum(self.by.amax(1) - self.by.amin(1), self.bx.amax(1) - self.bx.amin(1))
-        self.order = torch.topk(spread, spread.shape[0], largest=False).indices          # [NT]
-        self.top, self.left = tiles.origins(*every)
+        iy, ix = (c.reshape(-1) for c in torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"))
+        ty, tx = base[0].reshape(-1).long() + iy, base[1].reshape(-1).long() + ix       # [N] p + floor(o_p)
+        # bucket of each target in serpentine order (row by row, every other row right to left, so
+        # that a chunk crossing into the next row stays at the same end); max_shift bounds
+        # |floor(o_p)|, so the bucket coordinates are non-negative
+        buckets_x = -(-(w + 2 * max_shift) // t) + 1
+        by = torch.div(ty + max_shift, t, rounding_mode="floor")
+        bx = torch.div(tx + max_shift, t, rounding_mode="floor")
+        bucket = by * buckets_x + torch.where(by % 2 == 0, bx, buckets_x - 1 - bx)
+        order = torch.topk(bucket, n, largest=False).indices                          # [N]
+        chunks = -(-n // tt)
+        # the last chunk is filled up with copies of the last pixel (same result, written twice)
+        if chunks * tt > n:
+            order = torch.cat([order, order[-1:].expand(chunks * tt - n)])
+        order = order.reshape(chunks, tt)
+        self.pixels = order                                                           # [NC, tt]
+        self.ty, self.tx = ty[order], tx[order]
+        frac = (offsets - base).reshape(2, n)
+        self.fy, self.fx = frac[0][order], frac[1][order]                             # [NC, tt]
+        spread = torch.maximum(self.ty.amax(1) - self.ty.amin(1), self.tx.amax(1) - self.tx.amin(1))
+        self.order = torch.topk(spread, chunks, largest=False).indices                 # [NC]
         self.keys, self.values = PaddedMap(key, pad), PaddedMap(value, pad, ones=True)
 
+    @property
+    def n_chunks(self) -> int:
+        return self.pixels.shape[0]
+
     def _squares(self, idx: torch.Tensor):
-        """For the tiles ``idx`` ``[n]``: the squares' side (0-d), their rows in the padded maps
+        """For the chunks ``idx`` ``[n]``: the squares' side (0-d), their rows in the padded maps
         ``[n, side^2]``, and each pixel's integer window start on its square (y, x) ``[n, tt]``."""
-        t, r = self.tiles.t, self.tiles.r
-        by, bx = self.by[idx], self.bx[idx]                             # [n, tt]
-        lo_y, lo_x = by.amin(1, keepdim=True), bx.amin(1, keepdim=True)
-        side = torch.maximum((by - lo_y).amax(), (bx - lo_x).amax()) + (t + 2 * r + 2)
-        # a square starts at its tile's first window row/column, moved up/left where it would
-        # leave the padded map (it still holds every window of the tile: the pad covers them)
-        top0, left0 = self.top[idx] + lo_y[:, 0] - r, self.left[idx] + lo_x[:, 0] - r   # [n]
-        top = torch.minimum(top0, self.tiles.h + self.keys.pad - side)
-        left = torch.minimum(left0, self.tiles.w + self.keys.pad - side)
-        oy = self.pix[0][None] + by - lo_y + (top0 - top)[:, None]
-        ox = self.pix[1][None] + bx - lo_x + (left0 - left)[:, None]
+        tiles, r = self.tiles, self.tiles.r
+        ty, tx = self.ty[idx], self.tx[idx]                                           # [n, tt]
+        lo_y, lo_x = ty.amin(1, keepdim=True), tx.amin(1, keepdim=True)
+        side = torch.maximum((ty - lo_y).amax(), (tx - lo_x).amax()) + (2 * r + 2)
+        # a square starts at its chunk's first window row/column, moved up/left where it would
+        # leave the padded map (it still holds every window of the chunk: the pad covers them)
+        top0, left0 = lo_y[:, 0] - r, lo_x[:, 0] - r                                  # [n]
+        top = torch.minimum(top0, tiles.h + self.keys.pad - side)
+        left = torch.minimum(left0, tiles.w + self.keys.pad - side)
+        oy = ty - lo_y + (top0 - top)[:, None]
+        ox = tx - lo_x + (left0 - left)[:, None]
         return side, self.keys.cells(top, left, side), oy, ox
 
-    def chunk(self, q_all: torch.Tensor, c0: int, c1: int):
-        """Fine scores ``[n, tt, (2R+1)^2]`` of the tiles ``order[c0:c1]`` (queries from ``q_all``
-        ``[NT, tt, C]``), the weights -> values ``[n, tt, L+1]`` map, and those tiles' indices."""
+    def chunk(self, q_rows: torch.Tensor, c0: int, c1: int):
+        """Fine scores ``[n, tt, (side-1)^2]`` (-inf outside each pixel's window) of the chunks
+        ``order[c0:c1]`` (queries from ``q_rows`` ``[N, C]``), the weights -> values
+        ``[n, tt, L+1]`` map, and those chunks' indices.
+
+        The scores on the square are blended with each pixel's bilinear weights into the grid of
+        fractional positions start + k + frac (``side - 1`` per axis), where a mask keeps the
+        pixel's ``(2R+1)^2`` window."""
         idx = self.order[c0:c1]
         side, rows, oy, ox = self._squares(idx)
-        s = torch.matmul(q_all[idx], self.keys.rows[rows].transpose(1, 2))   # [n, tt, side^2]
+        s = torch.matmul(q_rows[self.pixels[idx]], self.keys.rows[rows].transpose(1, 2))   # [n, tt, side^2]
+        s = s.reshape(s.shape[0], s.shape[1], side, side)
+        fy, fx = self.fy[idx][..., None, None], self.fx[idx][..., None, None]          # [n, tt, 1, 1]
+        s = s[..., :-1] + fx * (s[..., 1:] - s[..., :-1])
+        s = s[..., :-1, :] + fy * (s[..., 1:, :] - s[..., :-1, :])                    # [n, tt, side-1, side-1]
         n = 2 * self.tiles.r + 1
-        ay = _selectors(oy, self.fy[idx], side, n, s.dtype)               # [n, tt, 2R+1, side]
-        ax = _selectors(ox, self.fx[idx], side, n, s.dtype)
-        sq = s.reshape(s.shape[0], s.shape[1], side, side)
-        fine = torch.matmul(ay, torch.matmul(sq, ax.transpose(-1, -2)))  # [n, tt, 2R+1, 2R+1]
+        cells = torch.arange(side - 1)
+        dy, dx = cells - oy[..., None], cells - ox[..., None]                           # [n, tt, side-1]
+        inside = ((dy >= 0) & (dy < n))[..., :, None] & ((dx >= 0) & (dx < n))[..., None, :]
+        fine = torch.where(inside, s, torch.full_like(s, float("-inf")))
+
+        # the values at the blended positions are the same blend of the square's values: the
+        # weighted values are one MatMul with its four corner-shifted value grids, then a 4-term mix
+        vals = self.values.rows[rows]
+        vals = vals.reshape(vals.shape[0], side, side, vals.shape[-1])
+        corners = torch.cat([vals[:, :-1, :-1], vals[:, :-1, 1:], vals[:, 1:, :-1], vals[:, 1:, 1:]], -1)
+        corners = corners.reshape(vals.shape[0], -1, 4 * vals.shape[-1])                # [n, (side-1)^2, 4(L+1)]
+        mix = torch.cat([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 2)   # [n, tt, 4, 1]
 
         def weigh(e: torch.Tensor) -> torch.Tensor:
-            """Each weight spread bilinearly onto the integer cells it was read from (the adjoint of
-            the selection), then the square's values (and ones) summed with those weights."""
-            e = e.reshape(e.shape[0], e.shape[1], n, n)
-            full = torch.matmul(ay.transpose(-1, -2), torch.matmul(e, ax))          # [n, tt, side, side]
-            return torch.matmul(full.reshape(s.shape), self.values.rows[rows])
+            out = torch.matmul(e, corners)
+            return (out.reshape(out.shape[0], out.shape[1], 4, -1) * mix).sum(2)
 
         return fine.flatten(2), weigh, idx
-
-
-def _selectors(start: torch.Tensor, frac: torch.Tensor, side, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Bilinear selectors ``[..., n, side]``: row k of pixel p weighs square row (or column)
-    ``start_p + k`` by 1 - frac_p and the next one by frac_p, so that ``A S A'^T`` samples the
-    square's scores at start + k + frac. ``start`` int ``[...]``, ``frac`` ``[...]``, ``side`` 0-d."""
-    cells = torch.arange(side)
-    unit = (torch.arange(side + 1)[:, None] == cells[None]).to(dtype)   # [side+1, side], last row 0
-    step = unit[1:] - unit[:-1]                                           # row i: e(i+1) - e(i)
-    i = start[..., None] + torch.arange(n)                                # [..., n]
-    return unit[i] + frac[..., None, None] * step[i]
 
 
 class _LocalFrame:
@@ -283,7 +305,13 @@ class SlotRead(nn.Module):
                 self.register_buffer(f"phase_{name}", torch.from_numpy(getattr(self.phases, name)), persistent=False)
             self.register_buffer("dy", dy, persistent=False)   # [tt, cells] offset of each cell
             self.register_buffer("dx", dx, persistent=False)
-            self.fine_pad = max(cfg.max_dilation, 1) * cfg.radius + cfg.radius + cfg.tile + 2
+            self.max_shift = max(cfg.max_dilation, 1) * cfg.radius + 1      # bound on |floor(o_p)|
+            self.fine_pad = self.max_shift + cfg.radius + cfg.tile + 2
+            # each frame pixel's row in the tile-layout state: tile * t*t + place in the tile
+            y, x = (c.reshape(-1) for c in torch.meshgrid(torch.arange(spec.height), torch.arange(spec.width), indexing="ij"))
+            t = cfg.tile
+            state_pos = ((y // t) * self.tiles.ntx + x // t) * t * t + (y % t) * t + x % t
+            self.register_buffer("state_pos", state_pos, persistent=False)
 
     def forward(self, query, keys, labels, slot, distance, peak, acc):
         spec, tiles = self.spec, self.tiles
@@ -300,15 +328,23 @@ class SlotRead(nn.Module):
                 s, weigh = frame.band(tiles.query(q_pad, ty0, ty1), ty0, ty1)
                 parts.append(_fold(s, weigh, peak[a:b], acc[a:b]))
             return torch.cat([p for p, _ in parts], 0), torch.cat([a for _, a in parts], 0)
-        frame = _FineFrame(key, value, self._coarse_offsets(q, key, distance), tiles, self.fine_pad)
-        q_all, n = tiles.query(q_pad, 0, tiles.nty), tiles.nty * tiles.ntx
+        frame = _FineFrame(key, value, self._coarse_offsets(q, key, distance), tiles, self.fine_pad, self.max_shift)
+        q_rows = q.reshape(q.shape[0], -1).t()                               # [N, C]
+        state_pos = self.state_pos[frame.pixels]                             # [NC, tt] rows of the state
+        peak_rows, acc_rows = peak.reshape(-1), acc.reshape(-1, acc.shape[-1])
         step = spec.attention.band_tiles * tiles.ntx
-        parts = []
-        for c0 in range(0, n, step):
-            s, weigh, idx = frame.chunk(q_all, c0, min(c0 + step, n))
-            parts.append(_fold(s, weigh, peak[idx], acc[idx]))
-        inverse = torch.zeros_like(frame.order).scatter(0, frame.order, torch.arange(n))
-        return torch.cat([p for p, _ in parts], 0)[inverse], torch.cat([a for _, a in parts], 0)[inverse]
+        parts, written = [], []
+        for c0 in range(0, frame.n_chunks, step):
+            s, weigh, idx = frame.chunk(q_rows, c0, min(c0 + step, frame.n_chunks))
+            pos = state_pos[idx]
+            parts.append(_fold(s, weigh, peak_rows[pos], acc_rows[pos]))
+            written.append(pos.reshape(-1))
+        pos = torch.cat(written)
+        new_peak = torch.cat([p for p, _ in parts], 0).reshape(-1)
+        new_acc = torch.cat([a for _, a in parts], 0).reshape(pos.shape[0], -1)
+        peak_rows = peak_rows.scatter(0, pos, new_peak)
+        acc_rows = acc_rows.scatter(0, pos[:, None].expand(-1, acc_rows.shape[1]), new_acc)
+        return peak_rows.reshape(peak.shape), acc_rows.reshape(acc.shape)
 
     def _coarse_offsets(self, q: torch.Tensor, key: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         """ROI centre offsets ``[2, h, w]`` (dy, dx in feature pixels): gamma * soft-argmax over the
