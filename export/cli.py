@@ -1,14 +1,18 @@
-"""``mast-export``: write ``encoder.onnx``, ``memory_read.onnx`` and ``metadata.json``, then check parity.
+"""``mast-export``: write ``encoder.onnx``, ``memory_read.onnx``, ``mast_trt.onnx`` and
+``metadata.json``, check parity, and with ``--engine`` build the TensorRT engine ``mast.engine``.
 
 ::
 
     mast-export [--checkpoint FILE] --out DIR [--onnx] [--engine] [--height H --width W]
                 [--fp16] [--opset N] [--max-objects N] [--parity-frames N]
+                [--engine-precision fp16|fp32] [--workspace MIB] [--timing-cache FILE]
 
 The models are written to a temporary folder beside DIR, checked against the torch reference on
 real frames (the bundled demo clip unless ``--parity-clip``), and moved into DIR only when the check
-passes: a failed check prints its figures, exits 1 and leaves DIR as it was. ``--engine`` (TensorRT)
-is not available yet. Bad input (missing checkpoint, bad size, opset) is one line, exit 2.
+passes: a failed check prints its figures, exits 1 and leaves DIR as it was. ``--engine`` builds
+``mast.engine`` (+ ``engine.json``) from ``mast_trt.onnx`` there too and checks it against
+onnxruntime; it needs TensorRT and a CUDA GPU (``pip install 'mast-tracker[gpu]'``), else one line,
+exit 2. Bad input (missing checkpoint, bad size, opset) is one line, exit 2.
 """
 from __future__ import annotations
 
@@ -27,10 +31,19 @@ from rich.text import Text
 
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError, MastError
+from mast.export.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
 from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE
 
 EXIT_INPUT, EXIT_PARITY = 2, 1
+ENGINE_PROBS_TOL = {"fp32": 1e-3, "fp16": 5e-2}   # engine vs onnxruntime, max abs of the distribution
 MAX_OPSET = 20  # the TorchScript-based exporter's limit
+
+
+class EnginePrecisionOpt(str, Enum):
+    """Precision of the TensorRT engine."""
+
+    fp16 = "fp16"
+    fp32 = "fp32"
 
 
 class Keys(str, Enum):
@@ -59,6 +72,10 @@ class Request:
     parity_frames: int
     parity_clip: Optional[Path]
     parity_mask: Optional[Path]
+    engine: bool = False
+    engine_precision: EnginePrecisionOpt = EnginePrecisionOpt.fp16
+    workspace_mb: int = 4096
+    timing_cache: Optional[Path] = None
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
@@ -66,12 +83,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
                        "and check it against the torch reference.")
 
 
-def validate(req: Request, onnx_flag: bool, engine: bool) -> None:
-    """InputError (one line) for a command line that cannot be exported."""
-    if engine:
-        raise InputError("--engine (TensorRT engine) is not available yet: it comes with the TensorRT issue; "
-                         "export ONNX with --onnx and run it with --backend onnxruntime")
-    if not onnx_flag:
+def validate(req: Request, onnx_flag: bool) -> None:
+    """InputError (one line) for a command line that cannot be exported; DependencyError (one line)
+    for ``--engine`` without TensorRT or a GPU."""
+    if not onnx_flag and not req.engine:
         raise InputError("nothing to export: --no-onnx and no --engine")
     if min(req.height, req.width) < 16:
         raise InputError(f"--height {req.height} --width {req.width}: frames must be at least 16x16 pixels")
@@ -83,6 +98,12 @@ def validate(req: Request, onnx_flag: bool, engine: bool) -> None:
         raise InputError(f"checkpoint not found: {req.checkpoint} (give a .pt file written by mast-train)")
     if req.out.exists() and not req.out.is_dir():
         raise InputError(f"--out {req.out} is a file: give a folder")
+    if req.engine:
+        if req.workspace_mb < 1:
+            raise InputError(f"--workspace {req.workspace_mb}: give the TensorRT workspace in MiB (>= 1)")
+        from mast.plugins.gpu_env import require_tensorrt_gpu  # noqa: PLC0415 - only for --engine
+
+        require_tensorrt_gpu()
 
 
 def load_encoder(req: Request):
@@ -125,16 +146,35 @@ def export(req: Request, console: Console) -> Path:
             write_metadata(tmp, meta)
         else:
             console.print(Text("parity not checked (--parity-frames 0)", style="yellow"))
+        if req.engine:
+            build_and_check_engine(tmp, meta, req, console)
         move_into(tmp, req.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return req.out
 
 
+def build_and_check_engine(tmp: Path, meta, req: Request, console: Console) -> None:
+    """Build ``mast.engine`` in ``tmp``, compare it with onnxruntime, record the figures."""
+    from mast.export.engine import EngineConfig, build_engine, engine_parity  # noqa: PLC0415 - TensorRT
+    from mast.export.engine_metadata import read_engine_metadata, write_engine_metadata  # noqa: PLC0415
+
+    precision = req.engine_precision.value
+    build_engine(tmp, meta, EngineConfig(precision, req.workspace_mb, req.timing_cache), console.print)
+    console.print("checking the engine against onnxruntime (same frame and bank) ...")
+    parity = engine_parity(tmp)
+    console.print(f"  key max abs error {parity.key_max_abs:.2e}, distribution max abs error {parity.probs_max_abs:.2e}")
+    if parity.probs_max_abs > ENGINE_PROBS_TOL[precision]:
+        raise ParityFailed(f"engine distribution max abs error {parity.probs_max_abs:.2e} > "
+                           f"{ENGINE_PROBS_TOL[precision]:.0e} ({precision})")
+    write_engine_metadata(tmp, replace(read_engine_metadata(tmp), parity=parity.to_dict()))
+
+
 def move_into(tmp: Path, out: Path) -> None:
-    """Move the model files from ``tmp`` into ``out`` (metadata last)."""
+    """Move the model files from ``tmp`` into ``out`` (the engine when built; metadata last)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, METADATA_FILE):
+    engine = [ENGINE_FILE, ENGINE_METADATA_FILE] if (tmp / ENGINE_FILE).is_file() else []
+    for name in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, *engine, METADATA_FILE):
         os.replace(tmp / name, out / name)
 
 
@@ -152,7 +192,8 @@ def parity_table(report) -> Table:
 
 
 def summary(out: Path) -> str:
-    sizes = ", ".join(f"{n} ({(out / n).stat().st_size / 1e6:.1f} MB)" for n in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE))
+    names = [n for n in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, ENGINE_FILE) if (out / n).is_file()]
+    sizes = ", ".join(f"{n} ({(out / n).stat().st_size / 1e6:.1f} MB)" for n in names)
     return f"wrote {out}: {sizes}, {METADATA_FILE}"
 
 
@@ -161,7 +202,7 @@ def main_command(
     out: Path = typer.Option(..., "--out", help="Folder to write encoder.onnx, memory_read.onnx, metadata.json into."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights to export (default: the shipped weights)."),
     onnx_flag: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the ONNX models (default)."),
-    engine: bool = typer.Option(False, "--engine", help="Build a TensorRT engine (not available yet)."),
+    engine: bool = typer.Option(False, "--engine", help="Also build the TensorRT engine mast.engine (needs TensorRT and a CUDA GPU)."),
     height: int = typer.Option(480, "--height", help="Frame height the model takes (pixels)."),
     width: int = typer.Option(854, "--width", help="Frame width the model takes (pixels)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 convolutions in the encoder (the memory read stays fp32)."),
@@ -171,12 +212,16 @@ def main_command(
     parity_frames: int = typer.Option(8, "--parity-frames", help="Frames propagated in the parity check (0: skip it)."),
     parity_clip: Optional[Path] = typer.Option(None, "--parity-clip", help="Frame folder for the parity check (default: bundled clip)."),
     parity_mask: Optional[Path] = typer.Option(None, "--parity-mask", help="First-frame mask of --parity-clip."),
+    engine_precision: EnginePrecisionOpt = typer.Option(EnginePrecisionOpt.fp16, "--engine-precision", help="TensorRT engine precision."),
+    workspace: int = typer.Option(4096, "--workspace", help="TensorRT builder workspace limit (MiB)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (read if present, written after the build)."),
 ) -> None:
     """Export the tracker to ONNX and check it against the torch reference."""
     console, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    req = Request(out, checkpoint, keys, height, width, fp16, opset, max_objects, parity_frames, parity_clip, parity_mask)
+    req = Request(out, checkpoint, keys, height, width, fp16, opset, max_objects, parity_frames, parity_clip, parity_mask,
+                  engine, engine_precision, workspace, timing_cache)
     try:
-        validate(req, onnx_flag, engine)
+        validate(req, onnx_flag)
         export(req, console)
     except MastError as exc:
         err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)

@@ -185,9 +185,15 @@ def _ort_backend(model: Path | None, device: str) -> Any:
 
 
 def _trt_backend(model: Path | None, device: str) -> Any:
-    cls = _load("mast.runtime.trt_backend", "TrtBackend", "tensorrt")
     if device != "cuda":
         raise BackendUnavailableError("the tensorrt backend runs on --device cuda only")
+    cls = _load("mast.runtime.trt_backend", "TrtBackend", "tensorrt")
+    from mast.plugins.gpu_env import require_tensorrt_gpu  # noqa: PLC0415 - TensorRT only in this branch
+
+    require_tensorrt_gpu()   # one line naming what is missing (TensorRT, cuda-bindings, a GPU) and the install
+    if not is_export_folder(model):
+        raise InputError(f"the tensorrt backend needs --model EXPORT_DIR (a folder written by mast-export "
+                         f"--engine), got {model or 'none'}")
     return cls(model, device)
 
 

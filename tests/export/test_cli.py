@@ -1,6 +1,7 @@
 """``mast-export``: a small export end to end with its parity check, and the bad inputs."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -52,8 +53,32 @@ def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch):
     assert not list(tmp_path.glob(".model.export-*"))
 
 
-def test_engine_is_not_available_yet(tmp_path: Path):
-    _one_line_error(_run("--out", tmp_path / "m", "--engine"), "not available yet")
+def test_engine_without_tensorrt_is_one_line(tmp_path: Path):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    _one_line_error(_run("--out", tmp_path / "m", "--engine"), "TensorRT is not available")
+    res = _run("--out", tmp_path / "m", "--engine")
+    assert "pip install 'mast-tracker[gpu]' on a machine with an NVIDIA driver" in res.output.replace("\n", "")
+    assert not (tmp_path / "m").exists()
+
+
+def test_engine_without_gpu_is_one_line(tmp_path: Path, monkeypatch):
+    """TensorRT importable but no CUDA device: the GPU check's line."""
+    from mast.core.errors import DependencyError
+    from mast.plugins import gpu_env
+
+    def no_gpu(device: int = 0):
+        raise DependencyError("no CUDA GPU is visible (cudaErrorNoDevice, 0 device(s)): the TensorRT path needs "
+                              "an NVIDIA GPU and driver")
+
+    monkeypatch.setattr(gpu_env, "tensorrt", lambda: None)
+    monkeypatch.setattr(gpu_env, "gpu_info", no_gpu)
+    _one_line_error(_run("--out", tmp_path / "m", "--engine"), "no CUDA GPU is visible")
+
+
+@pytest.mark.parametrize("args, needle", [(("--workspace", "0"), "--workspace 0")])
+def test_bad_engine_option_is_one_line(tmp_path: Path, args, needle):
+    _one_line_error(_run("--out", tmp_path / "m", "--engine", *args), needle)
 
 
 def test_without_checkpoint_or_shipped_weights(tmp_path: Path, monkeypatch):

@@ -82,13 +82,6 @@ def test_make_backend_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ex
         make_backend("torch", None)
 
 
-def test_tensorrt_not_available_yet(export_dir: Path) -> None:
-    if factory._installed("mast.runtime.trt_backend"):
-        pytest.skip("the TensorRT backend has landed")
-    with pytest.raises(BackendUnavailableError, match="tensorrt backend is not available yet"):
-        make_backend("tensorrt", export_dir, "cuda")
-
-
 def test_torch_backend_with_lab_keys() -> None:
     backend = make_backend("torch", None, "cpu", keys="lab")
     assert backend.name == "torch" and factory.describe(backend) == "torch (cpu, fp32)"
