@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mast.core.attention import roi_memory_attention
+from mast.core.attention import _group_by_target, roi_memory_attention
 from mast.core.config import AttentionConfig
 
 from .oracle import oracle_attention
@@ -79,3 +79,36 @@ def test_rejects_mismatched_inputs():
     q, keys, values = _case(1, 4, 4, [1, 2])
     with pytest.raises(ValueError):
         roi_memory_attention(q, keys, values[:1], [1, 2])
+
+
+def test_many_pixels_pointing_at_one_place_match_oracle():
+    """One bright spot pulls every ROI there: buckets hold more pixels than a group, groups split."""
+    cfg = AttentionConfig(radius=3, tile=4, band_tiles=1)
+    q, keys, values = _case(11, 18, 21, [40, 1])
+    q = q.abs() + 0.5
+    keys[0] = keys[0] * 0.1
+    keys[0][:, 9, 10] = 4.0  # every query scores this key highest: offsets converge on (9, 10)
+    got = roi_memory_attention(q, keys, values, [40, 1], cfg)
+    want = oracle_attention(q, keys, values, [40, 1], cfg)
+    assert torch.allclose(got.double(), want, atol=5e-5), (got.double() - want).abs().max()
+
+
+@pytest.mark.parametrize("size, cap", [(4, 16), (8, 64), (3, 5)])
+def test_groups_hold_each_pixel_once_inside_its_square(size, cap):
+    g = torch.Generator().manual_seed(size)
+    h, w, r = 13, 17, 5
+    iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    target = torch.stack([iy, ix]).flatten(1) + torch.randint(-30, 31, (2, h * w), generator=g)
+    target[:, :40] = torch.tensor([[6], [8]])  # a crowded bucket
+    groups = _group_by_target(target, size, cap, r)
+    real = groups.index[groups.index < h * w]
+    assert sorted(real.tolist()) == list(range(h * w))
+    assert groups.index.shape[1] == cap
+    group_of = torch.empty(h * w, dtype=torch.long)
+    group_of[groups.index[groups.index < h * w]] = torch.nonzero(groups.index < h * w)[:, 0]
+    # each pixel's integer window (target - r .. target + r + 1) lies in its group's square
+    side = size + 2 * r + 1
+    corner = target - r
+    assert ((corner[0] - groups.top[group_of]) == groups.rel[0, :-1]).all()
+    assert ((corner[1] - groups.left[group_of]) == groups.rel[1, :-1]).all()
+    assert (groups.rel[:, :-1] >= 0).all() and (groups.rel[:, :-1] + 2 * r + 2 <= side).all()
