@@ -1,4 +1,9 @@
-"""Shared fixtures: where the real data lives (``../shared`` beside the repository, or $MAST_SHARED)."""
+"""Shared fixtures: where the real data lives (``../shared`` beside the repository, or $MAST_SHARED),
+and where the Triton kernel runs.
+
+The Triton kernel runs on the GPU when torch sees one, else on CPU tensors under Triton's
+interpreter: ``TRITON_INTERPRET=1`` must be set before ``mast.plugins.roi_kernel`` is imported
+(``triton.jit`` reads it when it decorates), hence here, before any test module is collected."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,6 +13,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _cuda() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if not _cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """Where the Triton kernel's tensors live: cuda when available, else cpu (interpreter)."""
+    return "cuda" if _cuda() else "cpu"
 
 
 def _shared_dir() -> Path:
