@@ -24,7 +24,8 @@ program), ``BLOCK_C`` / ``BLOCK_L`` (powers of two >= C / L).
 Per slot: d <= ROI_THRESHOLD reads the restricted window p + k, k in [-R, R]^2; otherwise the
 coarse search p + gamma*k (gamma = min(MAX_DILATION, d // DILATION_STEP + 1)) gives by its
 soft-argmax the offset o_p, and the fine window p + o_p + k is read bilinearly (scores and one-hot
-values blended from the four integer neighbours). Out-of-frame candidates score 0 with value 0
+values blended from the four integer neighbours; along a window row each step reads two new
+neighbours and reuses the previous step's two). Out-of-frame candidates score 0 with value 0
 and stay in the softmax (zero padding).
 """
 from __future__ import annotations
@@ -113,19 +114,25 @@ def _roi_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs
     w01 = (1.0 - fy) * fx
     w10 = fy * (1.0 - fx)
     w11 = fy * fx
-    for k in range(side * side):
-        y = y_base + (k // side - RADIUS)
-        x = x_base + (k % side - RADIUS)
-        s00, i00 = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
-        s01, i01 = _score_at(q, key_ptr, y, x + 1, height, width, offs_c, c_mask)
-        s10, i10 = _score_at(q, key_ptr, y + 1, x, height, width, offs_c, c_mask)
-        s11, i11 = _score_at(q, key_ptr, y + 1, x + 1, height, width, offs_c, c_mask)
-        s = w00 * s00 + w01 * s01 + w10 * s10 + w11 * s11
-        v = (w00[:, None] * _onehot_at(label_ptr, y, x, i00, width, offs_l)
-             + w01[:, None] * _onehot_at(label_ptr, y, x + 1, i01, width, offs_l)
-             + w10[:, None] * _onehot_at(label_ptr, y + 1, x, i10, width, offs_l)
-             + w11[:, None] * _onehot_at(label_ptr, y + 1, x + 1, i11, width, offs_l))
-        m, den, acc = _fold(m, den, acc, s, v)
+    for ky in range(side):
+        y = y_base + (ky - RADIUS)
+        x = x_base - RADIUS
+        # the left corners (x) of the first candidate of the row; then each step reads the right
+        # corners (x + 1) only: they are the next candidate's left corners
+        s0, i0 = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
+        s1, i1 = _score_at(q, key_ptr, y + 1, x, height, width, offs_c, c_mask)
+        v0 = _onehot_at(label_ptr, y, x, i0, width, offs_l)
+        v1 = _onehot_at(label_ptr, y + 1, x, i1, width, offs_l)
+        for kx in range(side):
+            x = x_base + (kx - RADIUS + 1)
+            s2, i2 = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
+            s3, i3 = _score_at(q, key_ptr, y + 1, x, height, width, offs_c, c_mask)
+            v2 = _onehot_at(label_ptr, y, x, i2, width, offs_l)
+            v3 = _onehot_at(label_ptr, y + 1, x, i3, width, offs_l)
+            s = w00 * s0 + w01 * s2 + w10 * s1 + w11 * s3
+            v = w00[:, None] * v0 + w01[:, None] * v2 + w10[:, None] * v1 + w11[:, None] * v3
+            m, den, acc = _fold(m, den, acc, s, v)
+            s0, s1, v0, v1 = s2, s3, v2, v3
     return m, den, acc
 
 
