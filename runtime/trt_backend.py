@@ -202,6 +202,14 @@ class TrtBackend:
         """Bilinear upsampling (align_corners=False) to ``size``, argmax -> channel map uint8 ``[H, W]``."""
         return decode_probs(probs, size)
 
+    def close(self) -> None:
+        """Free the device and pinned buffers and the stream (the backend is unusable afterwards)."""
+        self._sync()
+        for buffer in [*self._buffers.values(), self._frame, self._distances, self._labels, self._probs]:
+            buffer.free()
+        self._buffers = {}
+        check(cudart().cudaStreamDestroy(self._stream))
+
     def _check_latest(self, key: FrameKey) -> None:
         if key.index != self._latest:
             raise InputError("the tensorrt backend keeps only the latest frame's key: read or write a frame "
