@@ -116,7 +116,10 @@ def engine_parity(model_dir: Path, seed: int = 0) -> EngineParity:
     distances = np.zeros(s, np.int64)
     reads = [1, 3, 5, 20, 50][: min(s, meta.slots["reads"])]
     distances[: len(reads)] = reads
-    key, probs = backend.run_raw(frame, keys, labels, distances.astype(np.int32))
+    try:
+        key, probs = backend.run_raw(frame, keys, labels, distances.astype(np.int32))
+    finally:
+        backend.close()
     cpu = ["CPUExecutionProvider"]
     ref_key = ort.InferenceSession(str(model_dir / ENCODER_FILE), providers=cpu).run(None, {"frame": frame[None]})[0]
     ref = ort.InferenceSession(str(model_dir / MEMORY_READ_FILE), providers=cpu).run(
