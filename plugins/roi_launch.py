@@ -34,9 +34,13 @@ def roi_attention(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor,
         raise InputError(f"labels {labels.dtype} (int32/int64) and distances {distances.dtype} (int32) expected")
     if not 1 <= n_labels <= 256:
         raise InputError(f"n_labels {n_labels}: expected 1..256")
+    if block_p < 1 or block_p & (block_p - 1):
+        raise InputError(f"block_p {block_p}: expected a power of two")
     spec = KernelSpec(s, c, n_labels, KEY_DTYPES[keys.dtype], LABEL_DTYPES[labels.dtype], cfg, block_p, num_warps)
     if out is None:
         out = torch.empty(n_labels, h, w, dtype=torch.float32, device=keys.device)
+    elif out.shape != (n_labels, h, w) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise InputError(f"out is {tuple(out.shape)} {out.dtype}: expected contiguous float32 {(n_labels, h, w)}")
     roi_attention_kernel[spec.grid(h, w)](query.contiguous(), keys.contiguous(), labels.contiguous(),
                                           distances.contiguous(), h, w, out, **spec.constexprs(),
                                           num_warps=num_warps)
