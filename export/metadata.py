@@ -1,8 +1,10 @@
 """What an exported model folder is, and the checks a runtime makes before using it (torch-free).
 
-A folder written by ``mast-export`` holds ``encoder.onnx``, ``memory_read.onnx`` and
-``metadata.json``; the same fields are stored in each ONNX file's ``metadata_props`` (values as
-JSON text), so a model file moved out of its folder still says what it is.
+A folder written by ``mast-export`` holds ``encoder.onnx``, ``memory_read.onnx`` (the onnxruntime
+backend's pair), ``mast_trt.onnx`` (what TensorRT builds from) and ``metadata.json``, and with
+``--engine`` also ``mast.engine`` and ``engine.json`` (:mod:`mast.export.engine_metadata`); the
+fields are stored in each ONNX file's ``metadata_props`` too (values as JSON text), so a model file
+moved out of its folder still says what it is.
 """
 from __future__ import annotations
 
