@@ -14,7 +14,7 @@ LABEL_DTYPES = {torch.int32: "i32", torch.int64: "i64"}
 
 def roi_attention(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor,
                   n_labels: int, cfg: AttentionConfig = AttentionConfig(), block_p: int = 64,
-                  num_warps: int = 4, out: torch.Tensor | None = None) -> torch.Tensor:
+                  num_warps: int = 8, out: torch.Tensor | None = None) -> torch.Tensor:
     """Label distribution ``[n_labels, h, w]`` float32 of ``query`` read from the bank, one launch.
 
     query:     ``[C, h, w]`` fp32/fp16 (the dtype of ``keys``).

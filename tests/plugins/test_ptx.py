@@ -16,8 +16,8 @@ import pytest
 from mast.plugins.kernel_spec import ARGS, EXTRA_ARGS, INPUTS, KERNEL_NAME, OUTPUTS
 from mast.plugins.ptx import HIDDEN_PARAMS, entry_params, strip_hidden_params
 
-CHILD = """
-import json, subprocess, sys, tempfile
+CHILD = r"""
+import json, re, subprocess, sys, tempfile
 from pathlib import Path
 import triton
 from triton.backends.compiler import GPUTarget
@@ -35,11 +35,13 @@ for spec in (KernelSpec(), KernelSpec(key_dtype="fp16", n_labels=256, attention=
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "k.ptx").write_text(k.ptx)
-        run = subprocess.run([str(ptxas), "-arch=sm_90a", str(Path(d) / "k.ptx"), "-o", str(Path(d) / "k.cubin")],
+        run = subprocess.run([str(ptxas), "-v", "-arch=sm_90a", str(Path(d) / "k.ptx"), "-o", str(Path(d) / "k.cubin")],
                              capture_output=True, text=True)
+    spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", run.stderr)]
     out.append({"raw_params": entry_params(raw.asm["ptx"], raw.metadata.name), "name": k.name,
                 "params": k.params, "target": k.ptx.split(".target")[1].split()[0], "ptxas": run.returncode,
-                "ptxas_err": run.stderr[-500:], "threads": k.block_threads, "shared": k.shared})
+                "ptxas_err": run.stderr[-500:], "threads": k.block_threads, "warps": spec.num_warps, "shared": k.shared,
+                "labels": spec.n_labels, "spills": spills})
 print(json.dumps(out))
 """
 
@@ -61,7 +63,7 @@ def test_entry_point_and_params(compiled):
         assert k["name"] == KERNEL_NAME
         assert [tuple(p) for p in k["params"]] == expected
         assert k["target"] == "sm_90a"
-        assert k["threads"] == 128 and k["shared"] >= 0
+        assert k["threads"] == 32 * k["warps"] and k["shared"] >= 0
 
 
 def test_triton_appends_two_hidden_pointers(compiled):
@@ -75,6 +77,12 @@ def test_triton_appends_two_hidden_pointers(compiled):
 def test_stripped_ptx_assembles(compiled):
     for k in compiled:
         assert k["ptxas"] == 0, k["ptxas_err"]
+
+
+def test_default_kernel_does_not_spill(compiled):
+    """The default variant (16 labels) keeps everything in registers on sm_90."""
+    default = next(k for k in compiled if k["labels"] == 16)
+    assert default["spills"] and max(default["spills"]) == 0, default["ptxas_err"]
 
 
 PTX = """
