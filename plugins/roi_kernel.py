@@ -46,9 +46,14 @@ def _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask):
 
 
 @triton.jit
-def _onehot_at(label_ptr, y, x, inside, width, offs_l):
-    """One-hot values ``[BLOCK_P, BLOCK_L]`` fp32 of the labels at (y, x) (0 out of frame)."""
-    lab = tl.load(label_ptr + y * width + x, mask=inside, other=-1)
+def _label_at(label_ptr, y, x, inside, width):
+    """Label ids ``[BLOCK_P]`` at (y, x); -1 (no value) out of frame."""
+    return tl.load(label_ptr + y * width + x, mask=inside, other=-1)
+
+
+@triton.jit
+def _onehot(lab, offs_l):
+    """One-hot values ``[BLOCK_P, BLOCK_L]`` fp32 of label ids ``lab`` (0 for ids outside 0 .. L-1)."""
     return (lab[:, None] == offs_l[None, :]).to(tl.float32)
 
 
@@ -71,7 +76,7 @@ def _local_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, of
         y = py + (k // side - RADIUS)
         x = px + (k % side - RADIUS)
         s, inside = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
-        m, den, acc = _fold(m, den, acc, s, _onehot_at(label_ptr, y, x, inside, width, offs_l))
+        m, den, acc = _fold(m, den, acc, s, _onehot(_label_at(label_ptr, y, x, inside, width), offs_l))
     return m, den, acc
 
 
@@ -121,18 +126,19 @@ def _roi_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs
         # corners (x + 1) only: they are the next candidate's left corners
         s0, i0 = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
         s1, i1 = _score_at(q, key_ptr, y + 1, x, height, width, offs_c, c_mask)
-        v0 = _onehot_at(label_ptr, y, x, i0, width, offs_l)
-        v1 = _onehot_at(label_ptr, y + 1, x, i1, width, offs_l)
+        l0 = _label_at(label_ptr, y, x, i0, width)
+        l1 = _label_at(label_ptr, y + 1, x, i1, width)
         for kx in range(side):
             x = x_base + (kx - RADIUS + 1)
             s2, i2 = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
             s3, i3 = _score_at(q, key_ptr, y + 1, x, height, width, offs_c, c_mask)
-            v2 = _onehot_at(label_ptr, y, x, i2, width, offs_l)
-            v3 = _onehot_at(label_ptr, y + 1, x, i3, width, offs_l)
+            l2 = _label_at(label_ptr, y, x, i2, width)
+            l3 = _label_at(label_ptr, y + 1, x, i3, width)
             s = w00 * s0 + w01 * s2 + w10 * s1 + w11 * s3
-            v = w00[:, None] * v0 + w01[:, None] * v2 + w10[:, None] * v1 + w11[:, None] * v3
+            v = (w00[:, None] * _onehot(l0, offs_l) + w01[:, None] * _onehot(l2, offs_l)
+                 + w10[:, None] * _onehot(l1, offs_l) + w11[:, None] * _onehot(l3, offs_l))
             m, den, acc = _fold(m, den, acc, s, v)
-            s0, s1, v0, v1 = s2, s3, v2, v3
+            s0, s1, l0, l1 = s2, s3, l2, l3
     return m, den, acc
 
 
