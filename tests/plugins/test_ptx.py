@@ -79,10 +79,10 @@ def test_stripped_ptx_assembles(compiled):
         assert k["ptxas"] == 0, k["ptxas_err"]
 
 
-def test_default_kernel_does_not_spill(compiled):
-    """The default variant (16 labels) keeps everything in registers on sm_90."""
-    default = next(k for k in compiled if k["labels"] == 16)
-    assert default["spills"] and max(default["spills"]) == 0, default["ptxas_err"]
+def test_kernel_does_not_spill(compiled):
+    """The default variant (16 labels) and the largest (256) keep everything in registers on sm_90."""
+    for k in compiled:
+        assert k["spills"] and max(k["spills"]) == 0, (k["labels"], k["ptxas_err"])
 
 
 PTX = """
