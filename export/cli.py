@@ -32,7 +32,7 @@ from rich.text import Text
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError, MastError
 from mast.export.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE
+from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata
 
 EXIT_INPUT, EXIT_PARITY = 2, 1
 ENGINE_PROBS_TOL = {"fp32": 1e-3, "fp16": 5e-2}   # engine vs onnxruntime, max abs of the distribution
@@ -154,7 +154,7 @@ def export(req: Request, console: Console) -> Path:
     return req.out
 
 
-def build_and_check_engine(tmp: Path, meta, req: Request, console: Console) -> None:
+def build_and_check_engine(tmp: Path, meta: ModelMetadata, req: Request, console: Console) -> None:
     """Build ``mast.engine`` in ``tmp``, compare it with onnxruntime, record the figures."""
     from mast.export.engine import EngineConfig, build_engine, engine_parity  # noqa: PLC0415 - TensorRT
     from mast.export.engine_metadata import read_engine_metadata, write_engine_metadata  # noqa: PLC0415
@@ -201,7 +201,7 @@ def summary(out: Path) -> str:
 def main_command(
     out: Path = typer.Option(..., "--out", help="Folder to write encoder.onnx, memory_read.onnx, metadata.json into."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights to export (default: the shipped weights)."),
-    onnx_flag: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the ONNX models (default)."),
+    onnx_flag: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the ONNX models (default; --engine writes them too: it is built from mast_trt.onnx)."),
     engine: bool = typer.Option(False, "--engine", help="Also build the TensorRT engine mast.engine (needs TensorRT and a CUDA GPU)."),
     height: int = typer.Option(480, "--height", help="Frame height the model takes (pixels)."),
     width: int = typer.Option(854, "--width", help="Frame width the model takes (pixels)."),
