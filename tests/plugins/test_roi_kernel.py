@@ -105,15 +105,15 @@ def test_no_slot_read_gives_zeros(device):
 
 
 @pytest.mark.parametrize("change, needle", [
-    (dict(labels=torch.zeros(2, 5, 6, dtype=torch.int32)), "bank shapes disagree"),
-    (dict(query=torch.zeros(4, 5, 5, dtype=torch.float16)), "expected both float32 or both float16"),
-    (dict(distances=torch.zeros(3, dtype=torch.int64)), "distances torch.int64"),
-    (dict(n_labels=0), "n_labels 0"),
-    (dict(block_p=48), "block_p 48"),
-    (dict(out=torch.zeros(2, 5, 4)), "expected contiguous float32"),
+    ({"labels": torch.zeros(2, 5, 6, dtype=torch.int32)}, "bank shapes disagree"),
+    ({"query": torch.zeros(4, 5, 5, dtype=torch.float16)}, "expected both float32 or both float16"),
+    ({"distances": torch.zeros(3, dtype=torch.int64)}, "distances torch.int64"),
+    ({"n_labels": 0}, "n_labels 0"),
+    ({"block_p": 48}, "block_p 48"),
+    ({"out": torch.zeros(2, 5, 4)}, "expected contiguous float32"),
 ])
 def test_bad_arguments_are_refused(change, needle):
     q, keys, labels = _bank(3, 4, 5, 5, 2, seed=0)
-    args = dict(query=q, keys=keys, labels=labels, distances=torch.ones(3, dtype=torch.int32), n_labels=2)
+    args = {"query": q, "keys": keys, "labels": labels, "distances": torch.ones(3, dtype=torch.int32), "n_labels": 2}
     with pytest.raises(InputError, match=needle):
         roi_attention(**{**args, **change})
