@@ -24,6 +24,11 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def dot_block(n: int) -> int:
+    """A ``tl.dot`` dimension holding ``n``: a power of two >= 16."""
+    return max(16, next_pow2(n))
+
+
 @dataclass(frozen=True)
 class KernelSpec:
     """One compiled variant of :func:`mast.plugins.roi_kernel.roi_attention_kernel`.
@@ -34,10 +39,10 @@ class KernelSpec:
     key_dtype:  dtype of the query and the bank's keys (fp32 accumulation either way).
     label_dtype: dtype of the label-id maps.
     attention:  radius, ROI threshold and dilation rule (baked in as constexprs).
-    block_p:    query pixels per program (a power of two).
-    num_warps:  warps per program. 64 pixels on 8 warps: 128 registers a thread and no spills
-                for 16 labels on sm_90 (``ptxas -v``; 4 warps need 255), so twice the warps an SM
-                holds; not yet timed on a GPU.
+    tile:       (rows, columns) of query pixels per program, powers of two, at least 16 pixels.
+    num_warps:  warps per program. 8x8 pixels on 8 warps: no register spills for 16 labels on
+                sm_90, ~0.5 KiB for 256 (``ptxas -v``, tested; 4 warps or 128-pixel tiles
+                spill KiBs); not yet timed on a GPU.
     """
 
     n_slots: int = 7
@@ -46,15 +51,21 @@ class KernelSpec:
     key_dtype: KeyDtype = "fp32"
     label_dtype: LabelDtype = "i32"
     attention: AttentionConfig = field(default_factory=AttentionConfig)
-    block_p: int = 64
+    tile: tuple[int, int] = (8, 8)
     num_warps: int = 8
+
+    @property
+    def block_p(self) -> int:
+        """Query pixels per program."""
+        return self.tile[0] * self.tile[1]
 
     def constexprs(self) -> dict[str, int]:
         """The kernel's constexpr arguments (name -> value)."""
         a = self.attention
         return {"S": self.n_slots, "C": self.key_dim, "L": self.n_labels, "RADIUS": a.radius, "ROI_THRESHOLD": a.roi_threshold,
-                "DILATION_STEP": a.dilation_step, "MAX_DILATION": a.max_dilation, "BLOCK_P": self.block_p,
-                "BLOCK_C": next_pow2(self.key_dim), "BLOCK_L": next_pow2(self.n_labels)}
+                "DILATION_STEP": a.dilation_step, "MAX_DILATION": a.max_dilation, "TILE_H": self.tile[0],
+                "TILE_W": self.tile[1], "BLOCK_C": dot_block(self.key_dim), "BLOCK_L": dot_block(self.n_labels),
+                "BLOCK_N": dot_block(self.tile[1] + 2 * a.radius), "DOT_FP16": int(self.key_dtype == "fp16")}
 
     def signature(self) -> dict[str, str]:
         """Triton signature of every argument (runtime arguments typed, constexprs marked)."""
@@ -64,5 +75,5 @@ class KernelSpec:
         return {**types, **{name: "constexpr" for name in self.constexprs()}}
 
     def grid(self, height: int, width: int) -> tuple[int, int, int]:
-        """Programs of one launch over an ``height x width`` feature map."""
-        return -(-(height * width) // self.block_p), 1, 1
+        """Programs of one launch over an ``height x width`` feature map: one per tile."""
+        return -(-height // self.tile[0]) * -(-width // self.tile[1]), 1, 1

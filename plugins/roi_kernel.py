@@ -1,10 +1,10 @@
 """The fused ROI memory attention kernel in Triton (DESIGN.md step 5, "GPU path").
 
-One launch per frame: program ``i`` takes ``BLOCK_P`` query pixels (row-major flat indices
-``i*BLOCK_P ..``), reads every bank slot whose distance is > 0 and writes those pixels' label
+One launch per frame: program ``i`` takes a ``TILE_H x TILE_W`` tile of query pixels (tiles in
+row-major order), reads every bank slot whose distance is > 0 and writes those pixels' label
 distribution. The softmax over the candidates of all slots is computed online (a running max
-score, denominator and value sum per pixel, updated one candidate at a time): the ``(2R+1)^2``
-scores are never stored.
+score, denominator and value sum per pixel, updated block by block): the ``(2R+1)^2`` scores are
+never stored.
 
 Kernel parameters, in this order (the TensorRT plugin passes inputs, then the int32 extra
 arguments, then outputs: :mod:`mast.plugins.kernel_spec`):
@@ -18,10 +18,14 @@ arguments, then outputs: :mod:`mast.plugins.kernel_spec`):
 - ``out``       ``[L, h, w]`` fp32: the label distribution (0 where no slot is read).
 
 Constexprs: ``S``, ``C``, ``L`` (bank slots, key channels, labels), the attention configuration (``RADIUS``,
-``ROI_THRESHOLD``, ``DILATION_STEP``, ``MAX_DILATION``) and the block sizes ``BLOCK_P`` (pixels a
-program), ``BLOCK_C`` / ``BLOCK_L`` (powers of two >= C / L).
+``ROI_THRESHOLD``, ``DILATION_STEP``, ``MAX_DILATION``), the tile ``TILE_H``, ``TILE_W`` and the
+block sizes ``BLOCK_C`` / ``BLOCK_L`` / ``BLOCK_N`` (powers of two >= 16 and >= C / L /
+TILE_W + 2R), ``DOT_FP16`` (fp16 keys: the score matmuls take fp16 operands, exact products).
 
-Per slot: d <= ROI_THRESHOLD reads the restricted window p + k, k in [-R, R]^2; otherwise the
+Per slot: d <= ROI_THRESHOLD reads the restricted window p + k, k in [-R, R]^2, as matmuls: each
+row of the tile's key neighbourhood (``TILE_W + 2R`` cells, zero outside the frame) against all the
+tile's queries (``tl.dot``), cells outside a pixel's window masked, the weights against the row's
+one-hot values (a second ``tl.dot``, fp32). Otherwise the
 coarse search p + gamma*k (gamma = min(MAX_DILATION, d // DILATION_STEP + 1)) gives by its
 soft-argmax the offset o_p, and the fine window p + o_p + k is read bilinearly (scores and one-hot
 values blended from the four integer neighbours; along a window row each step reads two new
@@ -68,15 +72,35 @@ def _fold(m, den, acc, s, v):
 
 
 @triton.jit
-def _local_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l, m, den, acc,
-                RADIUS: tl.constexpr):
-    """Restricted window of one slot folded into (m, den, acc)."""
-    side: tl.constexpr = 2 * RADIUS + 1
-    for k in range(side * side):
-        y = py + (k // side - RADIUS)
-        x = px + (k % side - RADIUS)
-        s, inside = _score_at(q, key_ptr, y, x, height, width, offs_c, c_mask)
-        m, den, acc = _fold(m, den, acc, s, _onehot(_label_at(label_ptr, y, x, inside, width), offs_l))
+def _local_read(q, key_ptr, label_ptr, ty0, tx0, ty, tx, height, width, offs_c, c_mask, offs_l, m, den, acc,
+                RADIUS: tl.constexpr, TILE_H: tl.constexpr, BLOCK_N: tl.constexpr, DOT_FP16: tl.constexpr):
+    """Restricted window of one slot for the tile at (ty0, tx0) folded into (m, den, acc).
+
+    q ``[BLOCK_P, BLOCK_C]`` in the keys' dtype; ty, tx ``[BLOCK_P]``: each pixel's place in the tile."""
+    j = tl.arange(0, BLOCK_N)
+    xs = tx0 - RADIUS + j                                       # [BLOCK_N] columns of the neighbourhood
+    x_ok = (xs >= 0) & (xs < width)
+    dx = j[None, :] - tx[:, None]
+    x_win = (dx >= 0) & (dx <= 2 * RADIUS)                      # [BLOCK_P, BLOCK_N]
+    for r in range(TILE_H + 2 * RADIUS):
+        y = ty0 - RADIUS + r
+        cell_ok = x_ok & (y >= 0) & (y < height)
+        dy = r - ty
+        win = x_win & ((dy >= 0) & (dy <= 2 * RADIUS))[:, None]
+        k = tl.load(key_ptr + offs_c[:, None] * (height * width) + (y * width + xs)[None, :],
+                    mask=c_mask[:, None] & cell_ok[None, :], other=0.0)
+        if DOT_FP16:
+            s = tl.dot(q, k, out_dtype=tl.float32)
+        else:
+            s = tl.dot(q, k, input_precision="ieee")
+        s = tl.where(win, s, float("-inf"))
+        v = _onehot(_label_at(label_ptr, y, xs, cell_ok, width), offs_l)       # [BLOCK_N, BLOCK_L]
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        scale = tl.exp(m - m_new)
+        e = tl.exp(s - m_new[:, None])
+        den = den * scale + tl.sum(e, axis=1)
+        acc = acc * scale[:, None] + tl.dot(e, v, input_precision="ieee")
+        m = m_new
     return m, den, acc
 
 
@@ -145,22 +169,30 @@ def _roi_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs
 @triton.jit
 def roi_attention_kernel(query_ptr, keys_ptr, labels_ptr, distances_ptr, height, width, out_ptr,
                          S: tl.constexpr, C: tl.constexpr, L: tl.constexpr, RADIUS: tl.constexpr, ROI_THRESHOLD: tl.constexpr,
-                         DILATION_STEP: tl.constexpr, MAX_DILATION: tl.constexpr, BLOCK_P: tl.constexpr,
-                         BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Label distribution of ``BLOCK_P`` query pixels over all read slots (module docstring)."""
+                         DILATION_STEP: tl.constexpr, MAX_DILATION: tl.constexpr, TILE_H: tl.constexpr,
+                         TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+                         DOT_FP16: tl.constexpr):
+    """Label distribution of one tile of query pixels over all read slots (module docstring)."""
     hw = height * width
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_mask = p < hw
-    py = p // width
-    px = p % width
+    n_cols = tl.cdiv(width, TILE_W)
+    ty0 = (tl.program_id(0) // n_cols) * TILE_H
+    tx0 = (tl.program_id(0) % n_cols) * TILE_W
+    i = tl.arange(0, TILE_H * TILE_W)
+    ty = i // TILE_W
+    tx = i % TILE_W
+    py = ty0 + ty
+    px = tx0 + tx
+    p = py * width + px
+    p_mask = (py < height) & (px < width)
     offs_c = tl.arange(0, BLOCK_C)
     c_mask = offs_c < C
     offs_l = tl.arange(0, BLOCK_L)
-    q = tl.load(query_ptr + offs_c[None, :] * hw + p[:, None], mask=p_mask[:, None] & c_mask[None, :],
-                other=0.0).to(tl.float32)
-    m = tl.full([BLOCK_P], float("-inf"), tl.float32)
-    den = tl.zeros([BLOCK_P], tl.float32)
-    acc = tl.zeros([BLOCK_P, BLOCK_L], tl.float32)
+    q_raw = tl.load(query_ptr + offs_c[None, :] * hw + p[:, None], mask=p_mask[:, None] & c_mask[None, :], other=0.0)
+    q = q_raw.to(tl.float32)
+    # a finite start: a pixel none of whose cells a matmul block reaches keeps m (exp(m - m) = 1)
+    m = tl.full([TILE_H * TILE_W], -1.0e30, tl.float32)
+    den = tl.zeros([TILE_H * TILE_W], tl.float32)
+    acc = tl.zeros([TILE_H * TILE_W, BLOCK_L], tl.float32)
     for slot in range(S):
         d = tl.load(distances_ptr + slot)
         key_ptr = keys_ptr + slot * (C * hw)
@@ -170,7 +202,7 @@ def roi_attention_kernel(query_ptr, keys_ptr, labels_ptr, distances_ptr, height,
             m, den, acc = _roi_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l,
                                     m, den, acc, gamma, RADIUS)
         elif d > 0:
-            m, den, acc = _local_read(q, key_ptr, label_ptr, py, px, height, width, offs_c, c_mask, offs_l,
-                                      m, den, acc, RADIUS)
+            m, den, acc = _local_read(q_raw, key_ptr, label_ptr, ty0, tx0, ty, tx, height, width, offs_c, c_mask,
+                                      offs_l, m, den, acc, RADIUS, TILE_H, BLOCK_N, DOT_FP16)
     probs = acc / tl.where(den > 0, den, 1.0)[:, None]
     tl.store(out_ptr + offs_l[None, :] * hw + p[:, None], probs, mask=p_mask[:, None] & (offs_l < L)[None, :])

@@ -13,7 +13,7 @@ LABEL_DTYPES = {torch.int32: "i32", torch.int64: "i64"}
 
 
 def roi_attention(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor,
-                  n_labels: int, cfg: AttentionConfig = AttentionConfig(), block_p: int = 64,
+                  n_labels: int, cfg: AttentionConfig = AttentionConfig(), tile: tuple[int, int] = (8, 8),
                   num_warps: int = 8, out: torch.Tensor | None = None) -> torch.Tensor:
     """Label distribution ``[n_labels, h, w]`` float32 of ``query`` read from the bank, one launch.
 
@@ -34,9 +34,9 @@ def roi_attention(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor,
         raise InputError(f"labels {labels.dtype} (int32/int64) and distances {distances.dtype} (int32) expected")
     if not 1 <= n_labels <= 256:
         raise InputError(f"n_labels {n_labels}: expected 1..256")
-    if block_p < 1 or block_p & (block_p - 1):
-        raise InputError(f"block_p {block_p}: expected a power of two")
-    spec = KernelSpec(s, c, n_labels, KEY_DTYPES[keys.dtype], LABEL_DTYPES[labels.dtype], cfg, block_p, num_warps)
+    if any(t < 1 or t & (t - 1) for t in tile) or tile[0] * tile[1] < 16:
+        raise InputError(f"tile {tile}: expected powers of two, at least 16 pixels")
+    spec = KernelSpec(s, c, n_labels, KEY_DTYPES[keys.dtype], LABEL_DTYPES[labels.dtype], cfg, tuple(tile), num_warps)
     if out is None:
         out = torch.empty(n_labels, h, w, dtype=torch.float32, device=keys.device)
     elif out.shape != (n_labels, h, w) or out.dtype != torch.float32 or not out.is_contiguous():

@@ -10,7 +10,7 @@ without Python, torch or Triton (DESIGN.md "GPU path").
 - the formats TensorRT may pick (fp32 or fp16 keys, linear layouts);
 - the AOT implementation: the kernel compiled for the build GPU with the node's attributes as
   constexprs (radius, ROI threshold, dilation rule, labels; S and C from the fixed input shapes),
-  one program per ``BLOCK_P`` query pixels, and ``h``, ``w`` as the int32 extra arguments.
+  one program per tile of query pixels, and ``h``, ``w`` as the int32 extra arguments.
 
 Every TensorRT import goes through :func:`mast.plugins.gpu_env.tensorrt` (one availability check),
 so this module imports without TensorRT. No ``from __future__ import annotations`` here:
@@ -68,7 +68,7 @@ def register_plugin() -> None:
         kernel = compile_ptx(spec, gpu_info().arch)
         h, w = query.shape_expr[2], query.shape_expr[3]
         launch = trtp.KernelLaunchParams()
-        launch.grid_x = trtp.cdiv(h * w, spec.block_p)
+        launch.grid_x = trtp.cdiv(h, spec.tile[0]) * trtp.cdiv(w, spec.tile[1])   # KernelSpec.grid
         launch.block_x = kernel.block_threads
         launch.shared_mem = kernel.shared
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(h), trtp.SymInt32(w)])   # kernel_spec.EXTRA_ARGS

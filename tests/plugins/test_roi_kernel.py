@@ -51,7 +51,7 @@ SLOT_DISTANCES = [
 @pytest.mark.parametrize("distances", SLOT_DISTANCES, ids=lambda d: f"{len(d)}slots")
 def test_slot_counts(distances, device):
     q, keys, labels = _bank(len(distances), 8, 9, 11, 4, seed=len(distances))
-    got = _kernel(q, keys, labels, distances, 4, SMALL, device, block_p=128)
+    got = _kernel(q, keys, labels, distances, 4, SMALL, device, tile=(8, 16))
     torch.testing.assert_close(got, _reference(q, keys, labels, distances, 4, SMALL), atol=ATOL, rtol=0)
 
 
@@ -59,7 +59,7 @@ def test_slot_counts(distances, device):
 @pytest.mark.parametrize("distances", [[2, 1], [6, 0, 13]], ids=["window", "roi"])
 def test_odd_sizes_and_borders(h, w, distances, device):
     q, keys, labels = _bank(len(distances), 5, h, w, 3, seed=h * w)
-    got = _kernel(q, keys, labels, distances, 3, SMALL, device, block_p=64)
+    got = _kernel(q, keys, labels, distances, 3, SMALL, device, tile=(8, 8))
     torch.testing.assert_close(got, _reference(q, keys, labels, distances, 3, SMALL), atol=ATOL, rtol=0)
 
 
@@ -67,7 +67,7 @@ def test_odd_sizes_and_borders(h, w, distances, device):
 def test_label_counts(n_labels, device):
     distances = [1, 7]
     q, keys, labels = _bank(2, 8, 7, 9, n_labels, seed=n_labels)
-    got = _kernel(q, keys, labels, distances, n_labels, SMALL, device, block_p=64)
+    got = _kernel(q, keys, labels, distances, n_labels, SMALL, device, tile=(8, 8))
     assert got.shape == (n_labels, 7, 9)
     torch.testing.assert_close(got, _reference(q, keys, labels, distances, n_labels, SMALL), atol=ATOL, rtol=0)
 
@@ -76,15 +76,15 @@ def test_fp16_keys_accumulate_in_fp32(device):
     distances = [3, 0, 9, 1]
     q, keys, labels = _bank(4, 16, 8, 10, 5, seed=3)
     q, keys = q.half(), keys.half()
-    got = _kernel(q, keys, labels, distances, 5, SMALL, device, block_p=128)
+    got = _kernel(q, keys, labels, distances, 5, SMALL, device, tile=(8, 16))
     torch.testing.assert_close(got, _reference(q, keys, labels, distances, 5, SMALL), atol=ATOL, rtol=0)
 
 
 def test_several_programs_and_int64_labels(device):
-    """Blocks of 16 pixels (the last one partial) and int64 label maps."""
+    """Tiles of 4x4 pixels (those of the last row and column partial) and int64 label maps."""
     distances = [5, 2]
     q, keys, labels = _bank(2, 8, 7, 9, 3, seed=5)
-    got = _kernel(q, keys, labels.long(), distances, 3, SMALL, device, block_p=16)
+    got = _kernel(q, keys, labels.long(), distances, 3, SMALL, device, tile=(4, 4))
     torch.testing.assert_close(got, _reference(q, keys, labels, distances, 3, SMALL), atol=ATOL, rtol=0)
 
 
@@ -94,7 +94,7 @@ def test_real_radius(device):
     cfg = AttentionConfig()
     distances = [1, 20]
     q, keys, labels = _bank(2, 8, 6, 7, 3, seed=12)
-    got = _kernel(q, keys, labels, distances, 3, cfg, device, block_p=64)
+    got = _kernel(q, keys, labels, distances, 3, cfg, device, tile=(8, 8))
     torch.testing.assert_close(got, _reference(q, keys, labels, distances, 3, cfg), atol=ATOL, rtol=0)
 
 
@@ -109,7 +109,7 @@ def test_no_slot_read_gives_zeros(device):
     ({"query": torch.zeros(4, 5, 5, dtype=torch.float16)}, "expected both float32 or both float16"),
     ({"distances": torch.zeros(3, dtype=torch.int64)}, "distances torch.int64"),
     ({"n_labels": 0}, "n_labels 0"),
-    ({"block_p": 48}, "block_p 48"),
+    ({"tile": (4, 6)}, "tile \\(4, 6\\)"),
     ({"out": torch.zeros(2, 5, 4)}, "expected contiguous float32"),
 ])
 def test_bad_arguments_are_refused(change, needle):

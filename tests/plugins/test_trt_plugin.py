@@ -111,7 +111,7 @@ def test_aot_impl_hands_over_the_kernel(registered):
     assert (name, ptx, arch) == ("roi_attention_kernel", "// ptx", 90)
     assert (spec.n_slots, spec.key_dim, spec.n_labels, spec.key_dtype, spec.label_dtype) == (7, 64, 16, "fp16", "i32")
     assert spec.attention.radius == 12 and spec.attention.max_dilation == 4
-    assert launch.grid_x == -(-(120 * 214) // spec.block_p) and launch.block_x == 32 * spec.num_warps and launch.shared_mem == 512
+    assert launch.grid_x == -(-120 // spec.tile[0]) * -(-214 // spec.tile[1]) and launch.block_x == 32 * spec.num_warps and launch.shared_mem == 512
     assert len(extra) == len(EXTRA_ARGS) and extra == (("i32", 120), ("i32", 214))
 
 
