@@ -21,6 +21,7 @@ def roi_attention(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor,
     keys:      ``[S, C, h, w]`` fp32/fp16, the bank's keys.
     labels:    ``[S, h, w]`` int32/int64, label ids (one-hot over ``n_labels`` in the kernel).
     distances: ``[S]`` int32, frame distance of each slot (<= 0: not read).
+    tile, num_warps: query pixels (rows, columns) and warps per program (:class:`KernelSpec`).
     out:       optional preallocated ``[n_labels, h, w]`` float32 output.
     Same semantics as :func:`mast.core.attention.roi_memory_attention` over the slots with d > 0.
     """
