@@ -6,6 +6,7 @@ kept as preallocated tensors (keys ``[S, C, h, w]``, label ids ``[S, h, w]`` int
 place. The frame goes to the device once (Lab), the mask comes back once (argmax)."""
 from __future__ import annotations
 
+import importlib.util
 from contextlib import nullcontext
 from typing import Literal
 
@@ -19,7 +20,7 @@ from mast.core.config import AttentionConfig
 from mast.core.lab import bgr_to_lab
 
 Precision = Literal["fp32", "bf16"]
-AttentionKernel = Literal["auto", "reference", "triton"]   # auto: triton on cuda, reference on cpu
+AttentionKernel = Literal["auto", "reference", "triton"]   # auto: triton on cuda (when installed), else reference
 
 
 class TorchBackend:
@@ -35,7 +36,9 @@ class TorchBackend:
         self.encoder = encoder.to(self.device, memory_format=torch.channels_last).eval()
         self.precision = precision
         self.attention = attention
-        self.kernel = kernel if kernel != "auto" else ("triton" if self.device.type == "cuda" else "reference")
+        if kernel == "auto":
+            kernel = "triton" if self.device.type == "cuda" and importlib.util.find_spec("triton") else "reference"
+        self.kernel = kernel
         self.keys: torch.Tensor | None = None    # [S, C, h, w] float32, the slots' keys
         self.values: torch.Tensor | None = None  # [S, L, h, w] float32, the slots' one-hot label maps (reference)
         self.labels: torch.Tensor | None = None  # [S, h, w] int32, the slots' label ids (triton)
