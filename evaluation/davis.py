@@ -254,8 +254,8 @@ def _check_results_present(dataset: DavisDataset, results_dir: Path, sequences: 
     scored = {seq: _scored_annotations(dataset, seq)[1:-1] for seq in sequences}  # dataset problems first
     if not results_dir.is_dir():
         raise InputError(f"results folder not found: {results_dir} (expected <seq>/<frame>.png masks; check --results)")
-    for seq, annotations in scored.items():
-        for ann in annotations:
+    for seq, frames in scored.items():
+        for ann in frames:
             path = _result_path(results_dir, seq, ann.stem)
             if not path.is_file():
                 raise InputError(
