@@ -245,8 +245,10 @@ class _FineFrame:
         n = 2 * self.tiles.r + 1
         cells = torch.arange(side - 1)
         dy, dx = cells - oy[..., None], cells - ox[..., None]                           # [n, tt, side-1]
-        inside = ((dy >= 0) & (dy < n))[..., :, None] & ((dx >= 0) & (dx < n))[..., None, :]
-        fine = torch.where(inside, s, torch.full_like(s, float("-inf")))
+        # the window mask as two additive -inf bias vectors (row, column): two broadcast Adds
+        row = torch.where((dy >= 0) & (dy < n), 0.0, float("-inf")).to(s.dtype)
+        col = torch.where((dx >= 0) & (dx < n), 0.0, float("-inf")).to(s.dtype)
+        fine = s + row[..., :, None] + col[..., None, :]
 
         # the values at the blended positions are the same blend of the square's values: the
         # weighted values are one MatMul with its four corner-shifted value grids, then a 4-term mix
