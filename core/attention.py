@@ -26,77 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch.nn import functional as F
 
 from mast.core.config import AttentionConfig
-
-
-@dataclass(frozen=True)
-class _Tiles:
-    """Tiling of an ``h x w`` query map into ``t x t`` tiles; windows of radius ``r``."""
-
-    h: int
-    w: int
-    t: int
-    r: int
-
-    @property
-    def nty(self) -> int:
-        return -(-self.h // self.t)
-
-    @property
-    def ntx(self) -> int:
-        return -(-self.w // self.t)
-
-    def bands(self, band_tiles: int) -> list[tuple[int, int]]:
-        """Tile-row ranges [ty0, ty1) processed together."""
-        return [(y, min(y + band_tiles, self.nty)) for y in range(0, self.nty, band_tiles)]
-
-    def pad_query(self, q: torch.Tensor) -> torch.Tensor:
-        """Zero-pad ``[C, h, w]`` to whole tiles ``[C, nty*t, ntx*t]``."""
-        return F.pad(q, (0, self.ntx * self.t - self.w, 0, self.nty * self.t - self.h))
-
-    def query(self, q_pad: torch.Tensor, ty0: int, ty1: int) -> torch.Tensor:
-        """Pixels of tile rows [ty0, ty1) of a ``pad_query`` map as ``[ntiles, t*t, C]``."""
-        c, t = q_pad.shape[0], self.t
-        band = q_pad[:, ty0 * t: ty1 * t].reshape(c, ty1 - ty0, t, self.ntx, t).permute(1, 3, 2, 4, 0)
-        return band.reshape(-1, t * t, c)
-
-    def untile(self, x: torch.Tensor, ty0: int, ty1: int) -> torch.Tensor:
-        """``[ntiles, t*t, L]`` of tile rows [ty0, ty1) -> ``[rows, w, L]`` (padding cropped)."""
-        t, n = self.t, ty1 - ty0
-        x = x.reshape(n, self.ntx, t, t, -1).permute(0, 2, 1, 3, 4).reshape(n * t, self.ntx * t, -1)
-        return x[: min(self.h, ty1 * t) - ty0 * t, : self.w]
-
-    def window_mask(self, device: torch.device) -> torch.Tensor:
-        """``[t*t, (t+2r)^2]`` additive mask over (pixel in tile, cell of its tile's square): 0 inside
-        the pixel's ``(2r+1)^2`` window, -inf outside."""
-        return _window_mask(self.t, self.r, str(device))
-
-
-@lru_cache(maxsize=16)
-def _window_mask(t: int, r: int, device: str) -> torch.Tensor:
-    """Also the ROI mask: pixel i of a ``t x t`` block keeps cells i .. i + 2r of its square."""
-    iy, ix = (c.reshape(-1, 1) for c in _grid(t, torch.device(device)))
-    ay, ax = (c.reshape(1, -1) for c in _grid(t + 2 * r, torch.device(device)))
-    inside = (ay - iy >= 0) & (ay - iy <= 2 * r) & (ax - ix >= 0) & (ax - ix <= 2 * r)
-    return torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
-
-
-@lru_cache(maxsize=16)
-def _window_offsets(t: int, r: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[t*t, (t+2r)^2]`` each: the offset (dy, dx) of each cell of a tile's square from each pixel."""
-    iy, ix = (c.reshape(-1, 1) for c in _grid(t, torch.device(device)))
-    ay, ax = (c.reshape(1, -1) for c in _grid(t + 2 * r, torch.device(device)))
-    return (ay - iy - r).float(), (ax - ix - r).float()
-
-
-def _grid(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    a = torch.arange(n, device=device)
-    return torch.meshgrid(a, a, indexing="ij")
+from mast.core.tiling import Tiles, window_mask, window_offsets
 
 
 class _PaddedMap:
@@ -157,19 +92,19 @@ def _merge(a: _Part | None, b: _Part) -> _Part:
     return peak, a[1] * scale_a + b[1] * scale_b
 
 
-def _local_squares(x: _PaddedMap, tiles: _Tiles, ty0: int, ty1: int) -> torch.Tensor:
+def _local_squares(x: _PaddedMap, tiles: Tiles, ty0: int, ty1: int) -> torch.Tensor:
     """The ``(t+2r)^2`` neighbourhoods of the tiles of rows [ty0, ty1): ``[nt, (t+2r)^2, C]``."""
     t, r = tiles.t, tiles.r
     return x.tile_squares(ty0 * t - r, -r, ty1 - ty0, tiles.ntx, t, t + 2 * r)
 
 
-def _local_scores(q: torch.Tensor, key: _PaddedMap, tiles: _Tiles, ty0: int, ty1: int, bias) -> torch.Tensor:
+def _local_scores(q: torch.Tensor, key: _PaddedMap, tiles: Tiles, ty0: int, ty1: int, bias) -> torch.Tensor:
     """Restricted-window scores of tile queries ``q`` ``[nt, tt, C]``: ``[nt, tt, (t+2r)^2]``
     (-inf outside each pixel's window)."""
     return torch.baddbmm(bias.to(q.dtype), q, _local_squares(key, tiles, ty0, ty1).transpose(1, 2))
 
 
-def _local_read(q_pad: torch.Tensor, key: torch.Tensor, value: torch.Tensor, tiles: _Tiles,
+def _local_read(q_pad: torch.Tensor, key: torch.Tensor, value: torch.Tensor, tiles: Tiles,
                 band_tiles: int) -> _Part:
     """Restricted-window read of one memory frame for the ``pad_query`` map ``q_pad``."""
     pad = tiles.r + tiles.t
@@ -191,12 +126,12 @@ def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: Att
     o_p = gamma * sum_k softmax_k(<Q_p, K[p + gamma k]>) k, k in [-R, R]^2 (0 out of frame)."""
     h, w = query.shape[1:]
     t, r = cfg.tile, cfg.radius
-    dy, dx = (d.to(query.dtype) for d in _window_offsets(t, r, str(query.device)))
+    dy, dx = (d.to(query.dtype) for d in window_offsets(t, r, str(query.device)))
     offsets = query.new_zeros(h, w, 2)
     for ry in range(min(gamma, h)):
         for rx in range(min(gamma, w)):
             q, k = query[:, ry::gamma, rx::gamma], key[:, ry::gamma, rx::gamma]
-            tiles = _Tiles(q.shape[1], q.shape[2], t, r)
+            tiles = Tiles(q.shape[1], q.shape[2], t, r)
             bias = tiles.window_mask(query.device)
             q_pad, k_map = tiles.pad_query(q), _PaddedMap(k, r + t)
             for ty0, ty1 in tiles.bands(cfg.band_tiles):
@@ -273,7 +208,7 @@ def _roi_read(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, offse
     groups = _group_by_target(target.flatten(1), size, size * size, r)
     pad = int(base.abs().max()) + r + size + 2
     k_map, v_map = _PaddedMap(key, pad), _PaddedMap(value, pad, ones=True)
-    mask = _window_mask(size, r, str(query.device)).to(query.dtype)  # [size^2, (side-1)^2]
+    mask = window_mask(size, r, str(query.device)).to(query.dtype)  # [size^2, (side-1)^2]
     q_rows = F.pad(query.flatten(1).t(), (0, 0, 0, 1))                 # [N + 1, C], empty slot last
     frac = F.pad((offsets - base).flatten(1), (0, 1))                  # [2, N + 1]
     corner = groups.rel[0] * size + groups.rel[1]                      # [N + 1] row of ``mask``
@@ -316,7 +251,7 @@ def roi_memory_attention(
         raise ValueError("keys, values and distances need the same, non-zero length")
     query = query if query.dtype == torch.float64 else query.float()
     h, w = query.shape[1:]
-    tiles = _Tiles(h, w, cfg.tile, cfg.radius)
+    tiles = Tiles(h, w, cfg.tile, cfg.radius)
     q_pad = tiles.pad_query(query)
     total: _Part | None = None
     for k, v, d in zip(keys, values, distances):

@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from mast.core.config import AttentionConfig, MemoryConfig
-from mast.export.tiling import PaddedMap, Tiles
+from mast.core.tiling import Tiles
+from mast.export.tiling import PaddedMap
 
 MIN_DILATION = 2
 NO_SCORE = -3.0e38  # initial running max: finite, so that exp(NO_SCORE - NO_SCORE) stays defined
@@ -299,7 +300,7 @@ class SlotRead(nn.Module):
         self.spec, self.roi = spec, roi
         cfg = spec.attention
         self.tiles = spec.tiles
-        bias, dy, dx = self.tiles.window_mask()
+        bias, (dy, dx) = self.tiles.window_mask(), self.tiles.window_offsets()
         self.register_buffer("bias", bias, persistent=False)
         if roi:
             self.phases = phase_tables(spec.height, spec.width, cfg.tile, cfg.radius, cfg.max_dilation)
@@ -392,7 +393,7 @@ class Finish(nn.Module):
 
     def forward(self, acc: torch.Tensor) -> torch.Tensor:
         probs = acc[..., : self.labels] / acc[..., self.labels:]
-        return self.tiles.untile(probs, 0, self.tiles.nty)
+        return self.tiles.untile(probs, 0, self.tiles.nty).permute(2, 0, 1)
 
 
 def initial_state(spec: ReadSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
