@@ -332,7 +332,7 @@ def cli(
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt or export folder. Default: the shipped weights (torch: an untrained encoder of the same architecture while none ship)."),
     keys: Optional[KeysOpt] = typer.Option(None, "--keys", help="torch only: model, lab or random keys."),
-    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: fp32 or bf16."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: encoder precision: fp32, bf16 or fp16 (CUDA)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (default: the clip's)."),
     frames: int = typer.Option(100, "--frames", min=1, help="Frames timed after the warm-up."),
     warmup: int = typer.Option(20, "--warmup", min=0, help="Frames tracked before timing (>= 16 reaches the steady state with ROI localisation)."),

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mast.core.errors import InputError, MastError
+from mast.runtime.backend import Precision
 
 BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 DeviceName = Literal["cpu", "cuda"]
 KeySource = Literal["model", "lab", "random"]   # as mast.core.checkpoint.KeySource (that imports torch)
-Precision = Literal["fp32", "bf16"]              # as mast.runtime.torch_backend.Precision
 
 EXPORT_MARKERS = ("metadata.json", "encoder.onnx")  # files that make a folder an export folder
 ENGINE_FILE = "mast.engine"
@@ -118,7 +118,7 @@ def make_backend(name: BackendName = "auto", model: Path | None = None, device: 
 
     ``model``: a checkpoint ``.pt`` (torch) or an export folder (onnxruntime/tensorrt; torch too when
     it holds one ``*.pt``); None = the shipped weights. ``keys`` (torch only): "model" (the weights),
-    "lab" (raw colour keys) or "random" (untrained encoder). ``precision`` (torch only): fp32 | bf16.
+    "lab" (raw colour keys) or "random" (untrained encoder). ``precision`` (torch only): fp32 | bf16 | fp16.
     Raises a :class:`MastError` with a one-line message when it cannot be built.
     """
     model = Path(model) if model is not None else None

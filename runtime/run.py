@@ -82,6 +82,7 @@ class KeysOpt(str, Enum):
 class PrecisionOpt(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
+    fp16 = "fp16"
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -380,7 +381,7 @@ def cli(
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt (torch) or export folder (onnxruntime/tensorrt). Default: the shipped weights."),
     keys: KeysOpt = typer.Option(KeysOpt.model, "--keys", help="torch only: model weights, raw lab colour, or a random encoder."),
-    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: fp32 or bf16 encoder."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: encoder precision: fp32, bf16 (fast on AVX-512/AMX CPUs) or fp16 (CUDA; a half bank for the kernel)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
     save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
     save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),

@@ -3,7 +3,14 @@
 The memory read runs the reference attention (CPU, chunked) or the fused Triton kernel of
 ``mast.plugins`` (``kernel="triton"``, the default on CUDA): one launch per frame over the bank
 kept as preallocated tensors (keys ``[S, C, h, w]``, label ids ``[S, h, w]`` int32) updated in
-place. The frame goes to the device once (Lab), the mask comes back once (argmax)."""
+place; with a half-precision encoder (fp16/bf16) the kernel's bank holds float16 keys (half the
+memory and bandwidth, float32 accumulation in the kernel).
+
+Frames: on CPU the frame becomes Lab with OpenCV on the host; on CUDA (``lab_on_device``) the uint8
+frame is uploaded as it is (a quarter of the float32 Lab's bytes) and becomes Lab on the GPU with
+OpenCV's own fixed-point table (:class:`mast.export.lab_graph.OpenCvLab`, equal to OpenCV to float
+rounding). The mask comes back once (argmax, uint8).
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -17,20 +24,31 @@ from torch.nn import functional as F
 
 from mast.core.attention import roi_memory_attention
 from mast.core.config import AttentionConfig
+from mast.core.errors import InputError
 from mast.core.lab import bgr_to_lab
+from mast.export.lab_graph import OpenCvLab
+from mast.runtime.backend import Precision
 
-Precision = Literal["fp32", "bf16"]
 AttentionKernel = Literal["auto", "reference", "triton"]   # auto: triton on cuda (when installed), else reference
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchBackend:
     """Bank as preallocated tensors ``keys [S, C, h, w]`` and, for the reference attention,
-    ``values [S, L, h, w]`` (one-hot) or, for the Triton kernel, ``labels [S, h, w]`` (int32 ids)."""
+    ``values [S, L, h, w]`` (one-hot) or, for the Triton kernel, ``labels [S, h, w]`` (int32 ids).
+
+    precision:     the encoder's autocast dtype (:data:`~mast.runtime.backend.Precision`).
+    kernel:        the memory read (:data:`AttentionKernel`).
+    lab_on_device: upload uint8 frames and convert to Lab on ``device`` (None: on CUDA only).
+    """
 
     name = "torch"
 
     def __init__(self, encoder: nn.Module, device: str = "cpu", precision: Precision = "fp32",
-                 attention: AttentionConfig = AttentionConfig(), kernel: AttentionKernel = "auto") -> None:
+                 attention: AttentionConfig = AttentionConfig(), kernel: AttentionKernel = "auto",
+                 lab_on_device: bool | None = None) -> None:
+        if precision not in AUTOCAST:
+            raise InputError(f"precision {precision!r}: expected one of {', '.join(AUTOCAST)}")
         self.device = torch.device(device)
         # channels_last: oneDNN's fast convolution layout on CPU (and tensor cores on GPU)
         self.encoder = encoder.to(self.device, memory_format=torch.channels_last).eval()
@@ -39,28 +57,42 @@ class TorchBackend:
         if kernel == "auto":
             kernel = "triton" if self.device.type == "cuda" and importlib.util.find_spec("triton") else "reference"
         self.kernel = kernel
-        self.keys: torch.Tensor | None = None    # [S, C, h, w] float32, the slots' keys
+        on_device = self.device.type == "cuda" if lab_on_device is None else lab_on_device
+        self.lab = OpenCvLab().to(self.device) if on_device else None
+        # the Triton kernel reads float16 keys as well: a half-precision encoder fills a half bank
+        half_bank = kernel == "triton" and precision != "fp32"
+        self.key_dtype = torch.float16 if half_bank else torch.float32
+        self.keys: torch.Tensor | None = None    # [S, C, h, w] key_dtype, the slots' keys
         self.values: torch.Tensor | None = None  # [S, L, h, w] float32, the slots' one-hot label maps (reference)
         self.labels: torch.Tensor | None = None  # [S, h, w] int32, the slots' label ids (triton)
+        self.distances: torch.Tensor | None = None  # [S] int32 on device: each slot's distance this read (triton)
         self.n_labels = 0
 
     def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        dtype = AUTOCAST[self.precision]
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    def _lab(self, bgr: np.ndarray) -> torch.Tensor:
+        """Normalised Lab ``[1, 3, H, W]`` float32 on the device, channels_last, of BGR uint8 ``[H, W, 3]``."""
+        if self.lab is None:
+            return torch.from_numpy(bgr_to_lab(bgr))[None].to(self.device, memory_format=torch.channels_last)
+        frame = torch.from_numpy(np.ascontiguousarray(bgr)).to(self.device)   # one uint8 upload
+        return self.lab(frame[None]).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def encode(self, bgr: np.ndarray) -> torch.Tensor:
-        lab = torch.from_numpy(bgr_to_lab(bgr))[None].to(self.device, memory_format=torch.channels_last)
+        """BGR uint8 ``[H, W, 3]`` -> key ``[C, ceil(H/4), ceil(W/4)]`` (``key_dtype``, contiguous)."""
+        lab = self._lab(bgr)
         with self._autocast():
             key = self.encoder(lab)[0]
-        return key.float().contiguous()
+        return key.to(self.key_dtype).contiguous()
 
     def allocate(self, n_slots: int, key: torch.Tensor, n_labels: int) -> None:
-        self.keys = torch.zeros(n_slots, *key.shape, device=self.device)
+        self.keys = torch.zeros(n_slots, *key.shape, dtype=self.key_dtype, device=self.device)
         self.n_labels = n_labels
         if self.kernel == "triton":
             self.labels = torch.zeros(n_slots, *key.shape[1:], dtype=torch.int32, device=self.device)
+            self.distances = torch.zeros(n_slots, dtype=torch.int32, device=self.device)
         else:
             self.values = torch.zeros(n_slots, n_labels, *key.shape[1:], device=self.device)
 
@@ -79,9 +111,10 @@ class TorchBackend:
         if self.kernel == "triton":
             from mast.plugins.roi_launch import roi_attention  # noqa: PLC0415 - imports triton
 
-            dist = torch.zeros(self.keys.shape[0], dtype=torch.int32)
-            dist[list(slots)] = torch.tensor(distances, dtype=torch.int32)
-            return roi_attention(key, self.keys, self.labels, dist.to(self.device), self.n_labels, self.attention)
+            dist = np.zeros(self.keys.shape[0], np.int32)
+            dist[list(slots)] = distances
+            self.distances.copy_(torch.from_numpy(dist))
+            return roi_attention(key, self.keys, self.labels, self.distances, self.n_labels, self.attention)
         return roi_memory_attention(key, [self.keys[s] for s in slots], [self.values[s] for s in slots],
                                     distances, self.attention)
 

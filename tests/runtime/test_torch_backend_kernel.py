@@ -7,10 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F
 
+from mast.core.attention import roi_memory_attention
 from mast.core.config import AttentionConfig
 from mast.core.encoder import LabKeys
 from mast.core.masks import read_mask
+from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 
@@ -44,3 +47,34 @@ def test_triton_kernel_tracks_as_the_reference(device):
         np.testing.assert_allclose(kernel.last_distribution.cpu().numpy(),
                                    reference.last_distribution.numpy(), atol=1e-4, rtol=0)
         assert (got == want).mean() > 0.999
+
+
+def test_lab_on_device_encodes_as_opencv():
+    """The uint8 upload + OpenCV's Lab table on the device (the CUDA default) gives the host path's keys."""
+    frames, _ = _clip(1)
+    encoder = key_encoder("model")
+    host = TorchBackend(encoder, "cpu", lab_on_device=False).encode(frames[0])
+    device = TorchBackend(encoder, "cpu", lab_on_device=True).encode(frames[0])
+    torch.testing.assert_close(device, host, atol=1e-5, rtol=0)
+
+
+def test_half_bank_reads_exactly_and_tracks_as_fp32(device):
+    """fp16 encoder -> float16 bank for the kernel: each read equals the reference attention on the
+    bank's own (float16) keys to 1e-4, and the masks follow the fp32 reference tracker."""
+    frames, mask = _clip(5)
+    half = Tracker(TorchBackend(key_encoder("model"), device, precision="fp16", attention=SMALL, kernel="triton"))
+    full = Tracker(TorchBackend(key_encoder("model"), "cpu", attention=SMALL, kernel="reference"))
+    half.start(frames[0], mask)
+    full.start(frames[0], mask)
+    bank = half.backend
+    assert bank.keys.dtype == torch.float16
+    for f in frames[1:]:
+        pairs = half.slots.read_slots(half.t + 1)
+        keys = bank.keys.float().cpu()
+        values = F.one_hot(bank.labels.long().cpu(), bank.n_labels).permute(0, 3, 1, 2).float()
+        got, want = half.step(f), full.step(f)
+        query = bank.encode(cv2.resize(f, SIZE[::-1])).float().cpu()
+        exact = roi_memory_attention(query, [keys[s] for s, _ in pairs], [values[s] for s, _ in pairs],
+                                     [d for _, d in pairs], SMALL)
+        np.testing.assert_allclose(half.last_distribution.cpu().numpy(), exact.numpy(), atol=1e-4, rtol=0)
+        assert (got == want).mean() > 0.99
