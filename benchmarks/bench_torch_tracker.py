@@ -4,7 +4,7 @@ the published code's timing in ../shared/parity/reference/timing.json).
     python benchmarks/bench_torch_tracker.py --weights /tmp/parity_weights.pt --size 240x427 --frames 30
 
 Prints seconds per propagated frame (median over the clip's frames, and mean), split into
-encoder and attention, and with --bf16 the bf16-autocast figure and its mask agreement (IoU of
+encoder and attention, and with --bf16 the bf16 figure (weights and activations in bf16) and its mask agreement (IoU of
 the bf16 masks with the fp32 masks). The weights come from ../shared/parity/make_parity_weights.py.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--size", default="240x427")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--sequences", nargs="+", default=["blackswan", "dog"])
-    ap.add_argument("--bf16", action="store_true", help="also run bf16 autocast and compare masks")
+    ap.add_argument("--bf16", action="store_true", help="also run the bf16 encoder and compare masks")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(2)

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 Precision = Literal["fp32", "bf16", "fp16"]
-"""The torch backend's encoder precision (autocast; keys leave the encoder as float32, or as float16
+"""The torch backend's encoder precision (its weights and activations; keys leave the encoder as float32, or as float16
 into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; fp16: CUDA (slow on CPU)."""
 
 

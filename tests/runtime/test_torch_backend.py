@@ -1,0 +1,44 @@
+"""The torch backend's precisions: bf16 (folded norms, bf16 weights) tracks as fp32."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from torch import nn
+
+from mast.core.errors import InputError
+from mast.core.masks import read_mask
+from mast.core.model import key_encoder
+from mast.runtime.torch_backend import TorchBackend
+from mast.runtime.tracker import Tracker
+
+CLIP = Path(__file__).resolve().parents[2] / "runtime" / "demo" / "clip"
+SIZE = (96, 176)
+
+
+def _clip(n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    frames = [cv2.resize(cv2.imread(str(CLIP / "JPEGImages" / "240p" / "camel" / f"{i:05d}.jpg")), SIZE[::-1],
+                         interpolation=cv2.INTER_AREA) for i in range(n)]
+    mask = read_mask(CLIP / "Annotations" / "240p" / "camel" / "00000.png")
+    return frames, cv2.resize(mask, SIZE[::-1], interpolation=cv2.INTER_NEAREST)
+
+
+def test_bf16_tracks_as_fp32():
+    frames, mask = _clip(8)
+    low, full = (Tracker(TorchBackend(key_encoder("model"), precision=p)) for p in ("bf16", "fp32"))
+    low.start(frames[0], mask)
+    full.start(frames[0], mask)
+    for f in frames[1:]:
+        a, b = low.step(f) > 0, full.step(f) > 0
+        assert (a & b).sum() / max(1, (a | b).sum()) > 0.95
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in low.backend.encoder.modules())
+
+
+def test_fp32_runs_the_encoder_as_it_is_and_bad_precision_is_refused():
+    encoder = key_encoder("model")
+    backend = TorchBackend(encoder, precision="fp32")
+    assert backend.encoder is encoder
+    with pytest.raises(InputError, match="precision 'fp8'"):
+        TorchBackend(encoder, precision="fp8")
