@@ -122,4 +122,6 @@ class TorchBackend:
     @torch.inference_mode()
     def decode(self, probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         up = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)
-        return up[0].argmax(0).to(torch.uint8).cpu().numpy()
+        # max(0).indices, not argmax(0): the same first maximum, but CPU argmax over the outer dim is
+        # ~100x slower (20 ms instead of 0.2 ms at 240x427, 75 ms at 480x854, 2 threads)
+        return up[0].max(0).indices.to(torch.uint8).cpu().numpy()

@@ -6,8 +6,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from torch import nn
+from torch.nn import functional as F
 
+from mast.core.encoder import LabKeys
 from mast.core.errors import InputError
 from mast.core.masks import read_mask
 from mast.core.model import key_encoder
@@ -42,3 +45,15 @@ def test_fp32_runs_the_encoder_as_it_is_and_bad_precision_is_refused():
     assert backend.encoder is encoder
     with pytest.raises(InputError, match="precision 'fp8'"):
         TorchBackend(encoder, precision="fp8")
+
+
+def test_decode_is_upsampling_then_the_first_maximum():
+    """decode = bilinear upsampling (align_corners=False) then argmax, ties to the lowest channel."""
+    torch.manual_seed(0)
+    probs = torch.rand(4, 9, 13)
+    probs[2, :3] = probs[1, :3] = 2.0          # ties between channels 1 and 2: channel 1 wins
+    want = F.interpolate(probs[None], size=(36, 52), mode="bilinear", align_corners=False)[0].argmax(0)
+    got = TorchBackend(LabKeys()).decode(probs, (36, 52))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want.numpy())
+    assert (got[:8] == 1).all()
