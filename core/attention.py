@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from mast.core.config import AttentionConfig
-from mast.core.tiling import Tiles, window_mask, window_offsets
+from mast.core.tiling import Tiles, window_offsets
 
 
 class _PaddedMap:
@@ -121,26 +121,61 @@ def _local_read(q_pad: torch.Tensor, key: torch.Tensor, value: torch.Tensor, til
     return peak.view(-1, 1), acc.view(tiles.h * tiles.w, -1)
 
 
+def _phases(x: torch.Tensor, gamma: int) -> torch.Tensor:
+    """``[C, h, w]`` -> its ``gamma^2`` dilation phases ``[gamma^2, C, ceil(h/gamma), ceil(w/gamma)]``:
+    phase ``ry * gamma + rx`` holds pixels ``(ry + gamma i, rx + gamma j)``, zeros beyond the frame."""
+    c, h, w = x.shape
+    hp, wp = -(-h // gamma), -(-w // gamma)
+    x = F.pad(x, (0, wp * gamma - w, 0, hp * gamma - h)).view(c, hp, gamma, wp, gamma)
+    return x.permute(2, 4, 0, 1, 3).reshape(gamma * gamma, c, hp, wp)
+
+
 def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: AttentionConfig) -> torch.Tensor:
     """ROI centre offsets ``[2, h, w]`` (dy, dx, feature pixels) of one memory frame:
-    o_p = gamma * sum_k softmax_k(<Q_p, K[p + gamma k]>) k, k in [-R, R]^2 (0 out of frame)."""
+    o_p = gamma * sum_k softmax_k(<Q_p, K[p + gamma k]>) k, k in [-R, R]^2 (0 out of frame).
+
+    The dilated window of p is the restricted window of p's dilation phase (the pixels congruent to
+    p modulo gamma), zero padded: the phases are tiled in batches."""
     h, w = query.shape[1:]
     t, r = cfg.tile, cfg.radius
-    dy, dx = (d.to(query.dtype) for d in window_offsets(t, r, str(query.device)))
-    offsets = query.new_zeros(h, w, 2)
-    for ry in range(min(gamma, h)):
-        for rx in range(min(gamma, w)):
-            q, k = query[:, ry::gamma, rx::gamma], key[:, ry::gamma, rx::gamma]
-            tiles = Tiles(q.shape[1], q.shape[2], t, r)
-            bias = tiles.window_mask(query.device)
-            q_pad, k_map = tiles.pad_query(q), _PaddedMap(k, r + t)
-            for ty0, ty1 in tiles.bands(cfg.band_tiles):
-                _, e = _softmax_terms(_local_scores(tiles.query(q_pad, ty0, ty1), k_map, tiles, ty0, ty1, bias), -1)
-                prob = e / e.sum(-1, keepdim=True)
-                o = torch.stack([(prob * dy).sum(-1), (prob * dx).sum(-1)], -1) * gamma  # [nt, tt, 2]
-                rows = slice(ry + ty0 * t * gamma, ry + ty1 * t * gamma, gamma)
-                offsets[rows, rx::gamma] = tiles.untile(o, ty0, ty1)
-    return offsets.permute(2, 0, 1)
+    qs, ks = _phases(query, gamma), _phases(key, gamma)                  # [B, C, hp, wp]
+    tiles = Tiles(qs.shape[2], qs.shape[3], t, r)
+    bias = tiles.window_mask(query.device).to(query.dtype)
+    dy, dx = (d.to(query.dtype) for d in tiles.window_offsets(query.device))   # [tt, (t+2r)^2] each
+    # as many phases at once as make up the tiles of one band of the full map (same peak memory)
+    per_batch = max(1, cfg.band_tiles * -(-w // t) // (tiles.nty * tiles.ntx))
+    out = []
+    for b0 in range(0, qs.shape[0], per_batch):
+        q = tiles.pad_query(qs[b0: b0 + per_batch])                     # [b, C, nty*t, ntx*t]
+        s = torch.baddbmm(bias, _phase_tiles(q, t), _phase_squares(ks[b0: b0 + per_batch], tiles).transpose(1, 2))
+        _, e = _softmax_terms(s, -1)                                     # [b*nt, tt, (t+2r)^2]
+        # normalised before the moments: sums of terms <= R (a matmul of e with (dy, dx, 1) is
+        # cheaper but ~10x less accurate on ill-conditioned pixels, whose offsets then move 1e-4)
+        prob = e / e.sum(-1, keepdim=True)
+        out.append(torch.stack([(prob * dy).sum(-1), (prob * dx).sum(-1)], -1) * gamma)
+    o = torch.cat(out).view(-1, tiles.nty, tiles.ntx, t, t, 2).permute(0, 1, 3, 2, 4, 5)
+    o = o.reshape(gamma, gamma, tiles.nty * t, tiles.ntx * t, 2)[:, :, : tiles.h, : tiles.w]
+    return o.permute(4, 2, 0, 3, 1).reshape(2, tiles.h * gamma, tiles.w * gamma)[:, :h, :w]
+
+
+def _phase_tiles(q_pad: torch.Tensor, t: int) -> torch.Tensor:
+    """Tile queries of a batch of whole-tile maps ``[B, C, nty*t, ntx*t]``: ``[B*nty*ntx, t*t, C]``."""
+    b, c, hh, ww = q_pad.shape
+    x = q_pad.view(b, c, hh // t, t, ww // t, t).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b * (hh // t) * (ww // t), t * t, c)
+
+
+def _phase_squares(k: torch.Tensor, tiles: Tiles) -> torch.Tensor:
+    """The ``(t+2r)^2`` key squares of every tile of a batch of maps ``[B, C, h, w]`` (zero padded):
+    ``[B*nty*ntx, (t+2r)^2, C]``."""
+    t, r = tiles.t, tiles.r
+    side = t + 2 * r
+    pad_y, pad_x = tiles.nty * t - tiles.h + r, tiles.ntx * t - tiles.w + r
+    x = F.pad(k, (r, pad_x, r, pad_y)).permute(0, 2, 3, 1).contiguous()       # [B, H', W', C]
+    b, hh, ww, c = x.shape
+    view = x.as_strided((b, tiles.nty, tiles.ntx, side, side, c),
+                        (hh * ww * c, t * ww * c, t * c, ww * c, c, 1))
+    return view.reshape(b * tiles.nty * tiles.ntx, side * side, c)
 
 
 @dataclass(frozen=True)
@@ -208,21 +243,29 @@ def _roi_read(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, offse
     groups = _group_by_target(target.flatten(1), size, size * size, r)
     pad = int(base.abs().max()) + r + size + 2
     k_map, v_map = _PaddedMap(key, pad), _PaddedMap(value, pad, ones=True)
-    mask = window_mask(size, r, str(query.device)).to(query.dtype)  # [size^2, (side-1)^2]
+    # the window as a row and a column bias (0 inside, -inf outside) per window corner in the square
+    cells = torch.arange(side - 1, device=query.device)
+    first = torch.arange(size, device=query.device)[:, None]
+    band = torch.where((cells >= first) & (cells <= first + 2 * r), 0.0, float("-inf")).to(query.dtype)
+    row_bias, col_bias = band[groups.rel[0]], band[groups.rel[1]]      # [N + 1, side-1] each
     q_rows = F.pad(query.flatten(1).t(), (0, 0, 0, 1))                 # [N + 1, C], empty slot last
     frac = F.pad((offsets - base).flatten(1), (0, 1))                  # [2, N + 1]
-    corner = groups.rel[0] * size + groups.rel[1]                      # [N + 1] row of ``mask``
     peak = query.new_empty(h * w + 1, 1)
     acc = query.new_empty(h * w + 1, v_map.rows.shape[1])
-    for g0 in range(0, groups.index.shape[0], max_groups):
-        idx = groups.index[g0: g0 + max_groups]                        # [G, P]
-        top, left = groups.top[g0: g0 + max_groups], groups.left[g0: g0 + max_groups]
+    # groups by pixel count, fullest first: each batch is trimmed to its fullest group's count
+    fill = (groups.index < h * w).sum(1)
+    by_fill = torch.argsort(fill, descending=True, stable=True)
+    for g0 in range(0, by_fill.shape[0], max_groups):
+        sel = by_fill[g0: g0 + max_groups]
+        idx = groups.index[sel, : int(fill[sel[0]])]                   # [G, P]
+        top, left = groups.top[sel], groups.left[sel]
         fy, fx = frac[0, idx][..., None, None], frac[1, idx][..., None, None]   # [G, P, 1, 1]
         s = torch.bmm(q_rows[idx], k_map.squares(top, left, side).transpose(1, 2))
         s = s.view(*idx.shape, side, side)
         s = torch.lerp(s[..., :-1], s[..., 1:], fx)
-        s = torch.lerp(s[..., :-1, :], s[..., 1:, :], fy).flatten(2)  # [G, P, (side-1)^2]
-        p, e = _softmax_terms(s.add_(mask[corner[idx]]), -1)
+        s = torch.lerp(s[..., :-1, :], s[..., 1:, :], fy)             # [G, P, side-1, side-1]
+        s.add_(row_bias[idx][..., :, None]).add_(col_bias[idx][..., None, :])
+        p, e = _softmax_terms(s.flatten(2), -1)
         mix = torch.bmm(e, _corner_squares(v_map, top, left, side)).unflatten(-1, (4, -1))
         fy, fx = fy[..., 0], fx[..., 0]                                # [G, P, 1]
         weights = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 2)
