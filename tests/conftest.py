@@ -72,3 +72,20 @@ def parity_weights(parity_dir: Path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("parity") / "weights.pt"
     torch.save({"state_dict": state}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_clip():
+    """``load(n, (H, W))`` -> (the first ``n`` frames of the bundled demo clip, BGR uint8 resized to
+    H x W with area interpolation; its first-frame mask resized with nearest)."""
+    import cv2
+
+    from mast.core.masks import read_mask
+    from mast.runtime.run import DEMO_FRAMES, DEMO_MASK
+
+    def load(n: int, size: tuple[int, int]):
+        frames = [cv2.resize(cv2.imread(str(DEMO_FRAMES / f"{i:05d}.jpg")), size[::-1], interpolation=cv2.INTER_AREA)
+                  for i in range(n)]
+        return frames, cv2.resize(read_mask(DEMO_MASK), size[::-1], interpolation=cv2.INTER_NEAREST)
+
+    return load

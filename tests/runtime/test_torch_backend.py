@@ -1,9 +1,7 @@
 """The torch backend's precisions: bf16 (folded norms, bf16 weights) tracks as fp32."""
 from __future__ import annotations
 
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,24 +10,16 @@ from torch.nn import functional as F
 
 from mast.core.encoder import LabKeys
 from mast.core.errors import InputError
-from mast.core.masks import read_mask
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 
-CLIP = Path(__file__).resolve().parents[2] / "runtime" / "demo" / "clip"
 SIZE = (96, 176)
 
 
-def _clip(n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    frames = [cv2.resize(cv2.imread(str(CLIP / "JPEGImages" / "240p" / "camel" / f"{i:05d}.jpg")), SIZE[::-1],
-                         interpolation=cv2.INTER_AREA) for i in range(n)]
-    mask = read_mask(CLIP / "Annotations" / "240p" / "camel" / "00000.png")
-    return frames, cv2.resize(mask, SIZE[::-1], interpolation=cv2.INTER_NEAREST)
 
-
-def test_bf16_tracks_as_fp32():
-    frames, mask = _clip(8)
+def test_bf16_tracks_as_fp32(demo_clip):
+    frames, mask = demo_clip(8, SIZE)
     low, full = (Tracker(TorchBackend(key_encoder("model"), precision=p)) for p in ("bf16", "fp32"))
     low.start(frames[0], mask)
     full.start(frames[0], mask)

@@ -2,7 +2,6 @@
 attention: here on CPU under Triton's interpreter (tests/conftest.py), on the GPU when there is one."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,22 +11,14 @@ from torch.nn import functional as F
 from mast.core.attention import roi_memory_attention
 from mast.core.config import AttentionConfig
 from mast.core.encoder import LabKeys
-from mast.core.masks import read_mask
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 
-CLIP = Path(__file__).resolve().parents[2] / "runtime" / "demo" / "clip"
 SIZE = (40, 72)   # feature map 10 x 18
 # R = 3, ROI beyond d = 3: the anchor frame is read through its ROI from frame 4 on
 SMALL = AttentionConfig(radius=3, roi_threshold=3, dilation_step=3, max_dilation=2, tile=4)
 
-
-def _clip(n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    frames = [cv2.resize(cv2.imread(str(CLIP / "JPEGImages" / "240p" / "camel" / f"{i:05d}.jpg")), SIZE[::-1],
-                         interpolation=cv2.INTER_AREA) for i in range(n)]
-    mask = read_mask(CLIP / "Annotations" / "240p" / "camel" / "00000.png")
-    return frames, cv2.resize(mask, SIZE[::-1], interpolation=cv2.INTER_NEAREST)
 
 
 def test_default_kernel_follows_the_device():
@@ -36,8 +27,8 @@ def test_default_kernel_follows_the_device():
         assert TorchBackend(LabKeys(), "cuda").kernel == "triton"
 
 
-def test_triton_kernel_tracks_as_the_reference(device):
-    frames, mask = _clip(5)
+def test_triton_kernel_tracks_as_the_reference(device, demo_clip):
+    frames, mask = demo_clip(5, SIZE)
     kernel = Tracker(TorchBackend(LabKeys(), device, attention=SMALL, kernel="triton"))
     reference = Tracker(TorchBackend(LabKeys(), "cpu", attention=SMALL, kernel="reference"))
     kernel.start(frames[0], mask)
@@ -49,19 +40,19 @@ def test_triton_kernel_tracks_as_the_reference(device):
         assert (got == want).mean() > 0.999
 
 
-def test_lab_on_device_encodes_as_opencv():
+def test_lab_on_device_encodes_as_opencv(demo_clip):
     """The uint8 upload + OpenCV's Lab table on the device (the CUDA default) gives the host path's keys."""
-    frames, _ = _clip(1)
+    frames, _ = demo_clip(1, SIZE)
     encoder = key_encoder("model")
     host = TorchBackend(encoder, "cpu", lab_on_device=False).encode(frames[0])
     device = TorchBackend(encoder, "cpu", lab_on_device=True).encode(frames[0])
     torch.testing.assert_close(device, host, atol=1e-5, rtol=0)
 
 
-def test_half_bank_reads_exactly_and_tracks_as_fp32(device):
+def test_half_bank_reads_exactly_and_tracks_as_fp32(device, demo_clip):
     """fp16 encoder -> float16 bank for the kernel: each read equals the reference attention on the
     bank's own (float16) keys to 1e-4, and the masks follow the fp32 reference tracker."""
-    frames, mask = _clip(5)
+    frames, mask = demo_clip(5, SIZE)
     half = Tracker(TorchBackend(key_encoder("model"), device, precision="fp16", attention=SMALL, kernel="triton"))
     full = Tracker(TorchBackend(key_encoder("model"), "cpu", attention=SMALL, kernel="reference"))
     half.start(frames[0], mask)

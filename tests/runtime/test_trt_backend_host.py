@@ -8,14 +8,12 @@ import ctypes
 import types
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
 from mast.core.model import key_encoder
-from mast.core.masks import read_mask
 from mast.export.engine_metadata import ENGINE_FILE, EngineMetadata, write_engine_metadata
 from mast.export.metadata import TRT_ONNX_FILE, read_metadata, short_hash
 from mast.export.onnx_export import ExportConfig, write_models
@@ -26,7 +24,6 @@ from mast.runtime import trt_backend
 from mast.runtime.ort_backend import OrtBackend
 from mast.runtime.tracker import Tracker
 
-CLIP = Path(__file__).resolve().parents[2] / "runtime" / "demo" / "clip"
 SIZE = (48, 72)
 GPU = GpuInfo("Fake GPU", (9, 0))
 ONNX_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.UINT8: np.uint8}
@@ -135,17 +132,11 @@ def fake_gpu(monkeypatch, model_dir: Path):
     return cudart, engine
 
 
-def _frames(n: int):
-    frames = [cv2.resize(cv2.imread(str(CLIP / "JPEGImages" / "240p" / "camel" / f"{i:05d}.jpg")), SIZE[::-1],
-                         interpolation=cv2.INTER_AREA) for i in range(n)]
-    mask = read_mask(CLIP / "Annotations" / "240p" / "camel" / "00000.png")
-    return frames, cv2.resize(mask, SIZE[::-1], interpolation=cv2.INTER_NEAREST)
 
-
-def test_tracks_as_the_onnxruntime_backend(fake_gpu, model_dir: Path):
+def test_tracks_as_the_onnxruntime_backend(fake_gpu, model_dir: Path, demo_clip):
     cudart, engine = fake_gpu
     backend = trt_backend.TrtBackend(model_dir)
-    frames, mask = _frames(8)
+    frames, mask = demo_clip(8, SIZE)
     a, b = Tracker(backend), Tracker(OrtBackend(model_dir))
     a.start(frames[0], mask)
     b.start(frames[0], mask)
@@ -159,11 +150,11 @@ def test_tracks_as_the_onnxruntime_backend(fake_gpu, model_dir: Path):
     assert not cudart.blocks   # every buffer freed
 
 
-def test_stale_key_and_bad_frame_are_refused(fake_gpu, model_dir: Path):
+def test_stale_key_and_bad_frame_are_refused(fake_gpu, model_dir: Path, demo_clip):
     from mast.core.errors import InputError
 
     backend = trt_backend.TrtBackend(model_dir)
-    frames, _ = _frames(2)
+    frames, _ = demo_clip(2, SIZE)
     old = backend.encode(frames[0])
     backend.encode(frames[1])
     with pytest.raises(InputError, match="only the latest frame's key"):
