@@ -5,7 +5,7 @@ Two modes:
 - ``mast-eval --davis ROOT --results DIR``: score existing predictions ``DIR/<seq>/<frame>.png``
   (no torch needed).
 - ``mast-eval --davis ROOT --out DIR [--checkpoint FILE] [--keys model|lab|random] [--device cpu|cuda]
-  [--size HxW]``: track every selected sequence from its first mask into ``DIR``, then score ``DIR``.
+  [--size HxW] [--precision fp32|bf16|fp16]``: track every selected sequence from its first mask into ``DIR``, then score ``DIR``.
 
 ``--sequences`` selects sequences; all of these work::
 
@@ -34,6 +34,7 @@ from rich.text import Text
 
 from mast.core.errors import InputError, MastError
 from mast.evaluation.davis import GLOBAL_COLUMNS, DavisDataset, EvaluationResult, evaluate_semisupervised, write_csvs
+from mast.runtime.run import PrecisionOpt
 
 __all__ = ["app", "main", "parse_size", "split_sequences"]
 
@@ -153,8 +154,10 @@ def _track(
     keys: str,
     device: str,
     size: Optional[tuple[int, int]],
+    precision: Optional[str] = None,
 ) -> dict[str, float]:
-    """Run the tracker over ``sequences`` into ``out_dir`` (torch is imported only here)."""
+    """Run the tracker over ``sequences`` into ``out_dir`` (torch is imported only here).
+    ``precision``: the torch encoder's (None: fp32)."""
     try:
         from mast.evaluation.track import track_davis  # lazy: scoring alone must not import torch
     except ImportError as exc:
@@ -169,6 +172,8 @@ def _track(
         if "size" not in inspect.signature(track_davis).parameters:
             raise InputError("--size is not supported by this tracker version (leave it out to track at full size)")
         kwargs["size"] = size
+    if precision is not None:
+        kwargs["precision"] = precision
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
         return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress), **kwargs)
@@ -218,6 +223,10 @@ def evaluate(
     ),
     device: Optional[Device] = typer.Option(None, "--device", help="Tracking device: cpu (default) or cuda."),
     size: Optional[str] = typer.Option(None, "--size", help="Track at HxW (downscaled), e.g. 240x427."),
+    precision: Optional[PrecisionOpt] = typer.Option(
+        None, "--precision", help="Encoder precision when tracking with a checkpoint: fp32 (default), bf16 "
+        "(fast on AVX-512/AMX CPUs) or fp16 (CUDA)."
+    ),
     model: Optional[Path] = typer.Option(None, "--model", help="Exported model folder (mast-export) to track with."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend for --model: onnxruntime (default) or tensorrt."),
 ) -> None:
@@ -240,7 +249,7 @@ def evaluate(
             given = [
                 flag
                 for flag, value in (("--checkpoint", checkpoint), ("--out", out), ("--keys", keys),
-                                    ("--device", device), ("--size", size))
+                                    ("--device", device), ("--size", size), ("--precision", precision))
                 if value is not None
             ]
             if given:
@@ -256,6 +265,9 @@ def evaluate(
             if model is not None:
                 if checkpoint is not None or keys is not None:
                     raise InputError("--model (an exported folder) and --checkpoint/--keys exclude each other: give one")
+                if precision is not None:
+                    raise InputError("--precision applies when tracking with a checkpoint (torch): an exported model "
+                                     "keeps the precision it was exported with; drop --precision")
                 seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
                                                     (device or Device.cpu).value, parse_size(size))
             else:
@@ -268,6 +280,7 @@ def evaluate(
                     (keys or Keys.model).value,
                     (device or Device.cpu).value,
                     parse_size(size),
+                    precision.value if precision is not None else None,
                 )
             console.print(f"tracked {len(chosen)} sequence(s) into {out} in {time.perf_counter() - start:.1f} s")
             scored_dir = out

@@ -237,6 +237,32 @@ def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path
     assert_one_line_error(run("--davis", davis, "--out", out, "--checkpoint", tmp_path / "no.pt"), "checkpoint not found")
 
 
+def test_precision_reaches_the_tracker_and_is_refused_where_it_does_not_apply(davis: Path, tmp_path: Path, monkeypatch):
+    calls = []
+
+    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, precision="fp32"):
+        calls.append(precision)
+        for seq in sequences:
+            pngs = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))
+            (out_dir / seq).mkdir(parents=True, exist_ok=True)
+            for p in pngs:
+                write_mask(out_dir / seq / p.name, read_mask(pngs[0]))
+        return {seq: 0.01 for seq in sequences}
+
+    fake = types.ModuleType("mast.evaluation.track")
+    fake.track_davis = track_davis
+    monkeypatch.setitem(sys.modules, "mast.evaluation.track", fake)
+    out = tmp_path / "tracked"
+    res = run("--davis", davis, "--out", out, "--sequences", "s1", "--precision", "bf16")
+    assert res.exit_code == 0, res.output
+    assert run("--davis", davis, "--out", out, "--sequences", "s1").exit_code == 0
+    assert calls == ["bf16", "fp32"]
+    results = copy_gt(davis, tmp_path / "res")
+    assert_one_line_error(run("--davis", davis, "--results", results, "--precision", "bf16"), "--precision")
+    assert_one_line_error(run("--davis", davis, "--out", out, "--model", tmp_path, "--precision", "fp16"),
+                          "--precision")
+
+
 # ---------------------------------------------------------------- scoring never imports torch
 
 
