@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from mast.core.config import AttentionConfig
-from mast.core.tiling import Tiles, window_offsets
+from mast.core.tiling import Tiles
 
 
 class _PaddedMap:
