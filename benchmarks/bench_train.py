@@ -52,7 +52,7 @@ def train_rate(dataset: ClipDataset, batch: int, steps: int, amp: str) -> tuple[
     sampler = StepBatches(0, steps + 1, batch)
     batches = [collate_clips([dataset[i] for i in idx]) for idx in sampler]
     torch.manual_seed(0)
-    model = Encoder().train()
+    model = Encoder().to(memory_format=torch.channels_last).train()   # as the trainer builds it
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     dtype = torch.bfloat16 if amp == "bf16" else None
     times = []

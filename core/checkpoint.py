@@ -68,9 +68,10 @@ def load_encoder(path: str | Path, map_location: str = "cpu") -> Encoder:
 
 def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | None = None,
                     half: bool = False) -> None:
-    """Write ``{'state_dict': ..., **extra}`` atomically (temp file + rename); ``half`` stores fp16."""
+    """Write ``{'state_dict': ..., **extra}`` atomically (temp file + rename); ``half`` stores fp16.
+    Tensors are stored contiguous (the official layout) whatever the model's memory format."""
     path = Path(path)
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save({"state_dict": state, **(extra or {})}, tmp)
