@@ -6,11 +6,11 @@ autograd cannot differentiate. Training needs gradients and a batch whose sample
 reference distances (the memory stage draws them per sample), so this module computes the same
 function (DESIGN.md step 5; ``tests/core/oracle.py`` spells it out per pixel) another way:
 
-* For a chunk of query pixels, the scores against *every* key of a reference,
-  ``S = Q^T K`` ``[B, n, h*w]``, are one batched matmul; every candidate score the attention
+* For a chunk of query pixels, the scores against every key of the rows its candidates can
+  reach (all rows for ROI at small sizes; R rows around the chunk for restricted windows),
+  ``S = Q^T K`` ``[B, n, rows*w]``, are one batched matmul; every candidate score the attention
   needs is then a ``gather`` from S (0 when the candidate lies outside the frame, as zero padding
-  gives). At 256x256 (64x64 keys) this costs ~1 GMAC per reference and sample, ~1-2 % of the
-  encoder's forward and backward, and S lives only while its chunk is read.
+  gives). S lives only while its chunk is read.
 * Every reference goes through one path: the coarse search (dilation gamma = min(4, d // 15 + 1),
   candidates p + gamma*k, k in [-R, R]^2), its soft-argmax offset o_p, then the fine window at
   p + o_p + delta, delta in [-R, R]^2, read bilinearly from the integer (2R+2)^2 window at
@@ -47,21 +47,24 @@ class _Geometry:
         return dy.reshape(-1), dx.reshape(-1)
 
 
-def _gather_scores(s: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, g: _Geometry):
-    """Scores at integer positions: ``s`` ``[B, n, h*w]``, ys/xs ``[B or 1, n, N]`` -> (``[B, n, N]``
-    with 0 outside the frame, flat index and inside mask, both ``[B or 1, n, N]``)."""
+def _gather_scores(s: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, g: _Geometry, top: int = 0):
+    """Scores at integer positions: ``s`` ``[B, n, rows*w]`` (key rows ``top ..``, holding every
+    in-frame position asked for), ys/xs ``[B or 1, n, N]`` -> (``[B, n, N]`` with 0 outside the
+    frame, flat frame index and inside mask, both ``[B or 1, n, N]``)."""
     inside = (ys >= 0) & (ys < g.h) & (xs >= 0) & (xs < g.w)
     idx = ys.clamp(0, g.h - 1) * g.w + xs.clamp(0, g.w - 1)
-    return s.gather(2, idx.expand(s.shape[0], -1, -1)) * inside, idx, inside
+    band = (idx - top * g.w).clamp(0, s.shape[2] - 1)                # out-of-frame cells: any index, masked
+    return s.gather(2, band.expand(s.shape[0], -1, -1)) * inside, idx, inside
 
 
-def _coarse_offset(s, py, px, gamma, roi, g: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+def _coarse_offset(s, py, px, gamma, roi, g: _Geometry, top: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ROI centre offsets (dy, dx) ``[B, n]``: gamma * soft-argmax over the dilated window; 0 where
-    ``roi`` ``[B]`` is False. ``gamma`` ``[B]`` int64, ``py``/``px`` ``[n]`` query pixel rows/columns."""
+    ``roi`` ``[B]`` is False. ``gamma`` ``[B]`` int64, ``py``/``px`` ``[n]`` query pixel rows/columns;
+    ``s`` holds key rows ``top ..``."""
     ky, kx = g.offsets(-g.r, g.r)
     ys = py[None, :, None] + gamma[:, None, None] * ky
     xs = px[None, :, None] + gamma[:, None, None] * kx
-    scores, _, _ = _gather_scores(s, ys, xs, g)
+    scores, _, _ = _gather_scores(s, ys, xs, g, top)
     prob = torch.softmax(scores, -1)
     scale = (gamma * roi).to(s.dtype)[:, None]
     return (prob * ky.to(s.dtype)).sum(-1) * scale, (prob * kx.to(s.dtype)).sum(-1) * scale
@@ -76,23 +79,33 @@ def _blend(x: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor, n: int) -> torch
     return out.flatten(-2)
 
 
+def _key_rows(py: torch.Tensor, gamma: torch.Tensor, roi: torch.Tensor, g: _Geometry) -> tuple[int, int]:
+    """Key rows [top, bottom) that the candidates of query rows ``py`` can reach: R around them
+    for restricted windows; for ROI, the coarse search (gamma R) and the fine window around an
+    offset of at most gamma R (rows floor(o) - R .. floor(o) + R + 1)."""
+    reach = g.r + (int((gamma * roi).max()) * g.r + 1 if bool(roi.any()) else 0)
+    return max(0, int(py.min()) - reach), min(g.h, int(py.max()) + reach + 1)
+
+
 def _read_reference(q, k, v, gamma, roi, py, px, g: _Geometry):
     """Fine-window scores ``[B, n, N]`` and values ``[B, L, n, N]`` of one reference slot.
 
-    q ``[B, n, C]`` query pixels; k ``[B, C, h*w]``; v ``[B, L, h*w]``; gamma, roi ``[B]``.
+    q ``[B, n, C]`` query pixels; k ``[B, C, h*w]``; v ``[B, L, h*w]``; gamma, roi ``[B]``. The
+    scores are computed against the key rows the candidates can reach only.
     """
-    s = torch.bmm(q, k)                                               # [B, n, h*w]
+    top, bottom = _key_rows(py, gamma, roi, g)
+    s = torch.bmm(q, k[:, :, top * g.w: bottom * g.w])                # [B, n, rows*w]
     if not bool(roi.any()):  # restricted window only: one index set shared by the batch
         wy, wx = g.offsets(-g.r, g.r)
-        scores, idx, inside = _gather_scores(s, py[None, :, None] + wy, px[None, :, None] + wx, g)
+        scores, idx, inside = _gather_scores(s, py[None, :, None] + wy, px[None, :, None] + wx, g, top)
         return scores, _gather_values(v, idx.expand(s.shape[0], -1, -1), inside)
-    oy, ox = _coarse_offset(s, py, px, gamma, roi, g)
+    oy, ox = _coarse_offset(s, py, px, gamma, roi, g, top)
     by, bx = oy.detach().floor(), ox.detach().floor()
     fy, fx = (oy - by)[..., None, None], (ox - bx)[..., None, None]  # [B, n, 1, 1]
     wy, wx = g.offsets(-g.r, g.r + 1)
     ys = py[None, :, None] + by.long()[..., None] + wy
     xs = px[None, :, None] + bx.long()[..., None] + wx
-    scores, idx, inside = _gather_scores(s, ys, xs, g)                # [B, n, (2R+2)^2]
+    scores, idx, inside = _gather_scores(s, ys, xs, g, top)           # [B, n, (2R+2)^2]
     vals = _gather_values(v, idx, inside)
     n_side = 2 * g.r + 1
     return _blend(scores, fy, fx, n_side), _blend(vals, fy[:, None], fx[:, None], n_side)

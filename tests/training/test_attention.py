@@ -45,6 +45,20 @@ def test_equals_oracle_per_sample(chunk_bytes):
         assert torch.allclose(out[b], ref, atol=1e-12, rtol=0)
 
 
+def test_tall_map_in_row_chunks_equals_oracle():
+    """Chunks of a few rows read only the key rows their candidates reach (R around them, or the
+    coarse search and an offset of up to gamma R for ROI): still equal to the oracle to 1e-12."""
+    oracle = _oracle()
+    cfg = AttentionConfig(radius=2)
+    q, k, v = _inputs(h=40, w=6, m=3, seed=4)
+    k = k * 3.0   # peaked coarse softmax: offsets of several rows
+    d = torch.tensor([[50, 20, 2], [1, 33, 4]])
+    out = batched_memory_attention(q, k, v, d, cfg, chunk_bytes=30 * 2 * 40 * 6 * 8)   # 30 pixels (5 rows) a chunk
+    for b in range(q.shape[0]):
+        ref = oracle(q[b], list(k[b]), list(v[b]), d[b].tolist(), cfg)
+        assert torch.allclose(out[b], ref, atol=1e-12, rtol=0)
+
+
 def test_equals_core_function_float32():
     """float32 against ``mast.core.attention.roi_memory_attention`` (training radius 6)."""
     cfg = AttentionConfig(radius=6)
