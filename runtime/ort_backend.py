@@ -41,12 +41,14 @@ def providers_for(device: Device) -> list[str]:
 
 
 def open_session(path: Path, providers: list[str], threads: int | None = None,
-                 arena: bool = False) -> ort.InferenceSession:
+                 arena: bool = True) -> ort.InferenceSession:
     """An inference session on ``path``; ModelError (one line) when onnxruntime cannot load it.
 
-    ``arena``: onnxruntime's CPU memory arena, off by default: it keeps (rounded up) every buffer
-    size it ever served, and the memory read's sizes vary from frame to frame. Peak RSS of a 480x854
-    stream: 0.65-0.7 GB without it, 1.06 GB with it, for the same speed (BENCHMARKS.md)."""
+    ``arena``: onnxruntime's CPU memory arena. It keeps the buffers it served for reuse, so the
+    memory read (whose sizes vary from frame to frame) holds more memory, but allocates less: on a
+    480x854 stream the read takes 963 instead of 1319 ms for a peak RSS of 1.15 instead of 0.73 GB
+    (a 240x427 stream: 276 vs 329 ms, 460 vs 372 MiB), and the footprint stays flat over the stream
+    (BENCHMARKS.md). Off: the smallest footprint."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = arena
