@@ -1,6 +1,7 @@
 """Memory of the streaming tracker on a long stream: resident memory at frame 10,000 vs frame 200.
 
     python benchmarks/bench_runtime_memory.py --frames 10000 --size 120x214 --json OUT.json
+    python benchmarks/bench_runtime_memory.py --frames 10000 --model EXPORT_DIR --json OUT.json   # onnxruntime
 
 Plays the bundled demo clip back and forth (0..24, 23..0, 1.. — an endless continuous stream),
 tracks it with the torch backend on CPU (the shipped weights, or while none ship an untrained
@@ -56,11 +57,16 @@ def checkpoints(frames: int) -> list[int]:
 
 
 def bank_state(backend) -> list[tuple[tuple[int, ...], int]]:
-    """(shape, storage address) of the bank tensors: unchanged means allocated once."""
+    """(shape, storage address) of the bank arrays (torch: keys and one-hot values; onnxruntime:
+    keys and label maps): unchanged means allocated once."""
+    if backend.name == "onnxruntime":
+        return [(a.shape, a.ctypes.data) for a in (backend.keys, backend.labels)]
     return [(tuple(t.shape), t.data_ptr()) for t in (backend.keys, backend.values)]
 
 
-def _threads() -> int:
+def _threads(backend) -> int:
+    if backend.name == "onnxruntime":
+        return backend.memory.get_session_options().intra_op_num_threads
     import torch  # noqa: PLC0415
     return torch.get_num_threads()
 
@@ -70,15 +76,21 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--size", default="120x214", help="working size HxW")
     ap.add_argument("--keys", choices=["model", "lab", "random"], default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the backend's)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="an export folder: run the onnxruntime backend on it (at its size) instead of torch")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    if a.threads:
-        import torch  # noqa: PLC0415 - the torch backend is used anyway
-        torch.set_num_threads(a.threads)
-    keys = a.keys or ("model" if factory.shipped_weights() else "random")
-    backend = factory.make_backend("torch", None, "cpu", keys=keys)
-    tracker = Tracker(backend, size=parse_size(a.size))
+    if a.model is not None:
+        from mast.runtime.ort_backend import OrtBackend  # noqa: PLC0415 - torch-free
+        keys, backend = "export", OrtBackend(a.model, "cpu", threads=a.threads)
+    else:
+        if a.threads:
+            import torch  # noqa: PLC0415 - the torch backend is used anyway
+            torch.set_num_threads(a.threads)
+        keys = a.keys or ("model" if factory.shipped_weights() else "random")
+        backend = factory.make_backend("torch", None, "cpu", keys=keys)
+    tracker = Tracker(backend, size=None if a.model is not None else parse_size(a.size))
     frames = clip_frames(DEMO_FRAMES)
     first = next(frames)
     tracker.start(first, conform_mask(load_mask(DEMO_MASK), first.shape[:2])[0])
@@ -96,7 +108,9 @@ def main() -> int:
     base, last = samples[min(samples)], samples[a.frames]
     growth = (last - base) / base
     report = {
-        "cpu": cpu_name(), "threads": _threads(), "keys": keys, "size": a.size, "frames": a.frames, "rss_mib": samples, "rss_mib_before_trim": raw,
+        "cpu": cpu_name(), "backend": backend.name, "threads": _threads(backend), "keys": keys,
+        "size": "x".join(map(str, backend.input_size)) if a.model is not None else a.size,
+        "frames": a.frames, "rss_mib": samples, "rss_mib_before_trim": raw,
         "growth_vs_frame_%d" % min(samples): round(growth, 4),
         "bank_unchanged": bank_state(backend) == bank0, "bank_shapes": [s for s, _ in bank0],
         "slot_table_len": [n_slots, len(tracker.slots.frames)],
