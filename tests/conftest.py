@@ -89,3 +89,18 @@ def demo_clip():
         return frames, cv2.resize(read_mask(DEMO_MASK), size[::-1], interpolation=cv2.INTER_NEAREST)
 
     return load
+
+
+@pytest.fixture
+def no_cuda_gpu(monkeypatch):
+    """TensorRT importable (a stand-in) but no CUDA device: ``mast.plugins.gpu_env.gpu_info`` raises
+    the DependencyError the real check gives."""
+    from mast.core.errors import DependencyError
+    from mast.plugins import gpu_env
+
+    def no_gpu(device: int = 0):
+        raise DependencyError("no CUDA GPU is visible (cudaErrorNoDevice, 0 device(s)): the TensorRT path needs "
+                              "an NVIDIA GPU and driver")
+
+    monkeypatch.setattr(gpu_env, "tensorrt", lambda: None)
+    monkeypatch.setattr(gpu_env, "gpu_info", no_gpu)

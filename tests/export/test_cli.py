@@ -62,17 +62,8 @@ def test_engine_without_tensorrt_is_one_line(tmp_path: Path):
     assert not (tmp_path / "m").exists()
 
 
-def test_engine_without_gpu_is_one_line(tmp_path: Path, monkeypatch):
+def test_engine_without_gpu_is_one_line(tmp_path: Path, no_cuda_gpu):
     """TensorRT importable but no CUDA device: the GPU check's line."""
-    from mast.core.errors import DependencyError
-    from mast.plugins import gpu_env
-
-    def no_gpu(device: int = 0):
-        raise DependencyError("no CUDA GPU is visible (cudaErrorNoDevice, 0 device(s)): the TensorRT path needs "
-                              "an NVIDIA GPU and driver")
-
-    monkeypatch.setattr(gpu_env, "tensorrt", lambda: None)
-    monkeypatch.setattr(gpu_env, "gpu_info", no_gpu)
     _one_line_error(_run("--out", tmp_path / "m", "--engine"), "no CUDA GPU is visible")
 
 

@@ -47,13 +47,7 @@ def test_without_tensorrt_one_line_with_the_install(export_dir: Path):
     assert message.startswith("TensorRT is not available") and message.endswith(HINT) and "\n" not in message
 
 
-def test_without_gpu_one_line(export_dir: Path, monkeypatch):
-    def no_gpu(device: int = 0):
-        raise DependencyError("no CUDA GPU is visible (cudaErrorNoDevice, 0 device(s)): the TensorRT path needs "
-                              "an NVIDIA GPU and driver")
-
-    monkeypatch.setattr(gpu_env, "tensorrt", lambda: None)
-    monkeypatch.setattr(gpu_env, "gpu_info", no_gpu)
+def test_without_gpu_one_line(export_dir: Path, no_cuda_gpu):
     with pytest.raises(DependencyError, match="^no CUDA GPU is visible"):
         make_backend("tensorrt", export_dir, "cuda")
 
