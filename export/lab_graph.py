@@ -84,6 +84,10 @@ class OpenCvLab(nn.Module):
         self.register_buffer("corners", torch.from_numpy(corners), persistent=False)      # [33^3, 8, 3]
         self.register_buffer("mean", torch.tensor(LAB_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(LAB_STD), persistent=False)
+        # fixed-point L, a, b -> Lab units: L * 100 / 2^14, a * 256 / 2^14 - 128 (likewise b)
+        self.register_buffer("scale", torch.tensor([100.0 / LAB_BASE, 256.0 / LAB_BASE, 256.0 / LAB_BASE]),
+                             persistent=False)
+        self.register_buffer("shift", torch.tensor([0.0, -128.0, -128.0]), persistent=False)
 
     def forward(self, bgr: torch.Tensor) -> torch.Tensor:
         v = bgr.long().flip(-1)                                      # [B, H, W, 3] as R, G, B
@@ -95,9 +99,7 @@ class OpenCvLab(nn.Module):
         w = pair[..., 0, :, None, None] * pair[..., 1, None, :, None] * pair[..., 2, None, None, :]
         s = (values * w.reshape(*w.shape[:3], 8, 1)).sum(-2)         # [B, H, W, 3], < 2^26
         fixed = torch.div(s + (1 << (WEIGHT_SHIFT - 1)), 1 << WEIGHT_SHIFT, rounding_mode="trunc")
-        scale = torch.tensor([100.0 / LAB_BASE, 256.0 / LAB_BASE, 256.0 / LAB_BASE], device=bgr.device)
-        shift = torch.tensor([0.0, -128.0, -128.0], device=bgr.device)
-        lab = fixed.float() * scale + shift
+        lab = fixed.float() * self.scale + self.shift
         lab = (lab - self.mean) / self.std
         return lab.permute(0, 3, 1, 2)
 
