@@ -54,6 +54,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--against", type=Path, help="another core/attention.py to time in turn with this one")
     a = ap.parse_args()
+    if a.against is not None and not a.against.is_file():
+        ap.error(f"--against {a.against}: no such file (expected a copy of core/attention.py, e.g. "
+                 "git show REV:core/attention.py > /tmp/old.py)")
+    if not CLIP.is_dir():
+        ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")
     torch.set_num_threads(a.threads)
     h, w = (int(v) for v in a.size.split("x"))
     paths = sorted(CLIP.glob("*.jpg"))

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from mast.core.errors import MastError
 from mast.runtime import factory
 from mast.runtime.bench import clip_frames, cpu_name
 from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, conform_mask, load_mask, parse_size
@@ -127,4 +128,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MastError as exc:   # bad --model and the like: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
