@@ -3,6 +3,7 @@
     mast-train --data PATH [PATH ...] --out DIR --steps N [--stage pair|memory] [--size 256]
                [--batch-size B] [--lr LR] [--resume] [--init CKPT] [--save-every N]
                [--val-davis ROOT] [--workers N] [--device cpu|cuda] [--amp auto|off|bf16]
+               [--batchnorm train|frozen]
 
 Two stages (paper Sec. 4): ``--stage pair`` from random weights, then ``--stage memory --init
 PAIR_RUN/encoder.pt`` into another --out folder. Multi-GPU / multi-node: ``torchrun
@@ -49,6 +50,11 @@ class Amp(str, Enum):
     bf16 = "bf16"
 
 
+class BatchNorm(str, Enum):
+    train = "train"
+    frozen = "frozen"
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
                   help="Train the MAST encoder on raw, unlabeled video (self-supervised).")
 
@@ -72,7 +78,10 @@ def train_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step and process (default 8)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam LR (default: pair 1e-3, memory 2e-5), halved at 40/60/80 %."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where last.pt left it."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from these encoder weights (e.g. the pair run's encoder.pt)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these encoder weights (e.g. the pair run's encoder.pt), "
+                                        "or 'colour-prior' (analytic colour-kernel weights; use with --batchnorm frozen)."),
+    batchnorm: Optional[BatchNorm] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
+                                                  "or frozen (running statistics kept; for --init colour-prior)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (default 500)."),
     val_davis: Optional[Path] = typer.Option(None, "--val-davis", help="DAVIS root: J&F of 2 sequences at 240x427 at each checkpoint."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default 0 on CPU, 4 on CUDA)."),
@@ -94,7 +103,8 @@ def train_command(
                    "stage": stage.value if stage else None, "size": size, "batch_size": batch_size,
                    "lr": lr, "init": str(init) if init else None, "save_every": save_every,
                    "val_davis": str(val_davis) if val_davis else None, "workers": workers,
-                   "device": device.value if device else None, "amp": amp.value if amp else None}
+                   "device": device.value if device else None, "amp": amp.value if amp else None,
+                   "batchnorm": batchnorm.value if batchnorm else None}
         if resume and init is not None:
             err.print(Text("warning: --init is ignored with --resume (the run's own weights are used)", style="yellow"))
         config = resolve_config(options, resume)

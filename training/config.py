@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from mast.core.errors import MastError
 from mast.training.data import STAGES
 
 STAGE_LR = {"pair": 1e-3, "memory": 2e-5}  # paper Sec. 4
+BatchNormMode = Literal["train", "frozen"]
 
 
 class TrainConfigError(MastError, ValueError):
@@ -40,6 +41,10 @@ class TrainConfig:
     seed:         model initialisation, sample draws and dropped channels derive from it.
     log_every:    a metrics line every this many steps.
     augment:      light augmentation of the samples (flip, crop, brightness; see data.py).
+    batchnorm:    "train" (batch statistics, running statistics updated: the paper's training) or
+                  "frozen" (eval mode: the stored running statistics normalise, only the affine
+                  parameters learn; what training from ``--init colour-prior`` needs, whose
+                  construction lives in those statistics).
     """
 
     data: tuple[str, ...]
@@ -62,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 1
     augment: bool = True
+    batchnorm: BatchNormMode = "train"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(p) for p in self.data))
@@ -98,7 +104,8 @@ class TrainConfig:
 
 
 # what a resumed run must share with the stored one for "continues exactly" to hold
-RESUME_FIXED = ("stage", "size", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp")
+RESUME_FIXED = ("stage", "size", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp",
+                "batchnorm")
 
 
 def _problems(c: TrainConfig):
@@ -117,6 +124,8 @@ def _problems(c: TrainConfig):
         yield f"device={c.device!r}: expected cpu or cuda"
     if c.amp not in ("auto", "off", "bf16"):
         yield f"amp={c.amp!r}: expected auto, off or bf16"
+    if c.batchnorm not in ("train", "frozen"):
+        yield f"batchnorm={c.batchnorm!r}: expected train or frozen"
     if c.workers is not None and c.workers < 0:
         yield f"workers={c.workers}: expected >= 0"
     if c.val_sequences < 1 or len(c.val_size) != 2 or min(c.val_size) < 8:

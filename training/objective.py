@@ -119,7 +119,8 @@ def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: tor
                         amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The training loss of one batch (module docstring).
 
-    frames:    uint8 BGR ``[B, T, 3, S, S]`` (target last), on the training device.
+    frames:    uint8 BGR ``[B, T, 3, S, S]`` (target last; ``[B, T, 3, H, W]`` works too), on
+               the training device.
     distances: int64 ``[B, T-1]``.
     channels:  int64 ``[B]``, dropped chroma channel per sample (``dropped_channels``).
     amp_dtype: run the encoder under autocast to this dtype (float16 on CUDA, bfloat16); the
@@ -127,13 +128,25 @@ def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: tor
     Returns the scalar loss (float32). All T frames of the batch go through the encoder in one
     call, so BatchNorm (train mode) normalises over all B*T frames.
     """
-    b, t, _, s, _ = frames.shape
+    pred, dropped = predict_dropped(encoder, frames, distances, channels, cfg, amp_dtype)
+    return huber_loss(pred, dropped[:, -1], cfg.huber_scale)
+
+
+def predict_dropped(encoder: nn.Module, frames: torch.Tensor, distances: torch.Tensor,
+                    channels: torch.Tensor, cfg: ObjectiveConfig = ObjectiveConfig(),
+                    amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's dropped channel as the attention reconstructs it, and the truth.
+
+    frames: uint8 BGR ``[B, T, 3, H, W]`` (square in training, any H x W for validation).
+    Returns (prediction ``[B, 1, H, W]`` upsampled bilinearly from ``[B, 1, H/4, W/4]``,
+    dropped channel of every frame ``[B, T, 1, H, W]``), float32.
+    """
+    b, t, _, h, w = frames.shape
     inp, dropped = split_channel(frames_to_lab(frames), channels, cfg.rescale_input)
     amp = nullcontext() if amp_dtype is None else torch.autocast(frames.device.type, dtype=amp_dtype)
     with amp:
-        keys = encoder(inp.reshape(b * t, 3, s, s))
+        keys = encoder(inp.reshape(b * t, 3, h, w))
     keys = keys.float().reshape(b, t, *keys.shape[1:])
     values = dropped[:, :-1, :, ::STRIDE, ::STRIDE]
     pred = reconstruct(keys, values, distances, cfg.attention)
-    pred = F.interpolate(pred, size=(s, s), mode="bilinear", align_corners=False)
-    return huber_loss(pred, dropped[:, -1], cfg.huber_scale)
+    return F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=False), dropped

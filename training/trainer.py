@@ -49,10 +49,13 @@ from mast.training.distributed import (
     shutdown_distributed,
 )
 from mast.training.monitor import MetricsLog, TrainProgress
+from mast.training.holdout import HoldoutConfig, holdout_losses, holdout_pairs
 from mast.training.objective import ObjectiveConfig, dropped_channels, reconstruction_loss
+from mast.training.prior import PRIOR_NAME, colour_prior_encoder
 from mast.training.state import StepSchedule, load_state, remove_stale_temps, save_state, set_rng_state
 from mast.training.validate import validate_davis, validation_sequences
 
+HOLDOUT = HoldoutConfig(every=16)  # ~40 pairs of davis2016-val-dev: ~20 s on one CPU thread
 LAST = "last.pt"
 ENCODER = "encoder.pt"
 Printer = Callable[[str], None]
@@ -132,6 +135,7 @@ class Trainer:
         self.dataset = self._dataset()
         self.val_sequences = (validation_sequences(config.val_davis, config.val_sequences)
                               if config.val_davis and self.info.is_main else [])
+        self.holdout = holdout_pairs(config.val_davis, HOLDOUT) if self.val_sequences else None
         self.model = self._model(use_init=not resume)
         self.ddp = self._wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
@@ -158,14 +162,23 @@ class Trainer:
         return ClipDataset(load_corpus(list(c.data), data), data, c.stage)
 
     def _model(self, use_init: bool) -> Encoder:
-        """The encoder: seeded initialisation, then ``--init`` weights (a resumed run loads its own).
+        """The encoder: seeded initialisation, then ``--init`` weights (a checkpoint, or
+        ``colour-prior``: ``mast.training.prior``; a resumed run loads its own); batch norms in eval
+        mode when ``batchnorm == "frozen"``.
         channels_last: oneDNN (and cuDNN) convolve NHWC without reordering every activation; on CPU
         a training step is 15-35 % faster (BENCHMARKS.md, training throughput)."""
         torch.manual_seed(self.config.seed)
         model = Encoder()
-        if self.config.init and use_init:
+        if self.config.init == PRIOR_NAME and use_init:
+            model.load_state_dict(colour_prior_encoder().state_dict())
+        elif self.config.init and use_init:
             model.load_state_dict(load_encoder(self.config.init).state_dict())
-        return model.to(self.device, memory_format=torch.channels_last).train()
+        model = model.to(self.device, memory_format=torch.channels_last).train()
+        if self.config.batchnorm == "frozen":
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return model
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if not self.info.enabled:
@@ -270,13 +283,17 @@ class Trainer:
         barrier(self.info)
 
     def _validate(self, log: MetricsLog | None) -> None:
+        """Held-out reconstruction loss (all sequences of --val-davis) and J&F (the first few)."""
         if not self.val_sequences or log is None:
             return
         c = self.config
+        losses = holdout_losses(self.model, self.holdout, HOLDOUT)
         figures = validate_davis(c.val_davis, self.val_sequences, self.out / ENCODER, self.out / "val",
                                  c.val_size, c.device)
-        log.write({"step": self.step, **figures})
-        self.say(f"step {self.step}: J&F {100 * figures['val_jf']:.1f} on {', '.join(self.val_sequences)} "
+        log.write({"step": self.step, "val_loss": losses["loss"], "val_identity": losses["identity"],
+                   "val_zero": losses["zero"], **figures})
+        self.say(f"step {self.step}: held-out loss {losses['loss']:.4f} (identity {losses['identity']:.4f}); "
+                 f"J&F {100 * figures['val_jf']:.1f} on {', '.join(self.val_sequences)} "
                  f"at {c.val_size[0]}x{c.val_size[1]} ({figures['val_s']:.0f} s)")
 
 

@@ -158,7 +158,21 @@ def test_validation_logs_j_and_f(one_thread, texture_video, tmp_path):
     train(config, progress=False)
     val = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_jf" in r]
     assert len(val) == 1 and val[0]["step"] == 2 and 0.0 <= val[0]["val_jf"] <= 1.0
+    assert val[0]["val_loss"] > 0 and val[0]["val_zero"] > val[0]["val_identity"] > 0
     assert not (tmp_path / "run" / "val").exists()  # the tracked masks are scratch
+
+
+def test_frozen_batchnorm_keeps_the_prior_statistics_and_trains_the_rest(one_thread, texture_video, tmp_path):
+    from mast.core.checkpoint import load_encoder
+    from mast.training.prior import colour_prior_encoder
+
+    config = TrainConfig(data=(str(texture_video),), out=str(tmp_path / "run"), steps=2, size=32, batch_size=2,
+                         init="colour-prior", batchnorm="frozen", lr=1e-4)
+    train(config, progress=False)
+    prior, trained = colour_prior_encoder().state_dict(), load_encoder(tmp_path / "run" / "encoder.pt").state_dict()
+    stats = [k for k in prior if "running_" in k or "num_batches" in k]
+    assert stats and all(torch.equal(prior[k], trained[k]) for k in stats)
+    assert not torch.equal(prior["post_convolution.weight"], trained["post_convolution.weight"])
 
 
 def test_torchrun_two_processes(texture_video, tmp_path):

@@ -1,0 +1,182 @@
+"""The colour-kernel prior: encoder weights set analytically, no data and no labels.
+
+MAST learns keys whose dot products say "these two pixels have the same colour under the dropped
+channel". The zeroth-order solution of that objective can be written down: keys whose dot product
+is a Gaussian-like kernel between the Lab colours of two 3x3 patches,
+
+    <k(p), k(q)> = sum over the 9 taps t and Lab channels c of kappa_{t,c} cos(w_c (m_c(p+t) - m_c(q+t)))
+                 ~ const - |dLab_patch|^2 / (2 sigma^2),
+
+realised inside the official ResNet-18 layout so that every backend, export and checkpoint runs
+it unchanged:
+
+conv1 + BN + ReLU   64 ramps ``relu(m_c - t_k)`` of a local Lab mean ``m_c`` (each channel with its
+                    own jittered 7x7 Gaussian); the BN shift sets the knot ``t_k``.
+residual blocks     non-negative convs (a near-delta per channel plus a little mixing) and
+                    positive-affine norms, so no ReLU clips after conv1: each branch adds
+                    ``ALPHA`` x its input to the shortcut; 1x1 shortcuts copy channels k -> k mod C.
+post_convolution    read-out fitted by least squares on constant colours: each of its 3x3 taps
+                    writes 6 orthonormal output dims ``sqrt(kappa_c) [cos, sin](w_c m_c)`` of the
+                    colour it sees, read from all 256 channels (minimum-norm solution).
+
+The same construction makes the parity fixture's weights (``../shared/parity``); there it makes the
+published code track. Here it is the *starting point* of self-supervised training
+(``mast-train --init colour-prior``): tracking by colour patches alone scores J&F 54.7 on
+davis2016-val-dev at 240x427 (README), and training adds what colour cannot tell apart.
+Training from it keeps the batch norms in eval mode (``TrainConfig.batchnorm = "frozen"``): the
+construction relies on the running statistics it sets; batch statistics would undo it.
+
+Deterministic: float64 arithmetic from a fixed seed, then float32.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+
+from mast.core.encoder import Encoder
+
+PRIOR_NAME = "colour-prior"  # the value of ``--init`` that selects these weights
+
+SEED = 20260
+PATCH_SIGMA = (4.0, 8.0)  # kernel width (Lab units) at the centre tap and at the 8 other taps
+ALPHA = 0.2               # DC gain of each residual branch relative to its input
+BELL = 0.3                # width (pixels) of the branches' 3x3 filters
+MIX = 0.02                # DC gain of the channel mixing in each conv
+CONV1_SIGMA = 1.5         # width (pixels) of the conv1 colour filters
+BN_EPS = 1e-5             # BatchNorm2d eps
+# per Lab channel: (unit of the network input, knot range, number of ramps, frequency w_c);
+# the network input is ((L - 50) / 50, a / 127, b / 127)
+COLOURS = ((50.0, (-1.05, 0.95), 22, math.pi / 2.2),
+           (127.0, (-0.55, 0.62), 21, math.pi / 1.2),
+           (127.0, (-0.55, 0.62), 21, math.pi / 1.2))
+# residual blocks: (name, in channels, out channels, stride)
+BLOCKS = (("layer1.0", 64, 64, 1), ("layer1.1", 64, 64, 1), ("layer2.0", 64, 128, 2),
+          ("layer2.1", 128, 128, 1), ("layer3.0", 128, 256, 1), ("layer3.1", 256, 256, 1),
+          ("layer4.0", 256, 256, 1), ("layer4.1", 256, 256, 1))
+FIT_COLOURS = 4000        # constant colours the read-out is fitted on
+
+State = "OrderedDict[str, torch.Tensor]"
+
+
+def colour_prior_encoder(seed: int = SEED) -> Encoder:
+    """An ``Encoder`` (eval mode, float32) holding the colour-kernel prior weights."""
+    state, _ = colour_prior_state(seed)
+    model = Encoder()
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def colour_prior_state(seed: int = SEED) -> tuple[State, float]:
+    """The prior's state dict (float32, official key names) and the read-out's worst relative fit
+    error on constant colours (~2e-3)."""
+    g = torch.Generator().manual_seed(seed)
+    sd: OrderedDict[str, torch.Tensor] = OrderedDict()
+    _conv1(sd, g)
+    for block in BLOCKS:
+        _block(sd, g, *block)
+    err = _readout(sd, g)
+    return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in sd.items()), err
+
+
+def _uniform(g: torch.Generator, shape, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)
+
+
+def _bell(g: torch.Generator, n: int, k: int, width: float) -> torch.Tensor:
+    """``[n, k, k]`` jittered Gaussians of the given width (pixels), each summing to 1."""
+    r = torch.arange(k, dtype=torch.float64) - k // 2
+    f = torch.exp(-(r[:, None] ** 2 + r[None] ** 2) / (2 * width ** 2)) * _uniform(g, (n, k, k), 0.7, 1.3)
+    return f / f.sum((1, 2), keepdim=True)
+
+
+def _batchnorm(sd: State, prefix: str, gain: torch.Tensor, shift: torch.Tensor, g: torch.Generator) -> None:
+    """An eval-mode BatchNorm computing ``gain * z + shift``, with random-looking running statistics."""
+    var, mean = _uniform(g, gain.numel(), 0.5, 2.0), _uniform(g, gain.numel(), -0.5, 0.5)
+    sd[prefix + ".weight"] = gain * torch.sqrt(var + BN_EPS)
+    sd[prefix + ".bias"] = shift + gain * mean
+    sd[prefix + ".running_mean"] = mean
+    sd[prefix + ".running_var"] = var
+    sd[prefix + ".num_batches_tracked"] = torch.tensor(0)
+
+
+def _positive_conv(g: torch.Generator, k: int, src: torch.Tensor, cin: int) -> torch.Tensor:
+    """Non-negative ``[len(src), cin, k, k]`` conv: output o reads input ``src[o]`` through a jittered
+    bell (DC gain 1) plus a little of every input (DC gain ``MIX`` in all)."""
+    w = _uniform(g, (len(src), cin, k, k), 0.0, 2.0) * (MIX / (cin * k * k))
+    w[torch.arange(len(src)), src] += _bell(g, len(src), k, BELL)
+    return w
+
+
+def _conv1(sd: State, g: torch.Generator) -> None:
+    """conv1: channel k smooths Lab channel c; its norm subtracts the knot t_k (the ReLU makes a ramp)."""
+    chans = torch.cat([torch.full((n,), c) for c, (_, _, n, _) in enumerate(COLOURS)])
+    knots = torch.cat([torch.linspace(lo, hi, n, dtype=torch.float64) for _, (lo, hi), n, _ in COLOURS])
+    w = torch.zeros(64, 3, 7, 7, dtype=torch.float64)
+    w[torch.arange(64), chans] = _bell(g, 64, 7, CONV1_SIGMA)
+    sd["feature_extraction.conv1.0.weight"] = w
+    gain = _uniform(g, 64, 0.5, 2.0)
+    _batchnorm(sd, "feature_extraction.conv1.1", gain, -gain * knots, g)
+
+
+def _block(sd: State, g: torch.Generator, name: str, cin: int, cout: int, stride: int) -> None:
+    """A residual block whose output continues its input channels plus ``ALPHA`` x a blurred copy."""
+    p = f"feature_extraction.{name}."
+    src = torch.arange(cout) % cin                      # output o continues input src[o]
+    perm = torch.randperm(cout, generator=g)            # the branch's middle channels, shuffled
+    inv = torch.argsort(perm)
+    sd[p + "left.0.weight"] = _positive_conv(g, 3, src[perm], cin)
+    gain1 = _uniform(g, cout, 0.5, 2.0)
+    _batchnorm(sd, p + "left.1", gain1, _uniform(g, cout, 0.0, 0.1), g)
+    sd[p + "left.3.weight"] = _positive_conv(g, 3, inv, cout)
+    # branch DC gain ALPHA (jittered) x its input's; the shifts are >= 0, so no ReLU clips
+    _batchnorm(sd, p + "left.4", ALPHA * _uniform(g, cout, 0.7, 1.3) / gain1[inv], _uniform(g, cout, 0.0, 0.05), g)
+    if stride != 1 or cin != cout:
+        sd[p + "shortcut.0.weight"] = _positive_conv(g, 1, src, cin)
+        _batchnorm(sd, p + "shortcut.1", _uniform(g, cout, 0.7, 1.3), _uniform(g, cout, 0.0, 0.05), g)
+
+
+def _dc_features(sd: State, x: torch.Tensor) -> torch.Tensor:
+    """Backbone output (before post_convolution) on constant images of the colours ``x [N, 3]``: ``[N, 256]``."""
+    def conv(z, key):
+        return z @ sd[key].sum((2, 3)).T
+
+    def norm(z, p):
+        return (z - sd[p + ".running_mean"]) / torch.sqrt(sd[p + ".running_var"] + BN_EPS) * sd[p + ".weight"] + sd[p + ".bias"]
+
+    f = "feature_extraction."
+    z = torch.relu(norm(conv(x, f + "conv1.0.weight"), f + "conv1.1"))
+    for name, _, _, _ in BLOCKS:
+        p = f + name + "."
+        left = norm(conv(torch.relu(norm(conv(z, p + "left.0.weight"), p + "left.1")), p + "left.3.weight"), p + "left.4")
+        short = norm(conv(z, p + "shortcut.0.weight"), p + "shortcut.1") if p + "shortcut.0.weight" in sd else z
+        z = torch.relu(left + short)
+    return z
+
+
+def _embedding(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``[N, 6]`` colour embedding: ``e(x) . e(y) = sum_c kappa_c cos(w_c (x_c - y_c))``."""
+    out = []
+    for c, (unit, _, _, w) in enumerate(COLOURS):
+        k = unit / sigma / w
+        out += [k * torch.cos(w * x[:, c]), k * torch.sin(w * x[:, c])]
+    return torch.stack(out, 1)
+
+
+def _readout(sd: State, g: torch.Generator) -> float:
+    """post_convolution: each 3x3 tap reads its colour embedding (6 dims of its own) from all channels."""
+    x = torch.stack([_uniform(g, FIT_COLOURS, lo, hi) for _, (lo, hi), _, _ in COLOURS], 1)
+    a = torch.cat([_dc_features(sd, x), torch.ones(FIT_COLOURS, 1, dtype=torch.float64)], 1)
+    q, _ = torch.linalg.qr(torch.randn(64, 54, generator=g, dtype=torch.float64))
+    w, bias, err = torch.zeros(64, 256, 3, 3, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), 0.0
+    for t in range(9):
+        target = _embedding(x, PATCH_SIGMA[t != 4])
+        sol = torch.linalg.lstsq(a, target, driver="gelsd").solution      # min-norm: spread over channels
+        err = max(err, float((a @ sol - target).norm(dim=1).max() / target.norm(dim=1).max()))
+        qt = q[:, 6 * t:6 * (t + 1)]
+        w[:, :, t // 3, t % 3] = qt @ sol[:-1].T
+        bias += qt @ sol[-1]
+    sd["post_convolution.weight"] = w
+    sd["post_convolution.bias"] = bias
+    return err
