@@ -78,9 +78,10 @@ def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfi
     """Mean x20-Huber loss over ``pairs`` and both chroma channels of the encoder's reconstruction
     ("loss"), the identity predictor ("identity") and the zero predictor ("zero").
 
-    The encoder runs in eval mode (its mode is restored afterwards) on its own device.
+    The encoder runs in eval mode on its own device; each module's mode is restored afterwards (a
+    run with frozen batch norms keeps them in eval mode).
     """
-    was_training = encoder.training
+    modes = {module: module.training for module in encoder.modules()}
     encoder.eval()
     device = next(encoder.parameters()).device
     totals = {"loss": 0.0, "identity": 0.0, "zero": 0.0}
@@ -97,7 +98,8 @@ def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfi
                     totals[name] += n * float(huber_loss(guess, dropped[:, -1], objective.huber_scale))
                 count += n
     finally:
-        encoder.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     return {name: total / count for name, total in totals.items()}
 
 

@@ -40,11 +40,14 @@ def test_identity_and_zero_predictors_match_hand_computed_losses(one_thread):
     assert np.isfinite(figures["loss"])
 
 
-def test_holdout_leaves_the_encoder_mode_alone(one_thread):
+def test_holdout_leaves_each_module_mode_alone(one_thread):
+    """A run with frozen batch norms (train mode, norms in eval mode) keeps them frozen."""
     encoder = Encoder().train()
+    norm = encoder.feature_extraction.conv1[1]
+    norm.eval()
     pairs = torch.randint(0, 256, (2, 2, 3, 16, 16), dtype=torch.uint8)
     holdout_losses(encoder, pairs, HoldoutConfig(size=(16, 16), gap=1))
-    assert encoder.training
+    assert encoder.training and not norm.training
 
 
 def test_holdout_pairs_read_a_davis_root(shared_dir):
