@@ -30,9 +30,10 @@ Behaviour (also in ``--help``):
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import Enum
@@ -48,7 +49,18 @@ from rich.text import Text
 from mast.core.errors import InputError, MastError
 from mast.core.masks import read_mask
 from mast.runtime import factory
-from mast.runtime.sinks import MaskPngSink, Sink, VideoSink, WindowSignal, WindowSink, display_available
+from mast.runtime.boxmask import Box, boxes_to_mask, parse_box, segment_box
+from mast.runtime.objects import LossConfig, ObjectMonitor
+from mast.runtime.sinks import (
+    JsonLinesSink,
+    MaskPngSink,
+    Sink,
+    VideoSink,
+    WindowSignal,
+    WindowSink,
+    display_available,
+    frame_record,
+)
 from mast.runtime.sources import FrameSource, open_source
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"   # bundled clip, DAVIS layout (see demo/NOTICE.md)
@@ -115,6 +127,11 @@ def conform_mask(mask: np.ndarray, frame_hw: tuple[int, int]) -> tuple[np.ndarra
     return resized, f"the mask is {w}x{h} but the frame is {fw}x{fh}: resized it (nearest) to the frame"
 
 
+def to_stderr(line: str) -> None:
+    """Default ``warn``: one line on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def load_mask(path: Path) -> np.ndarray:
     """Object ids ``[H, W]`` uint8 from a palette or 0/255 PNG; InputError when it shows no object."""
     mask = read_mask(path)
@@ -153,9 +170,11 @@ class Interrupt:
 # -- configuration and result ----------------------------------------------------------------------
 @dataclass
 class RunConfig:
-    """What ``mast-run`` does (one field per option; see the module docstring)."""
+    """What ``mast-run`` does (one field per option; see the module docstring). Exactly one of
+    ``mask`` and ``boxes`` gives the objects."""
 
-    mask: Path
+    mask: Path | None = None
+    boxes: list[Box] = field(default_factory=list)   # --box: the first mask made by mast-mask's code
     camera: int | None = None
     video: Path | None = None
     frames: Path | None = None
@@ -168,6 +187,8 @@ class RunConfig:
     size: tuple[int, int] | None = None      # working size (H, W) in pixels; None = the frame's size
     save_masks: Path | None = None
     save_video: Path | None = None
+    save_json: Path | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
     display: bool = True                      # False: --no-display
     max_frames: int | None = None             # frames processed at most (the mask frame included)
     simulate_live: bool = False               # a video file played like a camera (drops stale frames)
@@ -185,6 +206,7 @@ class RunSummary:
     interrupted: bool = False      # Ctrl-C
     quit: bool = False             # the window's q/Esc
     stopped: str | None = None     # why the source failed mid-stream (stalled camera, bad frame)
+    lost: int = 0                  # object losses reported (an object lost twice counts twice)
     outputs: list[tuple[str, Path, int]] = field(default_factory=list)  # (kind, path, items written)
 
     @property
@@ -199,24 +221,100 @@ class RunSummary:
 
 
 # -- the streaming loop ----------------------------------------------------------------------------
-def track_stream(tracker: Any, source: FrameSource, mask: np.ndarray, sinks: list[Sink], *,
-                 mask_frame: int = 0, max_frames: int | None = None, interrupt: Interrupt | None = None,
-                 say: Callable[[str], None] = print) -> RunSummary:
-    """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``mask`` (ids), step it through
-    the following frames, and hand every frame and its ids to every sink. Returns the summary;
-    Ctrl-C, a window quit and a source failing after the first frame (a stalled camera, an
-    unreadable frame) end the loop without raising. A failure before any frame raises."""
+FirstMask = Callable[[np.ndarray], np.ndarray]
+"""Makes the first mask: the first frame ``uint8 [H, W, 3]`` -> object ids ``uint8 [h, w]``."""
+
+
+def first_mask(mask: np.ndarray | None = None, boxes: Sequence[Box] = (),
+               say: Callable[[str], None] = print) -> FirstMask:
+    """The first mask: ``mask`` (ids) as given, or the objects of ``boxes`` segmented in the first
+    frame (:func:`mast.runtime.boxmask.boxes_to_mask`, ids 1..n in box order)."""
+    if mask is not None:
+        return lambda frame: mask
+
+    def from_boxes(frame: np.ndarray) -> np.ndarray:
+        ids, warnings = boxes_to_mask(frame, boxes)
+        for warning in warnings:
+            say(f"warning: {warning}")
+        return ids
+
+    return from_boxes
+
+
+def stream_masks(tracker: Any, source: FrameSource, make_mask: FirstMask, monitor: ObjectMonitor, *,
+                 mask_frame: int = 0, say: Callable[[str], None] = print,
+                 warn: Callable[[str], None] = to_stderr) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)``, then step it:
+    yields ``(index, frame [H, W, 3], ids [H, W])`` per frame. ``monitor`` follows the objects; a loss
+    is reported once through ``warn``; with ``monitor.config.reanchor`` a lost object is re-segmented
+    on the next frame in its last good box (:func:`reanchor_lost`)."""
+    started, lost = False, []
+    for index, frame in source:
+        if index < mask_frame:
+            continue
+        if not started:
+            ids, started = _start(tracker, frame, make_mask(frame), say), True
+            monitor.anchor(ids)
+        elif lost and monitor.config.reanchor:
+            ids = reanchor_lost(tracker, frame, lost, monitor, say)
+        else:
+            ids = tracker.step(frame)
+        lost = monitor.update(ids)
+        for k in lost:
+            warn(monitor.describe_loss(k, index))
+        yield index, frame, ids
+
+
+def reanchor_lost(tracker: Any, frame: np.ndarray, lost: Sequence[int], monitor: ObjectMonitor,
+                  say: Callable[[str], None] = print) -> np.ndarray:
+    """``--reanchor-on-loss``: segment each ``lost`` object in ``frame`` inside its last good box
+    (the box of its mask on the last frame where it was at or above the loss threshold), paint those
+    masks over the tracker's prediction of ``frame`` (``Tracker.anchor(merge=True)``: the frame becomes
+    the long-term anchor of every object) and take their new areas as anchored. Returns the ids ``[H, W]``."""
+    fresh = np.zeros(frame.shape[:2], np.uint8)
+    for k in lost:
+        box = monitor.objects[k].good_box
+        result = segment_box(frame, box)
+        fresh[result.mask] = k
+        say(f"re-anchored object {k} in its last good box {','.join(map(str, box))}"
+            + (f" ({result.warning})" if result.warning else ""))
+    monitor.anchor(fresh)
+    return tracker.anchor(frame, fresh, merge=True)
+
+
+def iter_records(tracker: Any, source: FrameSource, *, mask: np.ndarray | None = None,
+                 boxes: Sequence[Box] = (), mask_frame: int = 0, loss: LossConfig = LossConfig(),
+                 say: Callable[[str], None] = print,
+                 warn: Callable[[str], None] = to_stderr) -> Iterator[dict[str, Any]]:
+    """Python API: the records of ``--save-json`` (:func:`mast.runtime.sinks.frame_record`), one per
+    frame of ``source`` from ``mask_frame`` on, for the objects of ``mask`` (ids ``[H, W]``) or of
+    ``boxes`` in the first frame. ``time`` is wall-clock seconds since the first record."""
+    if (mask is None) == (not boxes):
+        raise InputError("give the objects as a mask or as boxes (exactly one of them)")
+    monitor, t0 = ObjectMonitor(loss), None
+    for index, _, ids in stream_masks(tracker, source, first_mask(mask, boxes, say), monitor,
+                                      mask_frame=mask_frame, say=say, warn=warn):
+        now = time.perf_counter()
+        t0 = now if t0 is None else t0
+        yield frame_record(index, now - t0, ids, monitor)
+
+
+def track_stream(tracker: Any, source: FrameSource, make_mask: FirstMask, sinks: list[Sink], *,
+                 monitor: ObjectMonitor | None = None, mask_frame: int = 0, max_frames: int | None = None,
+                 interrupt: Interrupt | None = None, say: Callable[[str], None] = print,
+                 warn: Callable[[str], None] = to_stderr) -> RunSummary:
+    """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)`` (ids), step
+    it through the following frames (:func:`stream_masks`), and hand every frame and its ids to every
+    sink. Returns the summary; Ctrl-C, a window quit and a source failing after the first frame (a
+    stalled camera, an unreadable frame) end the loop without raising. A failure before any frame raises."""
     summary, t0, last_report = RunSummary(), 0.0, time.perf_counter()
+    monitor = monitor or ObjectMonitor()
     try:
-        for index, frame in source:
-            if index < mask_frame:
-                continue
+        t0 = time.perf_counter()  # from the first frame read (mask_frame 0) on
+        for index, frame, ids in stream_masks(tracker, source, make_mask, monitor, mask_frame=mask_frame,
+                                              say=say, warn=warn):
             if summary.frames == 0:
-                t0 = time.perf_counter()
-                ids = _start(tracker, frame, mask, say)
                 summary.first_index = index
-            else:
-                ids = tracker.step(frame)
             summary.frames, summary.last_index = summary.frames + 1, index
             summary.quit = _emit(sinks, index, frame, ids)
             if summary.quit or (interrupt is not None and interrupt.requested):
@@ -236,6 +334,7 @@ def track_stream(tracker: Any, source: FrameSource, mask: np.ndarray, sinks: lis
     summary.interrupted |= bool(interrupt is not None and interrupt.requested)
     summary.seconds = time.perf_counter() - t0 if summary.frames else 0.0
     summary.dropped = source.dropped
+    summary.lost = sum(obj.losses for obj in monitor.objects.values())
     return summary
 
 
@@ -268,9 +367,13 @@ def open_input(cfg: RunConfig) -> FrameSource:
     return source
 
 
-def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Callable[[str], None]) -> list[Sink]:
-    """The outputs of ``cfg`` (opened now so an unwritable path fails before any frame), closed by ``stack``."""
+def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Callable[[str], None],
+               monitor: ObjectMonitor) -> list[Sink]:
+    """The outputs of ``cfg`` (opened now so an unwritable path fails before any frame), closed by
+    ``stack``; ``monitor`` gives the JSON lines their objects."""
     sinks: list[Sink] = []
+    if cfg.save_json is not None:
+        sinks.append(stack.enter_context(JsonLinesSink(cfg.save_json, monitor)))
     if cfg.save_masks is not None:
         sinks.append(stack.enter_context(MaskPngSink(cfg.save_masks, name_of=source.frame_name)))
     if cfg.save_video is not None:
@@ -280,7 +383,7 @@ def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Calla
     elif cfg.display:
         say("no display available: running headless")
     if not sinks:
-        say("note: no window and no --save-masks/--save-video: nothing is saved, only the summary is printed")
+        say("note: no window and no --save-masks/--save-video/--save-json: nothing is saved, only the summary is printed")
     return sinks
 
 
@@ -302,21 +405,25 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> Any:
 
 
 def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource | None = None,
-        tracker: Any = None) -> RunSummary:
-    """Run ``cfg`` end to end (``source``/``tracker`` may be given ready, e.g. by tests).
+        tracker: Any = None, warn: Callable[[str], None] = to_stderr) -> RunSummary:
+    """Run ``cfg`` end to end (``source``/``tracker`` may be given ready, e.g. by tests); ``warn``
+    takes the object-loss lines (stderr by default).
 
     Raises MastError for bad input before any frame is processed; returns the summary otherwise.
     """
-    mask = load_mask(cfg.mask)
+    if (cfg.mask is None) == (not cfg.boxes):
+        raise InputError("give the objects with --mask PNG or with --box X0,Y0,X1,Y1 (repeatable), not both")
+    make_mask = first_mask(load_mask(cfg.mask) if cfg.mask is not None else None, cfg.boxes, say)
+    monitor = ObjectMonitor(cfg.loss)
     with ExitStack() as stack:
         source = stack.enter_context(source or open_input(cfg))
         tracker = tracker or build_tracker(cfg, say)
-        sinks = open_sinks(cfg, source, stack, say)
+        sinks = open_sinks(cfg, source, stack, say, monitor)
         say(f"tracking {source.name} from frame {cfg.mask_frame}"
             + (" (live: stale frames are dropped)" if source.is_live else ""))
         with Interrupt() as interrupt:
-            summary = track_stream(tracker, source, mask, sinks, mask_frame=cfg.mask_frame,
-                                   max_frames=cfg.max_frames, interrupt=interrupt, say=say)
+            summary = track_stream(tracker, source, make_mask, sinks, monitor=monitor, mask_frame=cfg.mask_frame,
+                                   max_frames=cfg.max_frames, interrupt=interrupt, say=say, warn=warn)
             stack.close()  # flush the outputs while Ctrl-C is still handled gracefully
     if summary.frames == 0 and not (summary.interrupted or summary.stopped):
         raise InputError(f"{source.name} has no frame {cfg.mask_frame} (--mask-frame is past its end): "
@@ -332,6 +439,8 @@ def _outputs(sinks: list[Sink]) -> list[tuple[str, Path, int]]:
             out.append(("masks", sink.directory.resolve(), sink.written))
         elif isinstance(sink, VideoSink):
             out.append(("video", sink.path.resolve(), sink.written))
+        elif isinstance(sink, JsonLinesSink):
+            out.append(("json", sink.path.resolve(), sink.written))
     return out
 
 
@@ -345,8 +454,11 @@ def summary_lines(summary: RunSummary) -> list[str]:
         lines.append("quit from the window")
     if summary.stopped:
         lines.append(f"stopped early: {summary.stopped}")
+    if summary.lost:
+        lines.append(f"{summary.lost} object loss(es) reported")
     for kind, path, count in summary.outputs:
         unit = "mask PNG(s)" if kind == "masks" else "frame(s)"
+        unit = "line(s)" if kind == "json" else unit
         lines.append(f"{kind}: {path} ({count} {unit})")
     return lines
 
@@ -358,8 +470,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
 
 def _demo_config(cfg: RunConfig, say: Callable[[str], None]) -> RunConfig:
     """``--demo``: the bundled clip, outputs in ./mast-demo unless given, lab keys until weights ship."""
-    if any(v is not None for v in (cfg.camera, cfg.video, cfg.frames)) or cfg.mask != DEMO_MASK:
+    if any(v is not None for v in (cfg.camera, cfg.video, cfg.frames, cfg.mask)):
         raise InputError("--demo tracks the bundled clip: drop --camera/--video/--frames/--mask")
+    cfg.mask = None if cfg.boxes else DEMO_MASK
     cfg.frames = DEMO_FRAMES
     cfg.save_video = cfg.save_video or DEMO_OUT / "overlay.mp4"
     cfg.save_masks = cfg.save_masks or DEMO_OUT / "masks"
@@ -376,6 +489,7 @@ def cli(
     video: Optional[Path] = typer.Option(None, "--video", help="Video file."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of frames (.jpg/.png, natural order)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Mask PNG: palette (ids) or 0/255 (one object)."),
+    box: Optional[list[str]] = typer.Option(None, "--box", help="X0,Y0,X1,Y1 (pixels, X1/Y1 exclusive) instead of --mask: the first frame's mask is made by mast-mask's code, ids 1..n in box order; repeatable."),
     mask_frame: int = typer.Option(0, "--mask-frame", min=0, help="File sources: the mask is frame K's (0-based); earlier frames are skipped."),
     backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="auto: tensorrt > onnxruntime CUDA > torch CUDA > onnxruntime CPU (export folder) > torch CPU."),
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
@@ -385,6 +499,10 @@ def cli(
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
     save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
     save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),
+    save_json: Optional[Path] = typer.Option(None, "--save-json", help="Write one JSON line per frame here (ids, bbox, area, COCO RLE; see README)."),
+    lost_fraction: float = typer.Option(LossConfig.fraction, "--lost-fraction", min=0.0, max=1.0, help="An object is lost when its area stays under this fraction of its anchored area ..."),
+    lost_frames: int = typer.Option(LossConfig.frames, "--lost-frames", min=1, help="... for this many consecutive frames (reported once per loss on stderr)."),
+    reanchor_on_loss: bool = typer.Option(False, "--reanchor-on-loss", help="Re-segment a lost object on the next frame inside its last good box (GrabCut) and re-anchor the tracker with it."),
     no_display: bool = typer.Option(False, "--no-display", help="Headless even if a display exists."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames (the mask frame included)."),
     simulate_live: bool = typer.Option(False, "--simulate-live", help="Play --video like a camera at its fps: the newest frame is tracked, stale ones dropped."),
@@ -400,17 +518,20 @@ def cli(
     """  # noqa: E501 - typer keeps docstring line breaks: one line per paragraph
     console, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
     say = console.print
-    cfg = RunConfig(mask=mask or DEMO_MASK, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
+    cfg = RunConfig(mask=mask, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
                     backend=backend.value, device=device.value if device else None, model=model,
                     keys=keys.value, precision=precision.value, save_masks=save_masks, save_video=save_video,
-                    display=not no_display, max_frames=max_frames, simulate_live=simulate_live)
+                    save_json=save_json, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
+                    loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss))
     try:
         cfg.size = parse_size(size)
+        cfg.boxes = [parse_box(b) for b in box or []]
         if demo:
             cfg = _demo_config(cfg, say)
-        elif mask is None:
-            raise InputError("--mask PNG is required (the objects to track, for the first frame or --mask-frame K)")
-        summary = run(cfg, say)
+        elif mask is None and not cfg.boxes:
+            raise InputError("--mask PNG or --box X0,Y0,X1,Y1 is required (the objects to track, in the first "
+                             "frame or --mask-frame K)")
+        summary = run(cfg, say, warn=lambda line: err.print(f"warning: {line}"))
     except MastError as exc:
         err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
         raise typer.Exit(code=EXIT_INPUT) from None

@@ -10,17 +10,21 @@ No cv2 GUI function is ever called unless :func:`display_available` says a displ
 from __future__ import annotations
 
 import enum
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+from pycocotools import mask as coco_mask
 
 from mast.core.errors import InputError, MastError
 from mast.core.masks import colour_overlay, write_mask
+from mast.runtime.objects import ObjectMonitor
 
 DEFAULT_FPS = 30.0
 
@@ -135,6 +139,70 @@ class MaskPngSink(Sink):
         """Write ``ids`` ``[H, W]`` uint8 as a palette PNG; ``bgr`` is not used (may be None)."""
         write_mask(self.path_for(index), ids)
         self.written += 1
+
+
+def object_record(ids: np.ndarray, k: int, present: bool) -> dict[str, Any]:
+    """JSON-ready record of object ``k`` in ``ids`` ``uint8 [H, W]``: ``id``, ``bbox`` ``[x, y, w, h]``
+    (pixels, ``pycocotools.mask.toBbox``), ``area`` (pixels), ``rle`` (COCO compressed RLE, ``counts``
+    as str), ``present``."""
+    rle = coco_mask.encode(np.asfortranarray(ids == k, dtype=np.uint8))
+    bbox = coco_mask.toBbox(rle)
+    return {"id": int(k), "bbox": [float(v) for v in bbox], "area": int(coco_mask.area(rle)),
+            "rle": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "present": bool(present)}
+
+
+def frame_record(frame: int, seconds: float, ids: np.ndarray, monitor: ObjectMonitor) -> dict[str, Any]:
+    """One line of ``--save-json``: ``{"frame", "time", "objects": [...]}`` for the frame of source index
+    ``frame``, ``seconds`` after the first record, with ``ids`` ``uint8 [H, W]``; every object the
+    ``monitor`` knows is listed (by id), absent or lost ones with ``"present": false``."""
+    return {"frame": int(frame), "time": round(float(seconds), 6),
+            "objects": [object_record(ids, k, monitor.present(k)) for k in sorted(monitor.objects)]}
+
+
+class JsonLinesSink(Sink):
+    """``--save-json``: one :func:`frame_record` per frame, one JSON object per line (JSON Lines).
+
+    The file is created (parents too) at open: InputError before any frame when it cannot be. Each
+    line is written whole and flushed at once; ``close()`` cuts anything after the last complete line
+    (a write broken by a second Ctrl-C), so the file always ends on a complete line. ``time`` is
+    wall-clock seconds since the first line. ``monitor`` supplies the object ids and their presence.
+    """
+
+    def __init__(self, path: str | Path, monitor: ObjectMonitor) -> None:
+        self.path = Path(path)
+        self.monitor = monitor
+        self.written = 0
+        self._t0: float | None = None
+        self._complete = 0   # bytes up to the end of the last complete line
+        if self.path.is_dir():
+            raise InputError(f"JSON output {self.path} is a folder (expected a file path such as "
+                             "out.jsonl): add a file name")
+        _make_dir(self.path.parent, "JSON output folder")
+        try:
+            self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise InputError(f"cannot write JSON lines to {self.path}: {exc.strerror or exc}: "
+                             "choose another output path") from exc
+
+    def write(self, index: int, bgr: np.ndarray | None, ids: np.ndarray) -> None:
+        """Append the record of frame ``index`` with ``ids`` ``[H, W]``; ``bgr`` is not used (may be None)."""
+        now = time.perf_counter()
+        self._t0 = now if self._t0 is None else self._t0
+        line = (json.dumps(frame_record(index, now - self._t0, ids, self.monitor)) + "\n").encode("utf-8")
+        view = memoryview(line)
+        while view:                       # a raw file may take part of a write
+            view = view[self._file.write(view):]
+        self._complete += len(line)
+        self.written += 1
+
+    def close(self) -> None:
+        """Cut a partial last line (if any) and close the file; safe to call twice."""
+        if self._file.closed:
+            return
+        if self._file.seek(0, os.SEEK_END) != self._complete:
+            self._file.truncate(self._complete)
+        self._file.close()
 
 
 class VideoSink(Sink):
