@@ -26,12 +26,14 @@ davis2016-val-dev at 240x427 (README), and training adds what colour cannot tell
 Training from it keeps the batch norms in eval mode (``TrainConfig.batchnorm = "frozen"``): the
 construction relies on the running statistics it sets; batch statistics would undo it.
 
-Deterministic: float64 arithmetic from a fixed seed, then float32.
+Deterministic: float64 arithmetic from a fixed seed, then float32. ``PriorConfig`` holds the
+construction's free parameters (the defaults are the parity fixture's).
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 
@@ -39,12 +41,6 @@ from mast.core.encoder import Encoder
 
 PRIOR_NAME = "colour-prior"  # the value of ``--init`` that selects these weights
 
-SEED = 20260
-PATCH_SIGMA = (4.0, 8.0)  # kernel width (Lab units) at the centre tap and at the 8 other taps
-ALPHA = 0.2               # DC gain of each residual branch relative to its input
-BELL = 0.3                # width (pixels) of the branches' 3x3 filters
-MIX = 0.02                # DC gain of the channel mixing in each conv
-CONV1_SIGMA = 1.5         # width (pixels) of the conv1 colour filters
 BN_EPS = 1e-5             # BatchNorm2d eps
 # per Lab channel: (unit of the network input, knot range, number of ramps, frequency w_c);
 # the network input is ((L - 50) / 50, a / 127, b / 127)
@@ -60,23 +56,44 @@ FIT_COLOURS = 4000        # constant colours the read-out is fitted on
 State = "OrderedDict[str, torch.Tensor]"
 
 
-def colour_prior_encoder(seed: int = SEED) -> Encoder:
+@dataclass(frozen=True)
+class PriorConfig:
+    """The free parameters of the construction (defaults: the parity fixture's weights).
+
+    patch_sigma: kernel width (Lab units) at the centre tap and at the 8 other taps; smaller is a
+                 sharper colour match (a lower softmax temperature).
+    conv1_sigma: width (input pixels) of conv1's Gaussian colour filters.
+    bell:        width (pixels) of the residual branches' 3x3 filters.
+    alpha:       DC gain of each residual branch relative to its input.
+    mix:         DC gain of the channel mixing in each conv.
+    seed:        the jitter of filters, gains and statistics.
+    """
+
+    patch_sigma: tuple[float, float] = (4.0, 8.0)
+    conv1_sigma: float = 1.5
+    bell: float = 0.3
+    alpha: float = 0.2
+    mix: float = 0.02
+    seed: int = 20260
+
+
+def colour_prior_encoder(config: PriorConfig = PriorConfig()) -> Encoder:
     """An ``Encoder`` (eval mode, float32) holding the colour-kernel prior weights."""
-    state, _ = colour_prior_state(seed)
+    state, _ = colour_prior_state(config)
     model = Encoder()
     model.load_state_dict(state, strict=True)
     return model.eval()
 
 
-def colour_prior_state(seed: int = SEED) -> tuple[State, float]:
+def colour_prior_state(config: PriorConfig = PriorConfig()) -> tuple[State, float]:
     """The prior's state dict (float32, official key names) and the read-out's worst relative fit
     error on constant colours (~2e-3)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(config.seed)
     sd: OrderedDict[str, torch.Tensor] = OrderedDict()
-    _conv1(sd, g)
+    _conv1(sd, g, config)
     for block in BLOCKS:
-        _block(sd, g, *block)
-    err = _readout(sd, g)
+        _block(sd, g, config, *block)
+    err = _readout(sd, g, config)
     return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in sd.items()), err
 
 
@@ -101,39 +118,39 @@ def _batchnorm(sd: State, prefix: str, gain: torch.Tensor, shift: torch.Tensor, 
     sd[prefix + ".num_batches_tracked"] = torch.tensor(0)
 
 
-def _positive_conv(g: torch.Generator, k: int, src: torch.Tensor, cin: int) -> torch.Tensor:
+def _positive_conv(g: torch.Generator, k: int, src: torch.Tensor, cin: int, config: PriorConfig) -> torch.Tensor:
     """Non-negative ``[len(src), cin, k, k]`` conv: output o reads input ``src[o]`` through a jittered
-    bell (DC gain 1) plus a little of every input (DC gain ``MIX`` in all)."""
-    w = _uniform(g, (len(src), cin, k, k), 0.0, 2.0) * (MIX / (cin * k * k))
-    w[torch.arange(len(src)), src] += _bell(g, len(src), k, BELL)
+    bell (DC gain 1) plus a little of every input (DC gain ``mix`` in all)."""
+    w = _uniform(g, (len(src), cin, k, k), 0.0, 2.0) * (config.mix / (cin * k * k))
+    w[torch.arange(len(src)), src] += _bell(g, len(src), k, config.bell)
     return w
 
 
-def _conv1(sd: State, g: torch.Generator) -> None:
+def _conv1(sd: State, g: torch.Generator, config: PriorConfig) -> None:
     """conv1: channel k smooths Lab channel c; its norm subtracts the knot t_k (the ReLU makes a ramp)."""
     chans = torch.cat([torch.full((n,), c) for c, (_, _, n, _) in enumerate(COLOURS)])
     knots = torch.cat([torch.linspace(lo, hi, n, dtype=torch.float64) for _, (lo, hi), n, _ in COLOURS])
     w = torch.zeros(64, 3, 7, 7, dtype=torch.float64)
-    w[torch.arange(64), chans] = _bell(g, 64, 7, CONV1_SIGMA)
+    w[torch.arange(64), chans] = _bell(g, 64, 7, config.conv1_sigma)
     sd["feature_extraction.conv1.0.weight"] = w
     gain = _uniform(g, 64, 0.5, 2.0)
     _batchnorm(sd, "feature_extraction.conv1.1", gain, -gain * knots, g)
 
 
-def _block(sd: State, g: torch.Generator, name: str, cin: int, cout: int, stride: int) -> None:
-    """A residual block whose output continues its input channels plus ``ALPHA`` x a blurred copy."""
+def _block(sd: State, g: torch.Generator, config: PriorConfig, name: str, cin: int, cout: int, stride: int) -> None:
+    """A residual block whose output continues its input channels plus ``alpha`` x a blurred copy."""
     p = f"feature_extraction.{name}."
     src = torch.arange(cout) % cin                      # output o continues input src[o]
     perm = torch.randperm(cout, generator=g)            # the branch's middle channels, shuffled
     inv = torch.argsort(perm)
-    sd[p + "left.0.weight"] = _positive_conv(g, 3, src[perm], cin)
+    sd[p + "left.0.weight"] = _positive_conv(g, 3, src[perm], cin, config)
     gain1 = _uniform(g, cout, 0.5, 2.0)
     _batchnorm(sd, p + "left.1", gain1, _uniform(g, cout, 0.0, 0.1), g)
-    sd[p + "left.3.weight"] = _positive_conv(g, 3, inv, cout)
-    # branch DC gain ALPHA (jittered) x its input's; the shifts are >= 0, so no ReLU clips
-    _batchnorm(sd, p + "left.4", ALPHA * _uniform(g, cout, 0.7, 1.3) / gain1[inv], _uniform(g, cout, 0.0, 0.05), g)
+    sd[p + "left.3.weight"] = _positive_conv(g, 3, inv, cout, config)
+    # branch DC gain alpha (jittered) x its input's; the shifts are >= 0, so no ReLU clips
+    _batchnorm(sd, p + "left.4", config.alpha * _uniform(g, cout, 0.7, 1.3) / gain1[inv], _uniform(g, cout, 0.0, 0.05), g)
     if stride != 1 or cin != cout:
-        sd[p + "shortcut.0.weight"] = _positive_conv(g, 1, src, cin)
+        sd[p + "shortcut.0.weight"] = _positive_conv(g, 1, src, cin, config)
         _batchnorm(sd, p + "shortcut.1", _uniform(g, cout, 0.7, 1.3), _uniform(g, cout, 0.0, 0.05), g)
 
 
@@ -164,14 +181,14 @@ def _embedding(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def _readout(sd: State, g: torch.Generator) -> float:
+def _readout(sd: State, g: torch.Generator, config: PriorConfig) -> float:
     """post_convolution: each 3x3 tap reads its colour embedding (6 dims of its own) from all channels."""
     x = torch.stack([_uniform(g, FIT_COLOURS, lo, hi) for _, (lo, hi), _, _ in COLOURS], 1)
     a = torch.cat([_dc_features(sd, x), torch.ones(FIT_COLOURS, 1, dtype=torch.float64)], 1)
     q, _ = torch.linalg.qr(torch.randn(64, 54, generator=g, dtype=torch.float64))
     w, bias, err = torch.zeros(64, 256, 3, 3, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), 0.0
     for t in range(9):
-        target = _embedding(x, PATCH_SIGMA[t != 4])
+        target = _embedding(x, config.patch_sigma[t != 4])
         sol = torch.linalg.lstsq(a, target, driver="gelsd").solution      # min-norm: spread over channels
         err = max(err, float((a @ sol - target).norm(dim=1).max() / target.norm(dim=1).max()))
         qt = q[:, 6 * t:6 * (t + 1)]
