@@ -44,11 +44,7 @@ class GrabCutConfig:
     context: float = 0.5            # crop margin per side, fraction of the box's width/height; < 0: whole image
     clean: bool = True              # keep the central component(s), fill holes
     click_radius: float = 0.01      # radius of a click's disc, fraction of the box's diagonal (at least 2 px)
-
-    @classmethod
-    def plain(cls) -> "GrabCutConfig":
-        """Plain GrabCut: whole image, 5 iterations, no clean-up (the baseline of the benchmark)."""
-        return cls(iterations=5, context=-1.0, clean=False)
+    seed: int = 0                   # OpenCV RNG seed of GrabCut's k-means start (the same box, the same mask)
 
 
 @dataclass
@@ -120,10 +116,10 @@ def _seed(shape: tuple[int, int], box: Box, clicks: Sequence[Click], radius: int
     return seed
 
 
-def _grabcut(image: np.ndarray, seed: np.ndarray, iterations: int) -> np.ndarray:
+def _grabcut(image: np.ndarray, seed: np.ndarray, iterations: int, rng_seed: int) -> np.ndarray:
     """Run GrabCut from ``seed`` labels on ``image`` ``uint8 [h, w, 3]``; the labels after it.
-    OpenCV's RNG (GrabCut's k-means start) is reseeded first, so a box gives the same mask every time."""
-    cv2.setRNGSeed(0)
+    OpenCV's RNG (GrabCut's k-means start) is seeded with ``rng_seed`` first: deterministic results."""
+    cv2.setRNGSeed(rng_seed)
     labels = seed.copy()
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.grabCut(image, labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
@@ -172,7 +168,7 @@ def segment_box(bgr: np.ndarray, box: Box, clicks: Sequence[Click] = (),
     crop = np.ascontiguousarray(bgr[cy0:cy1, cx0:cx1])
     seed = _seed(crop.shape[:2], local, local_clicks, radius)
     try:
-        labels = _grabcut(crop, seed, config.iterations)
+        labels = _grabcut(crop, seed, config.iterations, config.seed)
     except cv2.error:
         labels = None
     inside = np.zeros(seed.shape, bool)

@@ -51,6 +51,7 @@ from mast.core.masks import read_mask
 from mast.runtime import factory
 from mast.runtime.boxmask import Box, boxes_to_mask, parse_box, segment_box
 from mast.runtime.objects import LossConfig, ObjectMonitor
+from mast.runtime.selection import require_display, select_mask
 from mast.runtime.sinks import (
     JsonLinesSink,
     MaskPngSink,
@@ -175,6 +176,7 @@ class RunConfig:
 
     mask: Path | None = None
     boxes: list[Box] = field(default_factory=list)   # --box: the first mask made by mast-mask's code
+    select: bool = False                              # --select: boxes drawn on the frozen first frame
     camera: int | None = None
     video: Path | None = None
     frames: Path | None = None
@@ -411,9 +413,14 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource 
 
     Raises MastError for bad input before any frame is processed; returns the summary otherwise.
     """
-    if (cfg.mask is None) == (not cfg.boxes):
-        raise InputError("give the objects with --mask PNG or with --box X0,Y0,X1,Y1 (repeatable), not both")
-    make_mask = first_mask(load_mask(cfg.mask) if cfg.mask is not None else None, cfg.boxes, say)
+    if sum((cfg.mask is not None, bool(cfg.boxes), cfg.select)) != 1:
+        raise InputError("give the objects with one of --mask PNG, --box X0,Y0,X1,Y1 (repeatable) or --select, "
+                         "not several")
+    if cfg.select:
+        require_display(window_allowed=cfg.display)
+        make_mask: FirstMask = select_mask
+    else:
+        make_mask = first_mask(load_mask(cfg.mask) if cfg.mask is not None else None, cfg.boxes, say)
     monitor = ObjectMonitor(cfg.loss)
     with ExitStack() as stack:
         source = stack.enter_context(source or open_input(cfg))
@@ -472,7 +479,7 @@ def _demo_config(cfg: RunConfig, say: Callable[[str], None]) -> RunConfig:
     """``--demo``: the bundled clip, outputs in ./mast-demo unless given, lab keys until weights ship."""
     if any(v is not None for v in (cfg.camera, cfg.video, cfg.frames, cfg.mask)):
         raise InputError("--demo tracks the bundled clip: drop --camera/--video/--frames/--mask")
-    cfg.mask = None if cfg.boxes else DEMO_MASK
+    cfg.mask = None if cfg.boxes or cfg.select else DEMO_MASK
     cfg.frames = DEMO_FRAMES
     cfg.save_video = cfg.save_video or DEMO_OUT / "overlay.mp4"
     cfg.save_masks = cfg.save_masks or DEMO_OUT / "masks"
@@ -489,6 +496,7 @@ def cli(
     video: Optional[Path] = typer.Option(None, "--video", help="Video file."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of frames (.jpg/.png, natural order)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Mask PNG: palette (ids) or 0/255 (one object)."),
+    select: bool = typer.Option(False, "--select", help="Draw boxes (and clicks) on the frozen first frame in a window, confirm the mask, then track (the default for --camera without --mask/--box); needs a display."),
     box: Optional[list[str]] = typer.Option(None, "--box", help="X0,Y0,X1,Y1 (pixels, X1/Y1 exclusive) instead of --mask: the first frame's mask is made by mast-mask's code, ids 1..n in box order; repeatable."),
     mask_frame: int = typer.Option(0, "--mask-frame", min=0, help="File sources: the mask is frame K's (0-based); earlier frames are skipped."),
     backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="auto: tensorrt > onnxruntime CUDA > torch CUDA > onnxruntime CPU (export folder) > torch CPU."),
@@ -521,16 +529,18 @@ def cli(
     cfg = RunConfig(mask=mask, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
                     backend=backend.value, device=device.value if device else None, model=model,
                     keys=keys.value, precision=precision.value, save_masks=save_masks, save_video=save_video,
-                    save_json=save_json, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
+                    save_json=save_json, select=select, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
                     loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss))
     try:
         cfg.size = parse_size(size)
         cfg.boxes = [parse_box(b) for b in box or []]
         if demo:
             cfg = _demo_config(cfg, say)
-        elif mask is None and not cfg.boxes:
-            raise InputError("--mask PNG or --box X0,Y0,X1,Y1 is required (the objects to track, in the first "
-                             "frame or --mask-frame K)")
+        elif camera is not None and mask is None and not cfg.boxes:
+            cfg.select = True
+        elif mask is None and not cfg.boxes and not select:
+            raise InputError("--mask PNG, --box X0,Y0,X1,Y1 or --select is required (the objects to track, in "
+                             "the first frame or --mask-frame K)")
         summary = run(cfg, say, warn=lambda line: err.print(f"warning: {line}"))
     except MastError as exc:
         err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
