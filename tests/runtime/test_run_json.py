@@ -171,7 +171,7 @@ def test_bad_box(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
 
 def test_mask_and_box_together(tmp_path: Path) -> None:
     result, text = invoke("--frames", DEMO_FRAMES, "--mask", DEMO_MASK, "--box", "1,1,40,40", *LAB)
-    assert result.exit_code == 2 and "not both" in text
+    assert result.exit_code == 2 and "not several" in text
 
 
 # -- lost objects --------------------------------------------------------------------------------------
