@@ -2,9 +2,10 @@
 
 ::
 
-    mast-run (--camera N | --video FILE | --frames DIR) --mask PNG [--mask-frame K]
-             [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda] [--model PATH]
-             [--size HxW] [--save-masks DIR] [--save-video FILE] [--no-display] [--max-frames N]
+    mast-run (--camera N | --video FILE | --frames DIR) (--mask PNG | --box X0,Y0,X1,Y1 ... | --select)
+             [--mask-frame K] [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda]
+             [--model PATH] [--size HxW] [--save-masks DIR] [--save-video FILE] [--save-json FILE]
+             [--lost-fraction F] [--lost-frames N] [--reanchor-on-loss] [--no-display] [--max-frames N]
     mast-run --demo            # the bundled clip; overlay video + masks into ./mast-demo/
 
 Behaviour (also in ``--help``):
@@ -17,6 +18,15 @@ Behaviour (also in ``--help``):
   counted in the summary.
 - **Mask**: a palette PNG (ids kept) or a 0/255 PNG (id 1). ``--mask-frame K`` (file sources): the
   mask belongs to frame K (0-based position in the video / folder); frames before K are skipped.
+- **Boxes instead of a mask**: ``--box`` (repeatable) segments the first frame with mast-mask's code
+  (ids 1..n in box order); ``--select`` lets the user draw the boxes on the frozen first frame in a
+  window and confirm the mask (the default for ``--camera`` without ``--mask``/``--box``; without a
+  display: one line saying to use ``--box``).
+- **JSON lines** (``--save-json``): one line per frame, COCO RLE per object
+  (:func:`mast.runtime.sinks.frame_record`; :func:`iter_records` gives the same records in Python).
+- **Lost objects**: an object under ``--lost-fraction`` of its anchored area for ``--lost-frames``
+  frames is reported once per loss (a stderr line, ``"present": false`` in the JSON); the others are
+  tracked on. ``--reanchor-on-loss``: :func:`reanchor_lost`.
 - **Mask size policy**: a mask whose size differs from the frame's *with the same aspect ratio*
   (within 2 %, e.g. 853x480 for 854x480, or a 427x240 mask for 854x480 frames) is resized
   (nearest) with a printed warning; any other size is refused (exit code 2): it is most likely the
