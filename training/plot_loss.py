@@ -26,7 +26,8 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_loss(metrics: str | Path, out: str | Path, smooth: int = 25, title: str | None = None) -> Path:
-    """Write the loss (raw and smoothed) against the step, and J&F when logged, to ``out`` (PNG).
+    """Write the loss (raw and smoothed) against the step, and J&F when logged, to ``out`` (PNG);
+    when the held-out loss is logged, a second panel shows it against the identity predictor.
 
     ``metrics``: a metrics.jsonl file or the run folder holding it. InputError without loss lines.
     """
@@ -45,7 +46,9 @@ def plot_loss(metrics: str | Path, out: str | Path, smooth: int = 25, title: str
         raise InputError(f"{path} holds no loss lines yet")
     steps = np.array([r["step"] for r in train], float)
     loss = np.array([r["loss"] for r in train], float)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    held_out = [r for r in records if "val_loss" in r]
+    fig, axes = plt.subplots(2 if held_out else 1, 1, figsize=(8, 8 if held_out else 4.5), dpi=120, squeeze=False)
+    ax = axes[0, 0]
     ax.plot(steps, loss, color="#9ecae1", linewidth=0.8, label="loss (per step)")
     ax.plot(steps, moving_average(loss, smooth), color="#08519c", linewidth=1.8, label=f"mean of {smooth} steps")
     ax.set_xlabel("step")
@@ -59,11 +62,26 @@ def plot_loss(metrics: str | Path, out: str | Path, smooth: int = 25, title: str
         ax2.legend(loc="upper right")
     ax.legend(loc="upper center" if val else "upper right")
     ax.set_title(title or f"MAST training loss ({path.parent.name})")
+    if held_out:
+        _plot_held_out(axes[1, 0], held_out)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _plot_held_out(ax, records: list[dict]) -> None:
+    """Held-out reconstruction loss against the step, with the identity and zero predictors."""
+    steps = [r["step"] for r in records]
+    ax.plot(steps, [r["val_loss"] for r in records], "o-", color="#08519c", label="encoder (held-out frames)")
+    ax.plot(steps, [r["val_identity"] for r in records], "s--", color="#d95f0e", label="identity (copy the reference)")
+    ax.plot(steps, [r["val_zero"] for r in records], "^:", color="grey", label="zero (grey)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out Huber loss (x20 units)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

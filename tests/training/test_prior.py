@@ -6,7 +6,7 @@ import importlib.util
 import torch
 
 from mast.core.encoder import Encoder
-from mast.training.prior import colour_prior_encoder, colour_prior_state
+from mast.training.prior import PARITY_PRIOR, colour_prior_encoder, colour_prior_state
 
 
 def test_prior_is_deterministic_official_layout_and_fits_its_readout():
@@ -22,7 +22,7 @@ def test_prior_equals_the_parity_fixture_weights(parity_dir):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     reference, _ = module.make()
-    state, _ = colour_prior_state()
+    state, _ = colour_prior_state(PARITY_PRIOR)
     assert all(torch.equal(state[k], reference[k]) for k in reference)
 
 
