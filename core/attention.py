@@ -1,4 +1,4 @@
-"""ROI memory attention, reference semantics in pure PyTorch (DESIGN.md, per-frame step 5).
+"""ROI memory attention, reference semantics in pure PyTorch (docs/DESIGN.md, per-frame step 5).
 
 Memory-bounded CPU implementation built from batched matmuls. Each memory map is zero padded and
 laid out channels-last; groups of query pixels read one square key neighbourhood from it and score

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """ROI memory attention (DESIGN.md, per-frame step 5).
+    """ROI memory attention (docs/DESIGN.md, per-frame step 5).
 
     radius:        window radius R in feature pixels; the window is (2R+1)^2 candidates.
     roi_threshold: a memory frame at distance d > roi_threshold uses ROI localisation.
@@ -35,7 +35,7 @@ class AttentionConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    """Memory schedule and ring-buffer layout (DESIGN.md, per-frame step 4, "Streaming runtime").
+    """Memory schedule and ring-buffer layout (docs/DESIGN.md, per-frame step 4, "Streaming runtime").
 
     long_term:  frame indices (relative to the anchor frame) kept for the whole stream.
     short_term: distances back from the predicted frame t that are read (t-1, t-3, t-5).

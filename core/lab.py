@@ -1,4 +1,4 @@
-"""The colour input of the encoder: OpenCV Lab, normalised (DESIGN.md step 1)."""
+"""The colour input of the encoder: OpenCV Lab, normalised (docs/DESIGN.md step 1)."""
 from __future__ import annotations
 
 import cv2

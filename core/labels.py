@@ -1,4 +1,4 @@
-"""Object masks at feature resolution (image-feature alignment, DESIGN.md step 3)."""
+"""Object masks at feature resolution (image-feature alignment, docs/DESIGN.md step 3)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Which earlier frames the prediction of frame t reads (DESIGN.md, per-frame step 4)."""
+"""Which earlier frames the prediction of frame t reads (docs/DESIGN.md, per-frame step 4)."""
 from __future__ import annotations
 
 from mast.core.config import MemoryConfig

@@ -1,6 +1,6 @@
 """The ROI memory attention as exportable torch modules: the pieces of ``memory_read.onnx``.
 
-Same semantics as :func:`mast.core.attention.roi_memory_attention` (DESIGN.md step 5), for one query
+Same semantics as :func:`mast.core.attention.roi_memory_attention` (docs/DESIGN.md step 5), for one query
 frame over the whole fixed-size bank; standard ONNX operators only.
 
 ``memory_read.onnx`` (assembled by :mod:`mast.export.compose`) takes, with shapes fixed at export

@@ -1,4 +1,4 @@
-"""The fused ROI memory attention kernel in Triton (DESIGN.md step 5, "GPU path").
+"""The fused ROI memory attention kernel in Triton (docs/DESIGN.md step 5, "GPU path").
 
 One launch per frame: program ``i`` takes a ``TILE_H x TILE_W`` tile of query pixels (tiles in
 row-major order), reads every bank slot whose distance is > 0 and writes those pixels' label

@@ -1,6 +1,6 @@
 """The TensorRT plugin ``mast::RoiMemoryAttention``: a quickly deployable (Python) plugin whose
 ahead-of-time implementation hands TensorRT the Triton kernel's PTX, so that a built engine runs
-without Python, torch or Triton (DESIGN.md "GPU path").
+without Python, torch or Triton (docs/DESIGN.md "GPU path").
 
 :func:`register_plugin` (once per process, before TensorRT's ONNX parser meets the node) registers
 

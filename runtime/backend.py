@@ -15,7 +15,7 @@ into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; 
 
 
 class Backend(Protocol):
-    """A place where the per-frame step of DESIGN.md runs."""
+    """A place where the per-frame step of docs/DESIGN.md runs."""
 
     name: str
 

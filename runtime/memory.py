@@ -29,7 +29,7 @@ class SlotTable:
         self.anchor = anchor
 
     def read_slots(self, t: int) -> list[tuple[int, int]]:
-        """``(slot, distance)`` pairs to read for predicting frame ``t`` (schedule of DESIGN.md step 4)."""
+        """``(slot, distance)`` pairs to read for predicting frame ``t`` (schedule of docs/DESIGN.md step 4)."""
         wanted = {self.anchor + m for m in self.cfg.long_term if self.anchor + m <= t - 1}
         wanted |= {t - s for s in self.cfg.short_term if t - s > self.anchor}
         out = []

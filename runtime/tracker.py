@@ -1,7 +1,7 @@
 """The streaming tracker: ``start(frame, mask)``, ``step(frame) -> mask``, ``anchor(frame, mask)``.
 
 Written once for every backend (torch-free): the backend encodes and reads; this class keeps the
-label set, the slot table and the per-frame step of DESIGN.md (hard propagation).
+label set, the slot table and the per-frame step of docs/DESIGN.md (hard propagation).
 """
 from __future__ import annotations
 

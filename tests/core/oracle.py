@@ -22,7 +22,7 @@ def bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tenso
 
 
 def oracle_attention(query, keys, values, distances, cfg: AttentionConfig) -> torch.Tensor:
-    """DESIGN.md step 5 literally: ``[L, h, w]`` float64."""
+    """docs/DESIGN.md step 5 literally: ``[L, h, w]`` float64."""
     query = query.double()
     keys = [k.double() for k in keys]
     values = [v.double() for v in values]
