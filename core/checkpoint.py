@@ -1,7 +1,6 @@
 """Checkpoints: the official MAST layout ``{'state_dict': ...}``, loaded strictly, saved atomically."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -13,15 +12,6 @@ from mast.core.encoder import Encoder
 from mast.core.errors import CheckpointError
 
 KeySource = Literal["model", "lab", "random"]
-
-
-def file_hash(path: str | Path) -> str:
-    """First 16 hex digits of the file's SHA-256 (identifies the weights in metadata)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

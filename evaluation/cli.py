@@ -182,7 +182,7 @@ def _track(
 def _track_exported(console: Console, root: Path, sequences: list[str], out_dir: Path, model: Path,
                     backend: str, device: str, size: Optional[tuple[int, int]]) -> dict[str, float]:
     """Track with an exported model folder (``--model DIR --backend onnxruntime``): torch-free."""
-    from mast.export.evaluate import track_davis_backend  # lazy: only this mode needs the runtime backends
+    from mast.evaluation.track import track_davis_backend  # noqa: PLC0415 - lazy: only this mode needs the runtime backends
 
     if not model.is_dir():
         raise InputError(f"--model {model} is not a folder (give the folder mast-export wrote)")

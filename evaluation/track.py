@@ -1,9 +1,16 @@
-"""Track DAVIS sequences and write the masks as palette PNGs (torch imported only for the torch backend)."""
+"""Track DAVIS sequences and write the masks as palette PNGs (torch imported only for the torch backend).
+
+:func:`track_davis` runs a checkpoint on the torch backend; :func:`track_davis_backend` runs an
+exported model folder on any backend :func:`mast.runtime.factory.make_backend` builds (onnxruntime:
+torch-free). Both write the same outputs (``out_dir/<seq>/<frame>.png`` at the frames' own size,
+first mask copied).
+"""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,4 +73,25 @@ def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Pat
         raise InputError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
     dataset = DavisDataset(root)
     tracker = Tracker(TorchBackend(key_encoder(keys, checkpoint), device=device, precision=precision), size=size)
+    return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
+
+
+def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: Path,
+                        backend: str = "onnxruntime", device: str = "cpu", progress: Progress | None = None,
+                        size: tuple[int, int] | None = None, make: Callable[..., Any] | None = None) -> dict[str, float]:
+    """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the exported model
+    folder ``model`` on ``backend`` (onnxruntime, or any name ``make_backend`` takes) and ``device``.
+
+    ``size`` (H, W): must be the model's input size when given (an exported model has one fixed
+    size; frames are resized to it and masks back). Returns seconds per frame per sequence.
+    """
+    if make is None:
+        from mast.runtime.factory import make_backend as make  # noqa: PLC0415 - torch-free, lazy by design
+    engine = make(backend, model=Path(model), device=device)
+    fixed = getattr(engine, "input_size", None)
+    if size is not None and fixed is not None and tuple(size) != tuple(fixed):
+        raise InputError(f"--size {size[0]}x{size[1]} but the model {model} was exported for "
+                         f"{fixed[0]}x{fixed[1]}: drop --size, or re-export with mast-export --height/--width")
+    dataset = DavisDataset(root)
+    tracker = Tracker(engine, size=fixed or size)
     return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}

@@ -30,9 +30,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mast.core.config import ModelConfig
+from mast.core.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
 from mast.core.errors import InputError, MastError
-from mast.export.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
 
 EXIT_INPUT, EXIT_PARITY = 2, 1
 ENGINE_PROBS_TOL = {"fp32": 1e-3, "fp16": 5e-2}   # engine vs onnxruntime, max abs of the distribution
@@ -108,7 +108,6 @@ def validate(req: Request, onnx_flag: bool) -> None:
 
 def load_encoder(req: Request):
     """The encoder to export and a (name, hash) pair identifying its weights."""
-    from mast.core.checkpoint import file_hash  # noqa: PLC0415 - torch only once the input is valid
     from mast.core.model import default_checkpoint, key_encoder  # noqa: PLC0415
 
     if req.keys == Keys.random:
@@ -157,7 +156,7 @@ def export(req: Request, console: Console) -> Path:
 def build_and_check_engine(tmp: Path, meta: ModelMetadata, req: Request, console: Console) -> None:
     """Build ``mast.engine`` in ``tmp``, compare it with onnxruntime, record the figures."""
     from mast.export.engine import EngineConfig, build_engine, engine_parity  # noqa: PLC0415 - TensorRT
-    from mast.export.engine_metadata import read_engine_metadata, write_engine_metadata  # noqa: PLC0415
+    from mast.core.engine_metadata import read_engine_metadata, write_engine_metadata  # noqa: PLC0415
 
     precision = req.engine_precision.value
     build_engine(tmp, meta, EngineConfig(precision, req.workspace_mb, req.timing_cache), console.print)

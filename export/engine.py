@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mast.core.engine_metadata import (ENGINE_FILE, EngineMetadata, EnginePrecision, read_engine_metadata,
+                                       write_engine_metadata)
 from mast.core.errors import DependencyError, ModelError
-from mast.export.engine_metadata import (ENGINE_FILE, EngineMetadata, EnginePrecision, read_engine_metadata,
-                                         write_engine_metadata)
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, ModelMetadata, short_hash
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
 from mast.plugins.gpu_env import gpu_info, tensorrt
 from mast.plugins.trt_plugin import register_plugin
 
@@ -81,7 +81,7 @@ def build_engine(model_dir: Path, model: ModelMetadata, cfg: EngineConfig, progr
     meta = EngineMetadata(tensorrt_version=trt.__version__, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
                           input_size=tuple(model.input_size), checkpoint_hash=model.checkpoint_hash,
                           precision=cfg.precision, size_bytes=engine_path.stat().st_size,
-                          engine_hash=short_hash(engine_path),
+                          engine_hash=file_hash(engine_path),
                           build_time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_engine_metadata(model_dir, meta)
     return read_engine_metadata(model_dir)

@@ -22,15 +22,33 @@ import torch
 from torch import nn
 
 from mast.core.config import ModelConfig
+from mast.core.lab_graph import OpenCvLab
+from mast.core.metadata import (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata,
+                                Precision, file_hash)
 from mast.export.compose import Pieces, memory_read_model
-from mast.export.lab_graph import FrameEncoder
 from mast.export.memory_graph import Finish, ReadSpec, SlotRead, initial_state
-from mast.export.metadata import (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata,
-                                  Precision, short_hash)
 from mast.export.trt_graph import trt_model
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
+
+
+class FrameEncoder(nn.Module):
+    """What ``encoder.onnx`` computes: uint8 BGR ``[1, H, W, 3]`` -> key ``[1, 64, H/4, W/4]`` float32.
+
+    ``half``: the convolutions run in float16 (Lab and the returned key stay float32)."""
+
+    def __init__(self, encoder: nn.Module, half: bool = False) -> None:
+        super().__init__()
+        self.lab = OpenCvLab()
+        self.encoder = encoder.half() if half else encoder
+        self.half_precision = half
+
+    def forward(self, bgr: torch.Tensor) -> torch.Tensor:
+        lab = self.lab(bgr)
+        if self.half_precision:
+            return self.encoder(lab.half()).float()
+        return self.encoder(lab)
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,7 @@ def write_models(out_dir: Path, encoder: nn.Module, cfg: ExportConfig, checkpoin
     trt = trt_model(enc, cfg.read_spec)
     onnx.checker.check_model(trt, full_check=True)
     save_model(trt, out_dir / TRT_ONNX_FILE, meta)
-    meta = replace(meta, files={f: short_hash(out_dir / f) for f in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE)})
+    meta = replace(meta, files={f: file_hash(out_dir / f) for f in (ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE)})
     write_metadata(out_dir, meta)
     return meta
 

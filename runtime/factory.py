@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mast.core.engine_metadata import ENGINE_FILE
 from mast.core.errors import InputError, MastError
+from mast.core.metadata import ENCODER_FILE, METADATA_FILE
 from mast.runtime.backend import Precision
 
 BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 DeviceName = Literal["cpu", "cuda"]
 KeySource = Literal["model", "lab", "random"]   # as mast.core.checkpoint.KeySource (that imports torch)
 
-EXPORT_MARKERS = ("metadata.json", "encoder.onnx")  # files that make a folder an export folder
-ENGINE_FILE = "mast.engine"
+EXPORT_MARKERS = (METADATA_FILE, ENCODER_FILE)  # files that make a folder an export folder
 
 
 class BackendUnavailableError(MastError):

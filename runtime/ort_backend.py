@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError, ModelError
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, ModelMetadata, check_expected, check_props, read_metadata
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, ModelMetadata, check_expected, check_props, read_metadata
 
 Device = Literal["cpu", "cuda", "auto"]
 CPU_EP = "CPUExecutionProvider"

@@ -8,7 +8,7 @@ memory and bandwidth, float32 accumulation in the kernel).
 
 Frames: on CPU the frame becomes Lab with OpenCV on the host; on CUDA (``lab_on_device``) the uint8
 frame is uploaded as it is (a quarter of the float32 Lab's bytes) and becomes Lab on the GPU with
-OpenCV's own fixed-point table (:class:`mast.export.lab_graph.OpenCvLab`, equal to OpenCV to float
+OpenCV's own fixed-point table (:class:`mast.core.lab_graph.OpenCvLab`, equal to OpenCV to float
 rounding). The mask comes back once (argmax, uint8).
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from mast.core.attention import roi_memory_attention
 from mast.core.config import AttentionConfig
 from mast.core.errors import InputError
 from mast.core.lab import bgr_to_lab
+from mast.core.lab_graph import OpenCvLab
 from mast.core.model import fuse_conv_bn
-from mast.export.lab_graph import OpenCvLab
 from mast.runtime.backend import Precision
 
 AttentionKernel = Literal["auto", "reference", "triton"]   # auto: triton on cuda (when installed), else reference

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from mast.core.config import ModelConfig
+from mast.core.engine_metadata import ENGINE_FILE, EngineMetadata, check_engine, read_engine_metadata
 from mast.core.errors import InputError, ModelError
-from mast.export.engine_metadata import ENGINE_FILE, EngineMetadata, check_engine, read_engine_metadata
-from mast.export.metadata import ModelMetadata, check_expected, read_metadata
+from mast.core.metadata import ModelMetadata, check_expected, read_metadata
 from mast.plugins.gpu_env import check, cudart, require_tensorrt_gpu, tensorrt
 from mast.runtime.ort_backend import decode_probs
 

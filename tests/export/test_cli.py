@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mast.core.checkpoint import file_hash, save_checkpoint
+from mast.core.checkpoint import save_checkpoint
+from mast.core.metadata import file_hash
 from mast.core.encoder import Encoder
 from mast.export import cli
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE
 from mast.export.parity import ParityReport
 
 runner = CliRunner()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from mast.core.engine_metadata import ENGINE_FILE, read_engine_metadata
 from mast.core.errors import DependencyError, ModelError
+from mast.core.metadata import TRT_ONNX_FILE, ModelMetadata
 from mast.export import engine
 from mast.export.engine import EngineConfig, build_engine
-from mast.export.engine_metadata import ENGINE_FILE, read_engine_metadata
-from mast.export.metadata import TRT_ONNX_FILE, ModelMetadata
 from mast.plugins.gpu_env import GpuInfo, TensorRT
 
 GPU = GpuInfo("Fake H100", (9, 0))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mast.core.lab import bgr_to_lab
+from mast.core.lab_graph import OpenCvLab
 from mast.core.lab_torch import bgr_to_lab_torch
-from mast.export.lab_graph import OpenCvLab
 from mast.export.onnx_export import trace
 
 SEQUENCES = ("blackswan", "bmx-trees", "breakdance", "camel", "car-roundabout", "cows", "dog", "goat")

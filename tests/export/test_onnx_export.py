@@ -13,7 +13,7 @@ import torch
 
 from mast.core.lab import bgr_to_lab
 from mast.core.model import key_encoder
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, read_metadata
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, read_metadata
 from mast.export.onnx_export import ExportConfig, write_models
 
 SIZE = (96, 160)

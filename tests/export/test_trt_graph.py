@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from mast.core.model import key_encoder
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, short_hash
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, file_hash
 from mast.export.onnx_export import ExportConfig, write_models
 from mast.plugins.onnx_schema import DOMAIN, OP_TYPE
 from mast.plugins.ort_custom_op import session_options
@@ -41,7 +41,7 @@ def test_checker_and_plugin_node(trt_onnx, export_dir):
                      "roi_threshold": 15, "dilation_step": 15, "max_dilation": 4, "n_labels": 4}
     assert {(o.domain, o.version) for o in trt_onnx.opset_import} >= {("", CFG.opset), (DOMAIN, 1)}
     meta = json.loads((export_dir / METADATA_FILE).read_text())
-    assert meta["files"][TRT_ONNX_FILE] == short_hash(export_dir / TRT_ONNX_FILE)
+    assert meta["files"][TRT_ONNX_FILE] == file_hash(export_dir / TRT_ONNX_FILE)
 
 
 def test_shape_inference(trt_onnx):

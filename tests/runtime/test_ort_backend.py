@@ -20,9 +20,9 @@ from torch.nn import functional as F
 from mast.core.config import AttentionConfig, ModelConfig
 from mast.core.errors import InputError, MastError, ModelError
 from mast.core.masks import read_mask
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, file_hash
 from mast.core.model import key_encoder
-from mast.export.evaluate import track_davis_backend
-from mast.export.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, short_hash
+from mast.evaluation.track import track_davis_backend
 from mast.export.onnx_export import ExportConfig, write_models
 from mast.runtime.ort_backend import CUDA_EP, OrtBackend, decode_probs
 from mast.runtime.torch_backend import TorchBackend
@@ -130,7 +130,7 @@ def test_runs_where_importing_torch_fails(model_dir: Path, data_dir: Path, tmp_p
         from mast.runtime.factory import make_backend
         from mast.runtime.ort_backend import OrtBackend
         from mast.runtime.tracker import Tracker
-        from mast.export.evaluate import track_davis_backend
+        from mast.evaluation.track import track_davis_backend
         backend = make_backend("onnxruntime", model=Path({str(model_dir)!r}), device="cpu")
         assert isinstance(backend, OrtBackend)
         frames = sorted(Path({str(clip)!r}).glob("JPEGImages/480p/dog/*.jpg"))
@@ -185,7 +185,7 @@ def test_refuses_corrupted_onnx(model_copy: Path):
     _one_line(exc.value)
     # a corrupted file whose hash was rewritten too still fails, as a load error, in one line
     meta = json.loads((model_copy / METADATA_FILE).read_text())
-    _edit_metadata(model_copy, files={**meta["files"], MEMORY_READ_FILE: short_hash(path)})
+    _edit_metadata(model_copy, files={**meta["files"], MEMORY_READ_FILE: file_hash(path)})
     with pytest.raises(ModelError, match="onnxruntime cannot load") as exc:
         OrtBackend(model_copy)
     _one_line(exc.value)

@@ -72,7 +72,7 @@ def test_engine_tracks_like_onnxruntime(tmp_path: Path):
     """mast-export --engine on a small random export, then the tensorrt and onnxruntime trackers
     on the same frames: the engine's parity figures are recorded and the masks agree."""
     from mast.export.cli import main
-    from mast.export.engine_metadata import read_engine_metadata
+    from mast.core.engine_metadata import read_engine_metadata
     from mast.runtime.ort_backend import OrtBackend
     from mast.runtime.tracker import Tracker
 

@@ -13,9 +13,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from mast.core.engine_metadata import ENGINE_FILE, EngineMetadata, write_engine_metadata
+from mast.core.metadata import TRT_ONNX_FILE, file_hash, read_metadata
 from mast.core.model import key_encoder
-from mast.export.engine_metadata import ENGINE_FILE, EngineMetadata, write_engine_metadata
-from mast.export.metadata import TRT_ONNX_FILE, read_metadata, short_hash
 from mast.export.onnx_export import ExportConfig, write_models
 from mast.plugins import gpu_env
 from mast.plugins.gpu_env import GpuInfo, TensorRT
@@ -114,7 +114,7 @@ def model_dir(tmp_path_factory) -> Path:
     (out / ENGINE_FILE).write_bytes(b"stand-in engine")
     meta = read_metadata(out)
     write_engine_metadata(out, EngineMetadata("10.13.0", GPU.name, GPU.compute_capability, meta.input_size,
-                                              meta.checkpoint_hash, "fp32", 15, short_hash(out / ENGINE_FILE)))
+                                              meta.checkpoint_hash, "fp32", 15, file_hash(out / ENGINE_FILE)))
     return out
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mast.core.engine_metadata import (ENGINE_FILE, ENGINE_METADATA_FILE, EngineMetadata, check_engine,
+                                       read_engine_metadata, write_engine_metadata)
 from mast.core.errors import ModelError
-from mast.export.engine_metadata import (ENGINE_FILE, ENGINE_METADATA_FILE, EngineMetadata, check_engine,
-                                         read_engine_metadata, write_engine_metadata)
-from mast.export.metadata import ModelMetadata, short_hash
+from mast.core.metadata import ModelMetadata, file_hash
 
 H100 = ("NVIDIA H100 80GB HBM3", (9, 0))
 
@@ -27,7 +27,7 @@ def engine_dir(tmp_path: Path) -> Path:
     (tmp_path / ENGINE_FILE).write_bytes(b"serialized engine")
     meta = EngineMetadata(tensorrt_version="10.13.0", gpu_name=H100[0], compute_capability=H100[1],
                           input_size=(480, 854), checkpoint_hash="abc", precision="fp16",
-                          size_bytes=17, engine_hash=short_hash(tmp_path / ENGINE_FILE))
+                          size_bytes=17, engine_hash=file_hash(tmp_path / ENGINE_FILE))
     write_engine_metadata(tmp_path, meta)
     return tmp_path
 

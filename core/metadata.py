@@ -1,8 +1,11 @@
 """What an exported model folder is, and the checks a runtime makes before using it (torch-free).
 
+The artifact format shared by the writer (:mod:`mast.export`) and the reader (:mod:`mast.runtime`):
+it lives in ``core``, below both (docs/DESIGN.md, "Layers and their direction").
+
 A folder written by ``mast-export`` holds ``encoder.onnx``, ``memory_read.onnx`` (the onnxruntime
 backend's pair), ``mast_trt.onnx`` (what TensorRT builds from) and ``metadata.json``, and with
-``--engine`` also ``mast.engine`` and ``engine.json`` (:mod:`mast.export.engine_metadata`); the
+``--engine`` also ``mast.engine`` and ``engine.json`` (:mod:`mast.core.engine_metadata`); the
 fields are stored in each ONNX file's ``metadata_props`` too (values as JSON text), so a model file
 moved out of its folder still says what it is.
 """
@@ -28,8 +31,8 @@ MODEL_FILES = (ENCODER_FILE, MEMORY_READ_FILE)  # what the onnxruntime backend n
 Precision = Literal["fp32", "fp16"]
 
 
-def short_hash(path: str | Path) -> str:
-    """First 16 hex digits of the file's SHA-256."""
+def file_hash(path: str | Path) -> str:
+    """First 16 hex digits of the file's SHA-256 (identifies checkpoints and model files in metadata)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -158,7 +161,7 @@ def check_file(path: Path, expected_hash: str | None) -> None:
         raise ModelError(f"{path.parent} has no {path.name}: the model folder is incomplete (re-run mast-export)")
     if expected_hash is None:
         raise ModelError(f"{path.parent / METADATA_FILE} lists no hash for {path.name} (not written by mast-export?)")
-    found = short_hash(path)
+    found = file_hash(path)
     if found != expected_hash:
         raise ModelError(f"{path}: file hash {found}, expected {expected_hash}: the file is corrupted or "
                          f"was replaced (re-run mast-export)")

@@ -15,6 +15,9 @@ exactly representable, quantises to ``512 * (p, q, r)`` with zero weight off the
 value ``v`` is a function of ``v`` alone (``float32(v / 255) * 16384``, never a tie), so the cell
 and position are 256-entry tables too. The result matches ``mast.core.lab.bgr_to_lab`` to float
 rounding (~1e-7), not the ~4e-3 of the exact formula (``mast.core.lab_torch``).
+
+Used inside ``encoder.onnx`` (:class:`mast.export.onnx_export.FrameEncoder`) and by the torch
+backend on CUDA (uint8 frames become Lab on the GPU), so it lives in ``core``, below both.
 """
 from __future__ import annotations
 
@@ -102,21 +105,3 @@ class OpenCvLab(nn.Module):
         lab = fixed.float() * self.scale + self.shift
         lab = (lab - self.mean) / self.std
         return lab.permute(0, 3, 1, 2)
-
-
-class FrameEncoder(nn.Module):
-    """What ``encoder.onnx`` computes: uint8 BGR ``[1, H, W, 3]`` -> key ``[1, 64, H/4, W/4]`` float32.
-
-    ``half``: the convolutions run in float16 (Lab and the returned key stay float32)."""
-
-    def __init__(self, encoder: nn.Module, half: bool = False) -> None:
-        super().__init__()
-        self.lab = OpenCvLab()
-        self.encoder = encoder.half() if half else encoder
-        self.half_precision = half
-
-    def forward(self, bgr: torch.Tensor) -> torch.Tensor:
-        lab = self.lab(bgr)
-        if self.half_precision:
-            return self.encoder(lab.half()).float()
-        return self.encoder(lab)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mast.core.errors import ModelError
-from mast.export.metadata import ModelMetadata, short_hash
+from mast.core.metadata import ModelMetadata, file_hash
 
 ENGINE_FILE = "mast.engine"
 ENGINE_METADATA_FILE = "engine.json"
@@ -84,7 +84,7 @@ def read_engine_metadata(model_dir: str | Path) -> EngineMetadata:
     for k in ("compute_capability", "input_size"):
         kept[k] = tuple(int(x) for x in kept[k])
     meta = EngineMetadata(**kept)
-    found = short_hash(engine)
+    found = file_hash(engine)
     if found != meta.engine_hash:
         raise ModelError(f"{engine}: file hash {found}, expected {meta.engine_hash}: the engine is corrupted or "
                          "was replaced (rebuild it with mast-export --engine)")
