@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 import warnings
 from dataclasses import replace
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from mast.runtime.bench import cpu_name
 from mast.training.data import STAGES, ClipDataset, DataConfig, collate_clips, load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,17 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 def default_data() -> Path:
     shared = Path(os.environ.get("MAST_SHARED", REPO.parent / "shared"))
     return shared / "data" / "raw-videos"
-
-
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def rate(fn, count: int) -> float:

@@ -20,7 +20,6 @@ Prints one markdown table (per sequence, the mean, seconds per frame) and the CP
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,16 +28,12 @@ import cv2
 import numpy as np
 
 from mast.core.masks import read_mask
+from mast.runtime.bench import cpu_name
 from mast.runtime.boxmask import Box, GrabCutConfig, boxes_to_mask, mask_box
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 Method = Callable[[np.ndarray, Box, int], np.ndarray]   # (bgr [H, W, 3], box, RNG seed) -> bool mask [H, W]
-
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
 
 
 def box_mask(bgr: np.ndarray, box: Box, seed: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import subprocess
 import sys
@@ -28,20 +28,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mast.runtime.bench import cpu_isa, cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "runtime" / "demo" / "clip" / "JPEGImages" / "240p" / "camel"
 MASK = REPO / "runtime" / "demo" / "clip" / "Annotations" / "240p" / "camel" / "00000.png"
 SCHEDULES = {"t=10 (4 windows)": [10, 5, 1, 3], "t=60 (2 ROI + 3 windows)": [60, 55, 1, 3, 5]}
 KEY_SCALE = 20.0
-
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), platform.processor())
-    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
-    cores = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("CPU(s)")), "?")
-    isa = "AMX+AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
-    return f"{name} ({isa}, {cores} CPUs)"
 
 
 def bench_encoder():
@@ -150,7 +143,7 @@ def main() -> None:
             results[(f"{size[0]}x{size[1]}", kind)] = run_worker(kind, folder, size, args.repeats, args.threads)
     import onnxruntime  # noqa: PLC0415
     threads = args.threads or "default (2)"
-    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; threads {threads}; medians of {args.repeats} runs")
+    print(f"CPU: {cpu_name()} ({cpu_isa()}, {os.cpu_count()} CPUs); onnxruntime {onnxruntime.__version__}; threads {threads}; medians of {args.repeats} runs")
     print(table(results))
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 
 from mast.core.checkpoint import load_encoder
 from mast.core.masks import read_mask
+from mast.runtime.bench import cpu_isa, cpu_name
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 
@@ -47,14 +46,6 @@ class TimedBackend(TorchBackend):
         probs = super().read(key, slots, distances)
         self.times["read"].append(time.perf_counter() - start)
         return probs
-
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), platform.processor())
-    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
-    isa = "AMX+AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
-    return f"{name} ({isa}), {torch.get_num_threads()} threads"
 
 
 def run(weights: Path, seq: str, size: tuple[int, int], frames: int, precision: str):
@@ -85,7 +76,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     size = tuple(int(v) for v in a.size.lower().split("x"))
-    report = {"cpu": cpu_name(), "size": a.size, "frames": a.frames, "results": {}}
+    report = {"cpu": f"{cpu_name()} ({cpu_isa()}), {torch.get_num_threads()} threads", "size": a.size, "frames": a.frames, "results": {}}
     for precision in ["fp32", "bf16"] if a.bf16 else ["fp32"]:
         spf, enc, att, masks_all = [], [], [], []
         for seq in a.sequences:

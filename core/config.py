@@ -2,6 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+Precision = Literal["fp32", "bf16", "fp16"]
+"""The torch backend's encoder precision (its weights and activations; keys leave the encoder as float32, or as float16
+into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; fp16: CUDA (slow on CPU)."""
+
+ExportPrecision = Literal["fp32", "fp16"]
+"""The precisions an exported model can have: ``encoder.onnx``'s convolutions, the TensorRT engine."""
 
 
 @dataclass(frozen=True)

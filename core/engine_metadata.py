@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from mast.core.config import ExportPrecision
 from mast.core.errors import ModelError
 from mast.core.metadata import ModelMetadata, file_hash
 
@@ -18,8 +19,6 @@ ENGINE_FILE = "mast.engine"
 ENGINE_METADATA_FILE = "engine.json"
 ENGINE_FORMAT = "mast-trt-engine"
 ENGINE_FORMAT_VERSION = 1
-
-EnginePrecision = Literal["fp16", "fp32"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class EngineMetadata:
     compute_capability: tuple[int, int]
     input_size: tuple[int, int]
     checkpoint_hash: str
-    precision: EnginePrecision
+    precision: ExportPrecision
     size_bytes: int
     engine_hash: str
     build_time: str = ""

@@ -15,9 +15,9 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from mast.core.config import AttentionConfig, MemoryConfig, ModelConfig
+from mast.core.config import AttentionConfig, ExportPrecision, MemoryConfig, ModelConfig
 from mast.core.errors import ModelError
 
 FORMAT = "mast-onnx"
@@ -27,8 +27,6 @@ MEMORY_READ_FILE = "memory_read.onnx"
 TRT_ONNX_FILE = "mast_trt.onnx"      # encoder + memory read with the TensorRT plugin node
 METADATA_FILE = "metadata.json"
 MODEL_FILES = (ENCODER_FILE, MEMORY_READ_FILE)  # what the onnxruntime backend needs
-
-Precision = Literal["fp32", "fp16"]
 
 
 def file_hash(path: str | Path) -> str:
@@ -67,7 +65,7 @@ class ModelMetadata:
     package_version: str
     stride: int = 4
     key_dim: int = 64
-    precision: Precision = "fp32"
+    precision: ExportPrecision = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -30,26 +29,12 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
+from mast.core.cli import DeviceOpt, KeysOpt, PrecisionOpt, exit_on_error, parse_size
 from mast.core.errors import InputError, MastError
 from mast.evaluation.davis import GLOBAL_COLUMNS, DavisDataset, EvaluationResult, evaluate_semisupervised, write_csvs
-from mast.runtime.run import PrecisionOpt
 
 __all__ = ["app", "main", "parse_size", "split_sequences"]
-
-
-class Keys(str, Enum):
-    """Which keys the tracker matches: the trained encoder's, raw Lab colour, or a random encoder's."""
-
-    model = "model"
-    lab = "lab"
-    random = "random"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 app = typer.Typer(
@@ -65,16 +50,6 @@ def split_sequences(values: Optional[List[str]]) -> list[str]:
     for value in values or []:
         names.extend(n for n in re.split(r"[,\s]+", value) if n)
     return list(dict.fromkeys(names))
-
-
-def parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
-    """``"HxW"`` -> ``(H, W)``; None stays None. InputError for anything else."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not match or int(match.group(1)) <= 0 or int(match.group(2)) <= 0:
-        raise InputError(f"--size {text!r} is not a size: expected HEIGHTxWIDTH in pixels, e.g. --size 240x427")
-    return int(match.group(1)), int(match.group(2))
 
 
 def _pct(value: float) -> str:
@@ -211,7 +186,7 @@ def evaluate(
         None, "--results", help="Score these existing predictions (<DIR>/<seq>/<frame>.png) instead of tracking."
     ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MAST checkpoint to track with."),
-    keys: Optional[Keys] = typer.Option(None, "--keys", help="Keys to match: model (default), lab or random."),
+    keys: Optional[KeysOpt] = typer.Option(None, "--keys", help="Keys to match: model (default), lab or random."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where tracked masks are written (tracking mode)."),
     csv_dir: Optional[Path] = typer.Option(
         None, "--csv-dir", help="Where the CSVs go (default: the scored results folder)."
@@ -221,7 +196,7 @@ def evaluate(
         "--sequences",
         help="Sequences to use (default all): '--sequences a b c', '--sequences a,b,c' or repeated.",
     ),
-    device: Optional[Device] = typer.Option(None, "--device", help="Tracking device: cpu (default) or cuda."),
+    device: Optional[DeviceOpt] = typer.Option(None, "--device", help="Tracking device: cpu (default) or cuda."),
     size: Optional[str] = typer.Option(None, "--size", help="Track at HxW (downscaled), e.g. 240x427."),
     precision: Optional[PrecisionOpt] = typer.Option(
         None, "--precision", help="Encoder precision when tracking with a checkpoint: fp32 (default), bf16 "
@@ -233,7 +208,7 @@ def evaluate(
     """Score DAVIS predictions (--results), or track the sequences into --out and score them."""
     console = Console()
     err = Console(stderr=True)
-    try:
+    with exit_on_error(err):
         names = split_sequences(sequences)
         if ctx.args:
             if sequences is None:
@@ -269,7 +244,7 @@ def evaluate(
                     raise InputError("--precision applies when tracking with a checkpoint (torch): an exported model "
                                      "keeps the precision it was exported with; drop --precision")
                 seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
-                                                    (device or Device.cpu).value, parse_size(size))
+                                                    (device or DeviceOpt.cpu).value, parse_size(size))
             else:
                 seconds_per_frame = _track(
                     console,
@@ -277,8 +252,8 @@ def evaluate(
                     chosen,
                     out,
                     checkpoint,
-                    (keys or Keys.model).value,
-                    (device or Device.cpu).value,
+                    (keys or KeysOpt.model).value,
+                    (device or DeviceOpt.cpu).value,
                     parse_size(size),
                     precision.value if precision is not None else None,
                 )
@@ -289,9 +264,6 @@ def evaluate(
         result = _score(console, dataset, scored_dir, chosen)
         elapsed = time.perf_counter() - start
         global_csv, seq_csv = write_csvs(csv_dir or scored_dir, result)
-    except MastError as exc:
-        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
-        raise typer.Exit(code=2) from None
 
     console.print(_summary_table(result, seconds_per_frame))
     console.print(f"scored {len(result.objects)} object(s) in {len(chosen)} sequence(s) in {elapsed:.1f} s")

@@ -62,17 +62,15 @@ def track_sequence(tracker: Tracker, dataset: DavisDataset, sequence: str, out_d
 def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Path | None,
                 keys: str = "model", device: str = "cpu", progress: Progress | None = None,
                 size: tuple[int, int] | None = None, precision: str = "fp32") -> dict[str, float]:
-    """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the torch backend;
-    seconds per frame per sequence. ``size`` (H, W): working size (frames resized, masks back)."""
-    import torch  # noqa: PLC0415 - the torch backend only
+    """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the torch backend
+    (``checkpoint``, or the shipped weights when None; ``keys`` and ``precision`` as
+    :func:`~mast.runtime.factory.make_backend` takes them); seconds per frame per sequence.
+    ``size`` (H, W): working size (frames resized, masks back)."""
+    from mast.runtime.factory import make_backend  # noqa: PLC0415 - lazy: the torch backend imports torch
 
-    from mast.core.model import key_encoder  # noqa: PLC0415
-    from mast.runtime.torch_backend import TorchBackend  # noqa: PLC0415
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
+    backend = make_backend("torch", model=checkpoint, device=device, keys=keys, precision=precision)
     dataset = DavisDataset(root)
-    tracker = Tracker(TorchBackend(key_encoder(keys, checkpoint), device=device, precision=precision), size=size)
+    tracker = Tracker(backend, size=size)
     return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
 
 

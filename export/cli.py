@@ -29,12 +29,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mast.core.cli import EXIT_INPUT, EXIT_STOPPED, print_error
 from mast.core.config import ModelConfig
 from mast.core.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
 from mast.core.errors import InputError, MastError
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
 
-EXIT_INPUT, EXIT_PARITY = 2, 1
+EXIT_PARITY = EXIT_STOPPED  # the parity check failed: nothing written
 ENGINE_PROBS_TOL = {"fp32": 1e-3, "fp16": 5e-2}   # engine vs onnxruntime, max abs of the distribution
 MAX_OPSET = 20  # the TorchScript-based exporter's limit
 
@@ -223,10 +224,10 @@ def main_command(
         validate(req, onnx_flag)
         export(req, console)
     except MastError as exc:
-        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
+        print_error(err, exc)
         raise typer.Exit(code=EXIT_INPUT) from None
     except ParityFailed as exc:
-        err.print(Text(f"error: parity check failed, nothing written to {out}: {exc}", style="bold red"), soft_wrap=True)
+        print_error(err, f"parity check failed, nothing written to {out}: {exc}")
         raise typer.Exit(code=EXIT_PARITY) from None
     console.print(summary(out))
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mast.core.engine_metadata import (ENGINE_FILE, EngineMetadata, EnginePrecision, read_engine_metadata,
-                                       write_engine_metadata)
+from mast.core.config import ExportPrecision
+from mast.core.engine_metadata import ENGINE_FILE, EngineMetadata, read_engine_metadata, write_engine_metadata
 from mast.core.errors import DependencyError, ModelError
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
 from mast.plugins.gpu_env import gpu_info, tensorrt
@@ -36,7 +36,7 @@ class EngineConfig:
                   (later builds on the same GPU skip the tactic timing); None: no cache file.
     """
 
-    precision: EnginePrecision = "fp16"
+    precision: ExportPrecision = "fp16"
     workspace_mb: int = 4096
     timing_cache: Path | None = None
 

@@ -21,10 +21,9 @@ import onnx
 import torch
 from torch import nn
 
-from mast.core.config import ModelConfig
+from mast.core.config import ExportPrecision, ModelConfig
 from mast.core.lab_graph import OpenCvLab
-from mast.core.metadata import (ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata,
-                                Precision, file_hash)
+from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
 from mast.export.compose import Pieces, memory_read_model
 from mast.export.memory_graph import Finish, ReadSpec, SlotRead, initial_state
 from mast.export.trt_graph import trt_model
@@ -66,7 +65,7 @@ class ExportConfig:
     width: int = 854
     max_objects: int = 15
     opset: int = DEFAULT_OPSET
-    precision: Precision = "fp32"
+    precision: ExportPrecision = "fp32"
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @property

@@ -5,13 +5,9 @@ device buffers; the tracker only passes them back to the same backend.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-
-Precision = Literal["fp32", "bf16", "fp16"]
-"""The torch backend's encoder precision (its weights and activations; keys leave the encoder as float32, or as float16
-into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; fp16: CUDA (slow on CPU)."""
 
 
 class Backend(Protocol):

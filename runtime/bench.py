@@ -43,13 +43,12 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from mast.core.errors import InputError, MastError
+from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles, exit_on_error, parse_size
+from mast.core.errors import InputError
 from mast.runtime import factory
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, conform_mask, load_mask, parse_size
+from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, conform_mask, load_mask
 from mast.runtime.sources import IMAGE_SUFFIXES
 
 STAGES = ("decode", "preprocess", "encoder", "attention", "postprocess")
@@ -208,6 +207,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest vector / matrix extension the CPU reports (``/proc/cpuinfo`` flags): AMX+AVX-512,
+    AVX-512, AVX2, or ``?`` where the flags cannot be read."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return "?"
+    if not flags:
+        return "?"
+    return "AMX+AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
+
+
 def device_info(backend: Any) -> dict[str, Any]:
     """The machine the figures come from: CPU model and cores, threads, GPU (torch on CUDA)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -342,8 +353,8 @@ def cli(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures as JSON here."),
 ) -> None:
     """Warm up, then time N frames: median/p95 per stage, fps, peak memory, device."""
-    console, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
+    console, err = consoles()
+    with exit_on_error(err):
         if clip != DEMO_FRAMES and mask is None:
             raise InputError("--clip needs --mask PNG (the objects of its first frame)")
         cfg = BenchConfig(backend=backend.value, device=device.value if device else None, model=model,
@@ -356,9 +367,6 @@ def cli(
         result = bench(cfg)
         if json_out is not None:
             _write_json(json_out, result)
-    except MastError as exc:
-        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
-        raise typer.Exit(code=2) from None
     console.print(result_table(result))
     for line in result_lines(result):
         console.print(line)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mast.core.config import Precision
 from mast.core.engine_metadata import ENGINE_FILE
 from mast.core.errors import InputError, MastError
 from mast.core.metadata import ENCODER_FILE, METADATA_FILE
-from mast.runtime.backend import Precision
 
 BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 DeviceName = Literal["cpu", "cuda"]

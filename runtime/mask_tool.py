@@ -19,14 +19,11 @@ from typing import Optional
 import cv2
 import numpy as np
 import typer
-from rich.console import Console
-from rich.text import Text
 
-from mast.core.errors import InputError, MastError
+from mast.core.cli import consoles, exit_on_error
+from mast.core.errors import InputError
 from mast.core.masks import write_mask
 from mast.runtime.boxmask import GrabCutConfig, boxes_to_mask, parse_box, parse_click
-
-EXIT_INPUT = 2
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -74,12 +71,9 @@ def cli(
 
     Errors are one line on stderr with exit code 2; a box where GrabCut finds nothing is kept whole, with a warning.
     """  # noqa: E501 - typer keeps docstring line breaks: one line per paragraph
-    console, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
+    console, err = consoles()
+    with exit_on_error(err):
         ids, warnings = make_mask(image, box, click or [], out)
-    except MastError as exc:
-        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
-        raise typer.Exit(code=EXIT_INPUT) from None
     for warning in warnings:
         err.print(f"warning: {warning}")
     areas = np.bincount(ids.reshape(-1), minlength=len(box) + 1)[1:]

@@ -1,4 +1,5 @@
-"""Which bank slot holds which frame: the fixed ring-buffer layout (torch-free).
+"""Which earlier frames the prediction of frame t reads (docs/DESIGN.md, per-frame step 4), and which
+bank slot holds which frame: the fixed ring-buffer layout (torch-free).
 
 Slots ``0 .. len(long_term)-1`` keep the long-term frames (anchor + m for m in ``long_term``);
 the next ``ring_size`` slots are a ring over the last frames (frame t lives in slot
@@ -10,6 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mast.core.config import MemoryConfig
+
+
+def memory_frames(t: int, cfg: MemoryConfig = MemoryConfig()) -> list[int]:
+    """Sorted, deduplicated memory frame indices for predicting frame ``t`` >= 1 (frame 0 = anchor).
+
+    Long-term frames ``m`` of ``cfg.long_term`` count once ``m <= t - 1``; short-term frames are
+    ``t - s`` for ``s`` in ``cfg.short_term`` when ``t - s > 0``. With the defaults this is the
+    published schedule: {0, 5 (t-1 >= 5)} U {t-1, t-3, t-5 (> 0)}.
+    """
+    if t < 1:
+        raise ValueError(f"frame index must be >= 1 to have a memory, got {t}")
+    long_term = {m for m in cfg.long_term if m <= t - 1}
+    short_term = {t - s for s in cfg.short_term if t - s > 0}
+    return sorted(long_term | short_term)
 
 
 @dataclass
@@ -30,10 +45,10 @@ class SlotTable:
 
     def read_slots(self, t: int) -> list[tuple[int, int]]:
         """``(slot, distance)`` pairs to read for predicting frame ``t`` (schedule of docs/DESIGN.md step 4)."""
-        wanted = {self.anchor + m for m in self.cfg.long_term if self.anchor + m <= t - 1}
-        wanted |= {t - s for s in self.cfg.short_term if t - s > self.anchor}
+        if t <= self.anchor:
+            return []
         out = []
-        for frame in sorted(wanted):
+        for frame in (self.anchor + m for m in memory_frames(t - self.anchor, self.cfg)):
             slot = self._find(frame)
             if slot is not None:
                 out.append((slot, t - frame))

@@ -39,23 +39,20 @@ Behaviour (also in ``--help``):
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import cv2
 import numpy as np
 import typer
-from rich.console import Console
-from rich.text import Text
 
+from mast.core.cli import (EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, BackendOpt, DeviceOpt, Interrupt, KeysOpt,
+                           PrecisionOpt, consoles, exit_on_error, parse_size)
 from mast.core.errors import InputError, MastError
 from mast.core.masks import read_mask
 from mast.runtime import factory
@@ -81,44 +78,7 @@ DEMO_OUT = Path("mast-demo")
 ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference under which a mask is resized, not refused
 REPORT_EVERY_S = 5.0     # seconds between progress lines while running
 
-EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class BackendOpt(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-
-
-class DeviceOpt(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class KeysOpt(str, Enum):
-    model = "model"
-    lab = "lab"
-    random = "random"
-
-
-class PrecisionOpt(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
 # -- small helpers ---------------------------------------------------------------------------------
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"HxW"`` -> ``(H, W)`` in pixels; None stays None. InputError for anything else."""
-    if text is None:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise InputError(f"--size {text!r} is not a size: expected HEIGHTxWIDTH in pixels, e.g. --size 240x427")
-    return int(parts[0]), int(parts[1])
-
-
 def conform_mask(mask: np.ndarray, frame_hw: tuple[int, int]) -> tuple[np.ndarray, str | None]:
     """``mask`` ``[h, w]`` made the frame's size ``frame_hw`` (H, W): returns (mask, warning or None).
 
@@ -150,32 +110,6 @@ def load_mask(path: Path) -> np.ndarray:
         raise InputError(f"the mask {path} has no object (all pixels are 0): draw at least one object "
                          "(palette ids 1..255, or white on a 0/255 PNG)")
     return mask
-
-
-class Interrupt:
-    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current frame (``requested``);
-    a second one raises KeyboardInterrupt at once. Installed only in the main thread."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-        self._installed = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "Interrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
 
 
 # -- configuration and result ----------------------------------------------------------------------
@@ -534,7 +468,7 @@ def cli(
 
     Exit codes: 0 done, 1 the source failed mid-stream, 2 bad input (one line, nothing processed), 130 Ctrl-C. Outputs so far are always complete.
     """  # noqa: E501 - typer keeps docstring line breaks: one line per paragraph
-    console, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
+    console, err = consoles()
     say = console.print
     cfg = RunConfig(mask=mask, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
                     backend=backend.value, device=device.value if device else None, model=model,
@@ -542,19 +476,17 @@ def cli(
                     save_json=save_json, select=select, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
                     loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss))
     try:
-        cfg.size = parse_size(size)
-        cfg.boxes = [parse_box(b) for b in box or []]
-        if demo:
-            cfg = _demo_config(cfg, say)
-        elif camera is not None and mask is None and not cfg.boxes:
-            cfg.select = True
-        elif mask is None and not cfg.boxes and not select:
-            raise InputError("--mask PNG, --box X0,Y0,X1,Y1 or --select is required (the objects to track, in "
-                             "the first frame or --mask-frame K)")
-        summary = run(cfg, say, warn=lambda line: err.print(f"warning: {line}"))
-    except MastError as exc:
-        err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
-        raise typer.Exit(code=EXIT_INPUT) from None
+        with exit_on_error(err):
+            cfg.size = parse_size(size)
+            cfg.boxes = [parse_box(b) for b in box or []]
+            if demo:
+                cfg = _demo_config(cfg, say)
+            elif camera is not None and mask is None and not cfg.boxes:
+                cfg.select = True
+            elif mask is None and not cfg.boxes and not select:
+                raise InputError("--mask PNG, --box X0,Y0,X1,Y1 or --select is required (the objects to track, in "
+                                 "the first frame or --mask-frame K)")
+            summary = run(cfg, say, warn=lambda line: err.print(f"warning: {line}"))
     except KeyboardInterrupt:  # Ctrl-C while loading, before any frame
         err.print("interrupted before the first frame: nothing written")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None

@@ -22,12 +22,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from mast.core.attention import roi_memory_attention
-from mast.core.config import AttentionConfig
+from mast.core.config import AttentionConfig, Precision
 from mast.core.errors import InputError
 from mast.core.lab import bgr_to_lab
 from mast.core.lab_graph import OpenCvLab
 from mast.core.model import fuse_conv_bn
-from mast.runtime.backend import Precision
 
 AttentionKernel = Literal["auto", "reference", "triton"]   # auto: triton on cuda (when installed), else reference
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,7 +36,7 @@ class TorchBackend:
     """Bank as preallocated tensors ``keys [S, C, h, w]`` and, for the reference attention,
     ``values [S, L, h, w]`` (one-hot) or, for the Triton kernel, ``labels [S, h, w]`` (int32 ids).
 
-    precision:     the encoder's dtype (:data:`~mast.runtime.backend.Precision`). fp32 runs the
+    precision:     the encoder's dtype (:data:`~mast.core.config.Precision`). fp32 runs the
                    encoder as it is (the published computation, rounding included: the parity
                    fixture's ill-conditioned pixels move by 1.3e-3 when the norms are folded);
                    bf16/fp16 convert the weights once, batch norms folded into the convolutions

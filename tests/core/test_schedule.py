@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 
 from mast.core.config import AttentionConfig, MemoryConfig
-from mast.core.schedule import memory_frames
-from mast.runtime.memory import SlotTable
+from mast.runtime.memory import SlotTable, memory_frames
 
 
 @pytest.mark.parametrize("t, frames", [(1, [0]), (2, [0, 1]), (4, [0, 1, 3]), (5, [0, 2, 4]),

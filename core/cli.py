@@ -1,0 +1,115 @@
+"""Command-line plumbing shared by every ``mast-*`` command (torch-free).
+
+The typer option enums, ``--size`` parsing, the exit codes, the one-line error report of a
+:class:`~mast.core.errors.MastError` and the Ctrl-C flag of the streaming loops: written once here
+so that the commands agree (docs/DESIGN.md, "Layers and their direction": ``core`` is below every
+command).
+"""
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from mast.core.errors import InputError, MastError
+
+EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+"""0 done; 1 stopped early (a source failing mid-stream, a failed parity check); 2 bad input
+(one line, nothing processed); 130 Ctrl-C."""
+
+
+class BackendOpt(str, Enum):
+    """``--backend``: where the per-frame step runs (:func:`mast.runtime.factory.make_backend`)."""
+
+    auto = "auto"
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+class DeviceOpt(str, Enum):
+    """``--device``."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class KeysOpt(str, Enum):
+    """``--keys``: the trained encoder's keys, raw Lab colour, or a random encoder's (baselines)."""
+
+    model = "model"
+    lab = "lab"
+    random = "random"
+
+
+class PrecisionOpt(str, Enum):
+    """``--precision`` of the torch backend's encoder (:data:`mast.core.config.Precision`)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"HxW"`` (``x``, ``X`` or ``×``, spaces allowed) -> ``(H, W)`` in pixels; None stays None.
+    InputError for anything else."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match or int(match.group(1)) <= 0 or int(match.group(2)) <= 0:
+        raise InputError(f"--size {text!r} is not a size: expected HEIGHTxWIDTH in pixels, e.g. --size 240x427")
+    return int(match.group(1)), int(match.group(2))
+
+
+def consoles() -> tuple[Console, Console]:
+    """(stdout, stderr) rich consoles as the commands print: no highlighting, long lines kept whole."""
+    return Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_error(err: Console, message: object) -> None:
+    """``error: message`` on one line (bold red) of ``err``."""
+    err.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+
+
+@contextmanager
+def exit_on_error(err: Console, code: int = EXIT_INPUT) -> Iterator[None]:
+    """A :class:`MastError` inside becomes one ``error: ...`` line on ``err`` and exit ``code``, no traceback."""
+    try:
+        yield
+    except MastError as exc:
+        print_error(err, exc)
+        raise typer.Exit(code=code) from None
+
+
+class Interrupt:
+    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current frame (``requested``);
+    a second one raises KeyboardInterrupt at once. Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
