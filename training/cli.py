@@ -3,7 +3,7 @@
     mast-train --data PATH [PATH ...] --out DIR --steps N [--stage pair|memory] [--size 256]
                [--batch-size B] [--lr LR] [--resume] [--init CKPT] [--save-every N]
                [--val-davis ROOT] [--workers N] [--device cpu|cuda] [--amp auto|off|bf16]
-               [--batchnorm train|frozen]
+               [--batchnorm train|frozen] [--trainable all|readout]
 
 Two stages (paper Sec. 4): ``--stage pair`` from random weights, then ``--stage memory --init
 PAIR_RUN/encoder.pt`` into another --out folder. Multi-GPU / multi-node: ``torchrun
@@ -55,6 +55,11 @@ class BatchNorm(str, Enum):
     frozen = "frozen"
 
 
+class Trainable(str, Enum):
+    all = "all"
+    readout = "readout"
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
                   help="Train the MAST encoder on raw, unlabeled video (self-supervised).")
 
@@ -82,6 +87,8 @@ def train_command(
                                         "or 'colour-prior' (analytic colour-kernel weights; use with --batchnorm frozen)."),
     batchnorm: Optional[BatchNorm] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
                                                   "or frozen (running statistics kept; for --init colour-prior)."),
+    trainable: Optional[Trainable] = typer.Option(None, "--trainable", help="all (default) or readout (only the "
+                                                  "post_convolution learns; the backbone stays as initialised)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (default 500)."),
     val_davis: Optional[Path] = typer.Option(None, "--val-davis", help="DAVIS root: J&F of 2 sequences at 240x427 at each checkpoint."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default 0 on CPU, 4 on CUDA)."),
@@ -104,7 +111,8 @@ def train_command(
                    "lr": lr, "init": str(init) if init else None, "save_every": save_every,
                    "val_davis": str(val_davis) if val_davis else None, "workers": workers,
                    "device": device.value if device else None, "amp": amp.value if amp else None,
-                   "batchnorm": batchnorm.value if batchnorm else None}
+                   "batchnorm": batchnorm.value if batchnorm else None,
+                   "trainable": trainable.value if trainable else None}
         if resume and init is not None:
             err.print(Text("warning: --init is ignored with --resume (the run's own weights are used)", style="yellow"))
         config = resolve_config(options, resume)

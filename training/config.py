@@ -10,6 +10,7 @@ from mast.training.data import STAGES
 
 STAGE_LR = {"pair": 1e-3, "memory": 2e-5}  # paper Sec. 4
 BatchNormMode = Literal["train", "frozen"]
+Trainable = Literal["all", "readout"]
 
 
 class TrainConfigError(MastError, ValueError):
@@ -45,6 +46,9 @@ class TrainConfig:
                   "frozen" (eval mode: the stored running statistics normalise, only the affine
                   parameters learn; what training from ``--init colour-prior`` needs, whose
                   construction lives in those statistics).
+    trainable:    "all" parameters, or only the "readout" (``post_convolution``, the 3x3 conv that
+                  maps the backbone's 256 channels to the 64-dim keys: a metric learned over fixed
+                  features; the backbone gets no gradient, so a step costs about a forward pass).
     """
 
     data: tuple[str, ...]
@@ -68,6 +72,7 @@ class TrainConfig:
     log_every: int = 1
     augment: bool = True
     batchnorm: BatchNormMode = "train"
+    trainable: Trainable = "all"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(p) for p in self.data))
@@ -105,7 +110,7 @@ class TrainConfig:
 
 # what a resumed run must share with the stored one for "continues exactly" to hold
 RESUME_FIXED = ("stage", "size", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp",
-                "batchnorm")
+                "batchnorm", "trainable")
 
 
 def _problems(c: TrainConfig):
@@ -126,6 +131,8 @@ def _problems(c: TrainConfig):
         yield f"amp={c.amp!r}: expected auto, off or bf16"
     if c.batchnorm not in ("train", "frozen"):
         yield f"batchnorm={c.batchnorm!r}: expected train or frozen"
+    if c.trainable not in ("all", "readout"):
+        yield f"trainable={c.trainable!r}: expected all or readout"
     if c.workers is not None and c.workers < 0:
         yield f"workers={c.workers}: expected >= 0"
     if c.val_sequences < 1 or len(c.val_size) != 2 or min(c.val_size) < 8:

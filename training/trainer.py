@@ -137,8 +137,9 @@ class Trainer:
                               if config.val_davis and self.info.is_main else [])
         self.holdout = holdout_pairs(config.val_davis, HOLDOUT) if self.val_sequences else None
         self.model = self._model(use_init=not resume)
+        parameters = _trainable(self.model, config)  # before DDP, which registers what needs gradients
         self.ddp = self._wrap(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
         self.schedule = StepSchedule(config.learning_rate, config.milestones(), config.lr_gamma)
         self.amp_dtype = _amp_dtype(config)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -321,6 +322,16 @@ class _StepClock:
         total = max(1e-9, time.perf_counter() - self.tick)
         return {"samples_per_s": batch / total, "data_s": self.data_s, "step_s": self.step_s(),
                 "time": time.perf_counter() - self.started}
+
+
+def _trainable(model: Encoder, config: TrainConfig) -> list[nn.Parameter]:
+    """The parameters the optimiser updates; with ``trainable == "readout"`` the others are set to
+    ``requires_grad=False`` (no backbone gradient is computed at all)."""
+    if config.trainable == "all":
+        return list(model.parameters())
+    for parameter in model.feature_extraction.parameters():
+        parameter.requires_grad_(False)
+    return list(model.post_convolution.parameters())
 
 
 def _device(name: str, info: DistInfo) -> torch.device:

@@ -186,3 +186,15 @@ def test_torchrun_two_processes(texture_video, tmp_path):
     assert result.stdout.count("done: 2 steps") == 1
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
     assert load_state(out / "last.pt")["step"] == 2
+
+
+def test_readout_only_training_leaves_the_backbone_as_initialised(one_thread, texture_video, tmp_path):
+    from mast.core.checkpoint import load_encoder
+    from mast.training.prior import colour_prior_encoder
+
+    config = TrainConfig(data=(str(texture_video),), out=str(tmp_path / "run"), steps=2, size=32, batch_size=2,
+                         init="colour-prior", batchnorm="frozen", trainable="readout", lr=1e-4)
+    train(config, progress=False)
+    prior, trained = colour_prior_encoder().state_dict(), load_encoder(tmp_path / "run" / "encoder.pt").state_dict()
+    assert all(torch.equal(prior[k], trained[k]) for k in prior if k.startswith("feature_extraction."))
+    assert not torch.equal(prior["post_convolution.weight"], trained["post_convolution.weight"])
