@@ -69,9 +69,12 @@ def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Pat
     from mast.runtime.factory import make_backend  # noqa: PLC0415 - lazy: the torch backend imports torch
 
     backend = make_backend("torch", model=checkpoint, device=device, keys=keys, precision=precision)
-    dataset = DavisDataset(root)
-    tracker = Tracker(backend, size=size)
-    return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
+    try:
+        dataset = DavisDataset(root)
+        tracker = Tracker(backend, size=size)
+        return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
+    finally:
+        backend.close()
 
 
 def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: Path,
@@ -86,10 +89,13 @@ def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: 
     if make is None:
         from mast.runtime.factory import make_backend as make  # noqa: PLC0415 - torch-free, lazy by design
     engine = make(backend, model=Path(model), device=device)
-    fixed = getattr(engine, "input_size", None)
-    if size is not None and fixed is not None and tuple(size) != tuple(fixed):
-        raise InputError(f"--size {size[0]}x{size[1]} but the model {model} was exported for "
-                         f"{fixed[0]}x{fixed[1]}: drop --size, or re-export with mast-export --height/--width")
-    dataset = DavisDataset(root)
-    tracker = Tracker(engine, size=fixed or size)
-    return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
+    try:
+        fixed = engine.input_size
+        if size is not None and fixed is not None and tuple(size) != tuple(fixed):
+            raise InputError(f"--size {size[0]}x{size[1]} but the model {model} was exported for "
+                             f"{fixed[0]}x{fixed[1]}: drop --size, or re-export with mast-export --height/--width")
+        dataset = DavisDataset(root)
+        tracker = Tracker(engine, size=fixed or size)
+        return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
+    finally:
+        engine.close()

@@ -1,4 +1,6 @@
-"""The interface every backend implements (torch-free): encode a frame, write a slot, read the memory.
+"""The interface every backend implements (torch-free): encode a frame, write a slot, read the memory,
+decode a distribution; and what the tracker, the factory and the tools may ask of any backend
+(``name``, ``device``, ``precision``, ``input_size``, ``close``) without probing for attributes.
 
 Handles (keys, label distributions) are backend-native arrays: torch tensors, numpy arrays or
 device buffers; the tracker only passes them back to the same backend.
@@ -11,9 +13,18 @@ import numpy as np
 
 
 class Backend(Protocol):
-    """A place where the per-frame step of docs/DESIGN.md runs."""
+    """A place where the per-frame step of docs/DESIGN.md runs.
+
+    name:       "torch", "onnxruntime" or "tensorrt".
+    device:     where it runs; ``str(device)`` is "cpu" or "cuda" (torch: a ``torch.device``).
+    precision:  the encoder's precision ("fp32", "bf16", "fp16": :data:`mast.core.config.Precision`).
+    input_size: (H, W) the frames must have (an exported model's fixed size), or None (any size).
+    """
 
     name: str
+    device: Any
+    precision: str
+    input_size: tuple[int, int] | None
 
     def encode(self, bgr: np.ndarray) -> Any:
         """BGR uint8 frame ``[H, W, 3]`` -> key handle ``[C, ceil(H/4), ceil(W/4)]``."""
@@ -29,3 +40,6 @@ class Backend(Protocol):
 
     def decode(self, probs: Any, size: tuple[int, int]) -> np.ndarray:
         """Bilinear upsampling (align_corners=False) to ``size`` (H, W), argmax -> channel map uint8 ``[H, W]``."""
+
+    def close(self) -> None:
+        """Release what the backend holds (device buffers, sessions); it is unusable afterwards."""

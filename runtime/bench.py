@@ -48,6 +48,7 @@ from rich.table import Table
 from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles, exit_on_error, parse_size
 from mast.core.errors import InputError
 from mast.runtime import factory
+from mast.runtime.backend import Backend
 from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, conform_mask, load_mask
 from mast.runtime.sources import IMAGE_SUFFIXES
 
@@ -112,13 +113,12 @@ class StageClock:
         self.cpu_frames.append(dict(self.current_cpu))
 
 
-def split_torch_preprocess(backend: Any, clock: StageClock) -> Callable[[], None]:
+def split_torch_preprocess(backend: Backend, clock: StageClock) -> Callable[[], None]:
     """For the torch backend, charge the time before the encoder's forward (Lab + upload) to
     ``preprocess`` via a forward pre-hook; returns a function removing the hook."""
-    encoder = getattr(backend, "encoder", None)
-    if getattr(backend, "name", "") != "torch" or encoder is None:
+    if backend.name != "torch":
         return lambda: None
-    handle = encoder.register_forward_pre_hook(lambda module, args: clock.charge_to("preprocess"))
+    handle = backend.encoder.register_forward_pre_hook(lambda module, args: clock.charge_to("preprocess"))
     return handle.remove
 
 
@@ -219,12 +219,12 @@ def cpu_isa() -> str:
     return "AMX+AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
 
 
-def device_info(backend: Any) -> dict[str, Any]:
+def device_info(backend: Backend) -> dict[str, Any]:
     """The machine the figures come from: CPU model and cores, threads, GPU (torch on CUDA)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info: dict[str, Any] = {"device": str(getattr(backend, "device", "?")), "cpu": cpu_name(),
+    info: dict[str, Any] = {"device": str(backend.device), "cpu": cpu_name(),
                             "cores": cores, "python": platform.python_version()}
-    if getattr(backend, "name", "") == "torch":
+    if backend.name == "torch":
         import torch  # noqa: PLC0415 - torch backend only: already imported
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
@@ -239,9 +239,9 @@ def peak_rss_mib() -> float:
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
-def _cuda_tools(backend: Any) -> tuple[Callable[[], None] | None, Callable[[], float | None]]:
+def _cuda_tools(backend: Backend) -> tuple[Callable[[], None] | None, Callable[[], float | None]]:
     """(sync, peak GPU MiB) for torch on CUDA; (None, lambda: None) otherwise."""
-    if getattr(backend, "name", "") != "torch":
+    if backend.name != "torch":
         return None, lambda: None
     import torch  # noqa: PLC0415
     if torch.device(backend.device).type != "cuda":
@@ -269,17 +269,17 @@ class BenchConfig:
     threads: int | None = None             # torch CPU threads (torch backend); None = torch's default
 
 
-def bench(cfg: BenchConfig, backend: Any | None = None) -> BenchResult:
+def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
     """Warm up, then time ``cfg.frames`` frames stage by stage (see the module docstring)."""
     from mast.runtime.tracker import Tracker  # noqa: PLC0415
 
     backend = backend or factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
-    if cfg.threads and getattr(backend, "name", "") == "torch":
+    if cfg.threads and backend.name == "torch":
         import torch  # noqa: PLC0415 - torch backend only: already imported
         torch.set_num_threads(cfg.threads)
     sync, gpu_peak = _cuda_tools(backend)
     clock = StageClock(sync)
-    fixed = getattr(backend, "input_size", None)
+    fixed = backend.input_size
     tracker = Tracker(backend, size=None if fixed else cfg.size, timer=clock)
     frames = clip_frames(Path(cfg.clip))
     first = next(frames)

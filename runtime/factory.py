@@ -21,6 +21,7 @@ from mast.core.config import Precision
 from mast.core.engine_metadata import ENGINE_FILE
 from mast.core.errors import InputError, MastError
 from mast.core.metadata import ENCODER_FILE, METADATA_FILE
+from mast.runtime.backend import Backend
 
 BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 DeviceName = Literal["cpu", "cuda"]
@@ -114,7 +115,7 @@ def choose_backend(model: Path | None, device: DeviceName | None = None) -> Choi
 
 # -- builders --------------------------------------------------------------------------------------
 def make_backend(name: BackendName = "auto", model: Path | None = None, device: DeviceName | None = None,
-                 keys: KeySource = "model", precision: Precision = "fp32") -> Any:
+                 keys: KeySource = "model", precision: Precision = "fp32") -> Backend:
     """A ready backend (see :class:`mast.runtime.backend.Backend`).
 
     ``model``: a checkpoint ``.pt`` (torch) or an export folder (onnxruntime/tensorrt; torch too when
@@ -164,7 +165,7 @@ def _torch_checkpoint(model: Path | None, keys: KeySource) -> Path | None:
     return ckpt
 
 
-def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: Precision) -> Any:
+def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: Precision) -> Backend:
     if not _installed("torch"):
         raise BackendUnavailableError("the torch backend needs PyTorch (`pip install mast-tracker[train]`); "
                                       "or export the model and use --backend onnxruntime")
@@ -177,7 +178,7 @@ def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: 
     return TorchBackend(key_encoder(keys, checkpoint), device=device, precision=precision)
 
 
-def _ort_backend(model: Path | None, device: str) -> Any:
+def _ort_backend(model: Path | None, device: str) -> Backend:
     if not is_export_folder(model):
         raise InputError(f"the onnxruntime backend needs --model EXPORT_DIR (a folder written by mast-export "
                          f"with {EXPORT_MARKERS[0]}), got {model or 'none'}")
@@ -185,7 +186,7 @@ def _ort_backend(model: Path | None, device: str) -> Any:
     return cls(model, device)
 
 
-def _trt_backend(model: Path | None, device: str) -> Any:
+def _trt_backend(model: Path | None, device: str) -> Backend:
     if device != "cuda":
         raise BackendUnavailableError("the tensorrt backend runs on --device cuda only")
     cls = _load("mast.runtime.trt_backend", "TrtBackend", "tensorrt")
@@ -206,12 +207,12 @@ def _load(module: str, attr: str, name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def describe(backend: Any) -> str:
+def describe(backend: Backend) -> str:
     """One-line description of a built backend, e.g. ``torch (cpu, fp32)``."""
-    bits = [str(getattr(backend, "device", "?"))]
-    if getattr(backend, "precision", None):
+    bits = [str(backend.device)]
+    if backend.precision:
         bits.append(str(backend.precision))
-    if getattr(backend, "input_size", None):
+    if backend.input_size:
         h, w = backend.input_size
         bits.append(f"fixed {h}x{w}")
-    return f"{getattr(backend, 'name', type(backend).__name__)} ({', '.join(bits)})"
+    return f"{backend.name} ({', '.join(bits)})"

@@ -138,6 +138,10 @@ class OrtBackend:
         argmax -> channel map uint8 ``[H, W]``."""
         return decode_probs(probs, size)
 
+    def close(self) -> None:
+        """Drop the bank (the sessions go with the backend)."""
+        self.keys = self.labels = None
+
 
 def decode_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``[L, h, w]`` -> uint8 ``[H, W]``: OpenCV's INTER_LINEAR is half-pixel (align_corners=False)

@@ -338,7 +338,7 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> Any:
     from mast.runtime.tracker import Tracker  # noqa: PLC0415 - torch-free, imported when needed
 
     backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
-    fixed = getattr(backend, "input_size", None)
+    fixed = backend.input_size
     size = cfg.size
     if fixed is not None and size is not None and tuple(size) != tuple(fixed):
         say(f"warning: --size {size[0]}x{size[1]} ignored: the exported model runs at {fixed[0]}x{fixed[1]}")
@@ -368,7 +368,9 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource 
     monitor = ObjectMonitor(cfg.loss)
     with ExitStack() as stack:
         source = stack.enter_context(source or open_input(cfg))
-        tracker = tracker or build_tracker(cfg, say)
+        if tracker is None:
+            tracker = build_tracker(cfg, say)
+            stack.callback(tracker.backend.close)   # runs after the sinks are flushed (last in, first out)
         sinks = open_sinks(cfg, source, stack, say, monitor)
         say(f"tracking {source.name} from frame {cfg.mask_frame}"
             + (" (live: stale frames are dropped)" if source.is_live else ""))

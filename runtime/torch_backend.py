@@ -32,9 +32,54 @@ AttentionKernel = Literal["auto", "reference", "triton"]   # auto: triton on cud
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class OneHotBank:
+    """The reference attention's bank: ``keys [S, C, h, w]`` and one-hot label maps
+    ``values [S, L, h, w]`` float32, preallocated and updated in place."""
+
+    def __init__(self, n_slots: int, key: torch.Tensor, n_labels: int, key_dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.keys = torch.zeros(n_slots, *key.shape, dtype=key_dtype, device=device)
+        self.values = torch.zeros(n_slots, n_labels, *key.shape[1:], device=device)
+        self.n_labels = n_labels
+
+    def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
+        self.keys[slot].copy_(key)
+        lab = torch.from_numpy(labels.astype(np.int64)).to(self.keys.device)
+        channels = torch.arange(self.values.shape[1], device=self.keys.device)
+        self.values[slot] = (lab[None] == channels[:, None, None]).float()
+
+    def read(self, key: torch.Tensor, slots: list[int], distances: list[int], cfg: AttentionConfig) -> torch.Tensor:
+        return roi_memory_attention(key, [self.keys[s] for s in slots], [self.values[s] for s in slots], distances, cfg)
+
+
+class IdBank:
+    """The fused Triton kernel's bank: ``keys [S, C, h, w]`` (float16 behind a half-precision encoder),
+    label ids ``labels [S, h, w]`` int32 and each slot's distance of this read ``distances [S]``
+    int32, all on the device; the kernel forms the one-hot values itself."""
+
+    def __init__(self, n_slots: int, key: torch.Tensor, n_labels: int, key_dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.keys = torch.zeros(n_slots, *key.shape, dtype=key_dtype, device=device)
+        self.labels = torch.zeros(n_slots, *key.shape[1:], dtype=torch.int32, device=device)
+        self.distances = torch.zeros(n_slots, dtype=torch.int32, device=device)
+        self.n_labels = n_labels
+
+    def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
+        self.keys[slot].copy_(key)
+        self.labels[slot].copy_(torch.from_numpy(labels.astype(np.int32)))
+
+    def read(self, key: torch.Tensor, slots: list[int], distances: list[int], cfg: AttentionConfig) -> torch.Tensor:
+        from mast.plugins.roi_launch import roi_attention  # noqa: PLC0415 - imports triton
+
+        dist = np.zeros(self.keys.shape[0], np.int32)
+        dist[list(slots)] = distances
+        self.distances.copy_(torch.from_numpy(dist))
+        return roi_attention(key, self.keys, self.labels, self.distances, self.n_labels, cfg)
+
+
 class TorchBackend:
-    """Bank as preallocated tensors ``keys [S, C, h, w]`` and, for the reference attention,
-    ``values [S, L, h, w]`` (one-hot) or, for the Triton kernel, ``labels [S, h, w]`` (int32 ids).
+    """Bank as preallocated tensors: :class:`OneHotBank` for the reference attention,
+    :class:`IdBank` for the Triton kernel.
 
     precision:     the encoder's dtype (:data:`~mast.core.config.Precision`). fp32 runs the
                    encoder as it is (the published computation, rounding included: the parity
@@ -46,6 +91,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    input_size: tuple[int, int] | None = None   # any frame size
 
     def __init__(self, encoder: nn.Module, device: str = "cpu", precision: Precision = "fp32",
                  attention: AttentionConfig = AttentionConfig(), kernel: AttentionKernel = "auto",
@@ -68,11 +114,28 @@ class TorchBackend:
         # the Triton kernel reads float16 keys as well: a half-precision encoder fills a half bank
         half_bank = kernel == "triton" and precision != "fp32"
         self.key_dtype = torch.float16 if half_bank else torch.float32
-        self.keys: torch.Tensor | None = None    # [S, C, h, w] key_dtype, the slots' keys
-        self.values: torch.Tensor | None = None  # [S, L, h, w] float32, the slots' one-hot label maps (reference)
-        self.labels: torch.Tensor | None = None  # [S, h, w] int32, the slots' label ids (triton)
-        self.distances: torch.Tensor | None = None  # [S] int32 on device: each slot's distance this read (triton)
-        self.n_labels = 0
+        self.bank_type = IdBank if kernel == "triton" else OneHotBank
+        self.bank: OneHotBank | IdBank | None = None
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        """The bank's keys ``[S, C, h, w]`` (None before ``allocate``)."""
+        return None if self.bank is None else self.bank.keys
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        """The reference bank's one-hot label maps ``[S, L, h, w]`` (None on the Triton path)."""
+        return self.bank.values if isinstance(self.bank, OneHotBank) else None
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """The Triton bank's label ids ``[S, h, w]`` int32 (None on the reference path)."""
+        return self.bank.labels if isinstance(self.bank, IdBank) else None
+
+    @property
+    def n_labels(self) -> int:
+        """Label channels of the bank (0 before ``allocate``)."""
+        return 0 if self.bank is None else self.bank.n_labels
 
     def _lab(self, bgr: np.ndarray) -> torch.Tensor:
         """Normalised Lab ``[1, 3, H, W]`` float32 on the device, channels_last, of BGR uint8 ``[H, W, 3]``."""
@@ -88,35 +151,15 @@ class TorchBackend:
         return key.to(self.key_dtype).contiguous()
 
     def allocate(self, n_slots: int, key: torch.Tensor, n_labels: int) -> None:
-        self.keys = torch.zeros(n_slots, *key.shape, dtype=self.key_dtype, device=self.device)
-        self.n_labels = n_labels
-        if self.kernel == "triton":
-            self.labels = torch.zeros(n_slots, *key.shape[1:], dtype=torch.int32, device=self.device)
-            self.distances = torch.zeros(n_slots, dtype=torch.int32, device=self.device)
-        else:
-            self.values = torch.zeros(n_slots, n_labels, *key.shape[1:], device=self.device)
+        self.bank = self.bank_type(n_slots, key, n_labels, self.key_dtype, self.device)
 
     @torch.inference_mode()
     def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
-        self.keys[slot].copy_(key)
-        if self.kernel == "triton":
-            self.labels[slot].copy_(torch.from_numpy(labels.astype(np.int32)))
-            return
-        lab = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        channels = torch.arange(self.values.shape[1], device=self.device)
-        self.values[slot] = (lab[None] == channels[:, None, None]).float()
+        self.bank.write(slot, key, labels)
 
     @torch.inference_mode()
     def read(self, key: torch.Tensor, slots: list[int], distances: list[int]) -> torch.Tensor:
-        if self.kernel == "triton":
-            from mast.plugins.roi_launch import roi_attention  # noqa: PLC0415 - imports triton
-
-            dist = np.zeros(self.keys.shape[0], np.int32)
-            dist[list(slots)] = distances
-            self.distances.copy_(torch.from_numpy(dist))
-            return roi_attention(key, self.keys, self.labels, self.distances, self.n_labels, self.attention)
-        return roi_memory_attention(key, [self.keys[s] for s in slots], [self.values[s] for s in slots],
-                                    distances, self.attention)
+        return self.bank.read(key, slots, distances, self.attention)
 
     @torch.inference_mode()
     def decode(self, probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -124,3 +167,7 @@ class TorchBackend:
         # max(0).indices, not argmax(0): the same first maximum, but CPU argmax over the outer dim is
         # ~100x slower (20 ms instead of 0.2 ms at 240x427, 75 ms at 480x854, 2 threads)
         return up[0].max(0).indices.to(torch.uint8).cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the bank (the encoder stays: ``allocate`` makes a new bank)."""
+        self.bank = None

@@ -37,7 +37,7 @@ class Tracker:
         self.backend = backend
         self.timer = timer
         self.config = config
-        self.size = size or getattr(backend, "input_size", None)
+        self.size = size or backend.input_size
         self.slots = SlotTable(config.memory)
         self.ids = np.zeros(1, np.uint8)   # [L] object id of each label channel (channel 0 = background)
         self.t = -1                        # index of the last frame seen
