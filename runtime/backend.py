@@ -19,6 +19,11 @@ class Backend(Protocol):
     device:     where it runs; ``str(device)`` is "cpu" or "cuda" (torch: a ``torch.device``).
     precision:  the encoder's precision ("fp32", "bf16", "fp16": :data:`mast.core.config.Precision`).
     input_size: (H, W) the frames must have (an exported model's fixed size), or None (any size).
+
+    Per frame the tracker calls ``encode``, then ``read`` exactly once (with no slots for an anchor
+    frame: nothing to read), then ``write`` for its slots. A backend whose one execution computes the
+    key and the distribution together (TensorRT: ``encode`` stages the frame, ``read`` runs the
+    engine) relies on that order; the others accept a ``write`` of any key they encoded.
     """
 
     name: str
@@ -36,7 +41,8 @@ class Backend(Protocol):
         """Store ``key`` and the label-channel map ``labels`` ``[h, w]`` (int, at the strided centres) in ``slot``."""
 
     def read(self, key: Any, slots: list[int], distances: list[int]) -> Any:
-        """Label distribution handle ``[L, h, w]`` of the query ``key`` read from ``slots``."""
+        """Label distribution handle ``[L, h, w]`` of the query ``key`` read from ``slots`` at
+        ``distances`` (>= 1); None when ``slots`` is empty (an anchor frame)."""
 
     def decode(self, probs: Any, size: tuple[int, int]) -> np.ndarray:
         """Bilinear upsampling (align_corners=False) to ``size`` (H, W), argmax -> channel map uint8 ``[H, W]``."""

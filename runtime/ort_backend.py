@@ -121,8 +121,11 @@ class OrtBackend:
         self.keys[slot] = key
         self.labels[slot] = labels
 
-    def read(self, key: np.ndarray, slots: list[int], distances: list[int]) -> np.ndarray:
-        """Label distribution ``[L, h, w]`` of the query ``key`` read from ``slots`` at ``distances``."""
+    def read(self, key: np.ndarray, slots: list[int], distances: list[int]) -> np.ndarray | None:
+        """Label distribution ``[L, h, w]`` of the query ``key`` read from ``slots`` at ``distances``
+        (None without slots: an anchor frame)."""
+        if not slots and not distances:
+            return None
         reads = self.meta.slots["reads"]
         if not slots or len(slots) > reads or len(slots) != len(distances) or min(distances) < 1:
             raise InputError(f"read needs 1..{reads} slots with distances >= 1 (the model reads at most "

@@ -158,7 +158,9 @@ class TorchBackend:
         self.bank.write(slot, key, labels)
 
     @torch.inference_mode()
-    def read(self, key: torch.Tensor, slots: list[int], distances: list[int]) -> torch.Tensor:
+    def read(self, key: torch.Tensor, slots: list[int], distances: list[int]) -> torch.Tensor | None:
+        if not slots:
+            return None   # an anchor frame: nothing to read
         return self.bank.read(key, slots, distances, self.attention)
 
     @torch.inference_mode()

@@ -66,7 +66,9 @@ class Tracker:
         frame, mask = self._to_work_size(frame), self._to_work_size(mask, nearest=True)
         self.t += 1
         key = self.backend.encode(frame)
-        if merge:
+        if not merge:
+            self.backend.read(key, [], [])   # an anchor frame reads nothing (see Backend: one read per frame)
+        else:
             predicted = self.ids[self.backend.decode(self._read(key), frame.shape[:2])]
             mask = np.where(mask > 0, mask, predicted)
             given = np.where(given > 0, given, self._to_size(predicted, full))

@@ -8,8 +8,10 @@ bank stays on the GPU: keys ``[S, C, h, w]`` fp32, label maps ``[S, h, w]`` int3
 map. Frames, distances and distributions go through pinned host buffers on one stream: per frame
 one upload of the frame (and of the written label map) and one download of the distribution.
 
-Keys are handles (:class:`FrameKey`): ``encode`` uploads the frame, ``read`` runs the engine;
-``write`` of a frame that was never read (the first frame) runs it with no slot read.
+One execution per frame, in the order the tracker calls (:class:`~mast.runtime.backend.Backend`):
+``encode`` uploads the frame and returns a handle (:class:`FrameKey`; the key itself is computed on
+the GPU and stays there), ``read`` runs the engine (with no slot read for an anchor frame),
+``write`` stores the key the run left in the ``key`` output.
 """
 from __future__ import annotations
 
@@ -30,13 +32,12 @@ INPUTS = ("frame", "keys", "labels", "distances")
 OUTPUTS = ("key", "probs")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FrameKey:
-    """Handle of an encoded frame: its place in the stream and whether the engine has run on it
-    (its key is then in the backend's ``key`` output buffer)."""
+    """Handle of an encoded frame: its place in the stream (its key is in the backend's ``key``
+    output buffer once ``read`` has run the engine on it)."""
 
     index: int
-    computed: bool = False
 
 
 class _Pinned:
@@ -110,7 +111,8 @@ class TrtBackend:
         self._distances = _Pinned((s,), np.int32)
         self._labels = _Pinned((fh, fw), np.int32)
         self._probs = _Pinned((self.meta.slots["max_labels"], fh, fw), np.float32)
-        self._latest = -1
+        self._latest = -1   # index of the last frame encoded
+        self._run = -1      # index of the last frame the engine ran on
         self.n_labels = 0
 
     # -- engine execution -------------------------------------------------------------------------
@@ -172,11 +174,12 @@ class TrtBackend:
         self.n_labels = n_labels
 
     def write(self, slot: int, key: FrameKey, labels: np.ndarray) -> None:
-        """Store the latest frame's key (device to device) and its label map ``[h, w]`` in ``slot``."""
+        """Store the latest frame's key (device to device, left by its ``read``) and its label map
+        ``[h, w]`` in ``slot``."""
         self._check_latest(key)
-        if not key.computed:
-            self._execute(np.zeros(self.meta.slots["n_slots"], np.int32))
-            key.computed = True
+        if self._run != key.index:
+            raise InputError("the tensorrt backend computes a frame's key when it reads the frame: call read "
+                             "(with no slots for an anchor frame) before write")
         self._sync()   # the previous label upload has left the pinned buffer
         self._labels.array[:] = labels
         offset = slot * self._slot_label_bytes
@@ -185,15 +188,18 @@ class TrtBackend:
         self._copy(int(self._buffers["keys"].ptr) + slot * self._slot_key_bytes, self._buffers["key"].ptr,
                    self._slot_key_bytes, "cudaMemcpyDeviceToDevice")
 
-    def read(self, key: FrameKey, slots: list[int], distances: list[int]) -> np.ndarray:
-        """Run the engine on the latest frame: its distribution ``[L, h, w]`` read from ``slots``."""
+    def read(self, key: FrameKey, slots: list[int], distances: list[int]) -> np.ndarray | None:
+        """Run the engine on the latest frame (its one execution): its distribution ``[L, h, w]`` read
+        from ``slots``; without slots (an anchor frame) only its key is computed and None returned."""
         self._check_latest(key)
-        if not slots or len(slots) != len(distances) or min(distances) < 1:
+        if len(slots) != len(distances) or (slots and min(distances) < 1):
             raise InputError(f"read needs slots with distances >= 1, got slots {slots} at distances {distances}")
         dist = np.zeros(self.meta.slots["n_slots"], np.int32)
         dist[list(slots)] = distances
         self._execute(dist)
-        key.computed = True
+        self._run = key.index
+        if not slots:
+            return None
         self._copy(self._probs.ptr, self._buffers["probs"].ptr, self._probs.nbytes, "cudaMemcpyDeviceToHost")
         self._sync()
         return self._probs.array[: self.n_labels].copy()
