@@ -1,13 +1,14 @@
-"""ROI memory attention, reference semantics in pure PyTorch (docs/DESIGN.md, per-frame step 5).
+"""ROI memory attention, reference semantics in pure PyTorch (docs/DESIGN.md, per-frame step 5;
+specified per pixel by :mod:`mast.core.attention_spec`, against which it is tested).
 
 Memory-bounded CPU implementation built from batched matmuls. Each memory map is zero padded and
 laid out channels-last; groups of query pixels read one square key neighbourhood from it and score
 it with one matmul.
 
-- restricted window (d <= 15): the query is cut into ``T x T`` tiles; a tile reads the square
+- restricted window (d <= ``cfg.roi_threshold``, 15 by default): the query is cut into ``T x T`` tiles; a tile reads the square
   grown by R and a constant mask keeps each pixel's own ``(2R+1)^2`` window. Zero padding makes
   out-of-frame candidates score 0 with value 0, as the published code does.
-- ROI localisation (d > 15): the coarse dilated search is the restricted window on the
+- ROI localisation (d > ``cfg.roi_threshold``): the coarse dilated search is the restricted window on the
   ``gamma x gamma`` phase grids of the frame (query p = gamma*q + r reads keys gamma*(q + k) + r);
   its soft-argmax gives a fractional offset o_p per pixel. The fine window around p + o_p is
   read from the integer ``(2R+2)^2`` window at p + floor(o_p), whose scores are blended with the
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from mast.core.config import AttentionConfig
+from mast.core.config import EXP_FLOOR, AttentionConfig
 from mast.core.tiling import Tiles
 
 
@@ -63,11 +64,8 @@ class _PaddedMap:
         return runs[lines].view(top.shape[0], side * side, c)
 
 
-# Below about -87, exp() leaves float32's normal range and the CPU's vectorised exp takes a slow
-# path (measured 35 ns instead of 0.5 ns per element, -inf included). Shifted scores are floored at
-# -80: such a candidate, masked ones included, weighs e^-80 (1.8e-35) of the peak's weight instead
-# of less, which no float32 sum can show (the peak's own term is 1).
-_EXP_FLOOR = -80.0
+# Shifted scores are floored at EXP_FLOOR (see there): on CPU, exp() below about -87 takes a slow
+# path (measured 35 ns instead of 0.5 ns per element, -inf included).
 
 # Per pixel of one memory frame, or of several merged: (peak [N, 1], acc [N, L + 1]) where acc
 # holds sum exp(score - peak) * value over the candidates and, in its last column, sum exp(score - peak).
@@ -78,8 +76,8 @@ def _softmax_terms(s: torch.Tensor, dims: int | tuple[int, ...]) -> tuple[torch.
     """Peak of ``s`` over ``dims`` (kept) and exp(s - peak), floored; in place unless autograd needs ``s``."""
     peak = s.amax(dims, keepdim=True)
     if s.requires_grad:
-        return peak, torch.exp((s - peak).clamp(min=_EXP_FLOOR))
-    return peak, s.sub_(peak).clamp_(min=_EXP_FLOOR).exp_()
+        return peak, torch.exp((s - peak).clamp(min=EXP_FLOOR))
+    return peak, s.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
 
 
 def _merge(a: _Part | None, b: _Part) -> _Part:
@@ -87,8 +85,8 @@ def _merge(a: _Part | None, b: _Part) -> _Part:
     if a is None:
         return b
     peak = torch.maximum(a[0], b[0])
-    scale_a = (a[0] - peak).clamp(min=_EXP_FLOOR).exp()
-    scale_b = (b[0] - peak).clamp(min=_EXP_FLOOR).exp()
+    scale_a = (a[0] - peak).clamp(min=EXP_FLOOR).exp()
+    scale_b = (b[0] - peak).clamp(min=EXP_FLOOR).exp()
     return peak, a[1] * scale_a + b[1] * scale_b
 
 

@@ -11,6 +11,16 @@ into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; 
 ExportPrecision = Literal["fp32", "fp16"]
 """The precisions an exported model can have: ``encoder.onnx``'s convolutions, the TensorRT engine."""
 
+EXP_FLOOR = -80.0
+"""Shifted scores (score - running max) are floored here before ``exp``: below about -87, exp()
+leaves float32's normal range and vectorised exps (CPU, onnxruntime) take a slow path (-inf
+included). A floored candidate weighs e^-80 (1.8e-35) of the peak instead of less, which no float32
+sum can show; the specification itself has no floor."""
+
+NO_SCORE = -3.0e38
+"""The running maximum before any candidate is seen: finite (unlike -inf) so that
+``exp(NO_SCORE - NO_SCORE)`` stays defined for a pixel no candidate has reached yet."""
+
 
 @dataclass(frozen=True)
 class AttentionConfig:

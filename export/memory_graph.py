@@ -1,7 +1,8 @@
 """The ROI memory attention as exportable torch modules: the pieces of ``memory_read.onnx``.
 
-Same semantics as :func:`mast.core.attention.roi_memory_attention` (docs/DESIGN.md step 5), for one query
-frame over the whole fixed-size bank; standard ONNX operators only.
+Same semantics as :func:`mast.core.attention.roi_memory_attention` (docs/DESIGN.md step 5, specified by
+:mod:`mast.core.attention_spec`), for one query frame over the whole fixed-size bank; standard ONNX
+operators only.
 
 ``memory_read.onnx`` (assembled by :mod:`mast.export.compose`) takes, with shapes fixed at export
 (:class:`ReadSpec`):
@@ -18,12 +19,13 @@ How it is computed (exportable, memory-bounded):
 - **Which slots.** ``TopK(distances, reads)`` lists the (at most ``reads``) slots read this frame.
   Each pick is folded into a running softmax state (per query pixel: max score, sum of weights,
   weighted values) by an ``If`` node: distance <= 0 leaves the state as it is (an empty slot costs
-  nothing), d <= 15 runs :class:`SlotRead` ``roi=False``, d > 15 runs ``roi=True``. Folding slot by
+  nothing), d <= roi_threshold (15) runs :class:`SlotRead` ``roi=False``, d above it ``roi=True``. Folding slot by
   slot (online softmax) gives the one softmax over all candidates of all slots.
-- **Restricted window** (d <= 15): the reference's ``T x T`` query tiles against their
+- **Restricted window** (d <= roi_threshold): the reference's ``T x T`` query tiles against their
   ``(T+2R)^2`` zero-padded key neighbourhood, one batched MatMul per band of tile rows with the
   window mask (-inf outside each pixel's window).
-- **ROI localisation** (d > 15): the dilation gamma = min(4, d // 15 + 1) is data, so the coarse
+- **ROI localisation** (d > roi_threshold): the dilation gamma = min(max_dilation, d // dilation_step + 1)
+  (:meth:`~mast.core.config.AttentionConfig.dilation`) is data, so the coarse
   search runs on a *phase mosaic*: the ``gamma x gamma`` phase grids of the frame side by side with
   ``R`` zero rows/columns between them, gathered with per-gamma index tables made at export
   (:class:`PhaseTables`). The dilated search is then the restricted-window search of the mosaic's
@@ -46,15 +48,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from mast.core.config import AttentionConfig, MemoryConfig
+from mast.core.config import EXP_FLOOR, NO_SCORE, AttentionConfig, MemoryConfig
 from mast.core.tiling import Tiles
 from mast.export.tiling import PaddedMap
 
 MIN_DILATION = 2
-NO_SCORE = -3.0e38  # initial running max: finite, so that exp(NO_SCORE - NO_SCORE) stays defined
-# exp arguments are clamped here: onnxruntime's Exp is ~15x slower on -inf and on arguments whose
-# result is denormal. exp(-80) = 1.8e-35 stands in for 0, far below float32 resolution of the sums.
-EXP_FLOOR = -80.0
+# exp arguments are clamped at EXP_FLOOR: onnxruntime's Exp is ~15x slower on -inf and on arguments
+# whose result is denormal; NO_SCORE is the running max's finite start (both: mast.core.config).
 
 
 def _exp(x: torch.Tensor) -> torch.Tensor:

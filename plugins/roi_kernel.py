@@ -1,4 +1,5 @@
-"""The fused ROI memory attention kernel in Triton (docs/DESIGN.md step 5, "GPU path").
+"""The fused ROI memory attention kernel in Triton (docs/DESIGN.md step 5, "GPU path"; specified by
+:mod:`mast.core.attention_spec`).
 
 One launch per frame: program ``i`` takes a ``TILE_H x TILE_W`` tile of query pixels (tiles in
 row-major order), reads every bank slot whose distance is > 0 and writes those pixels' label
@@ -36,6 +37,10 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from mast.core.config import NO_SCORE
+
+_NO_SCORE = tl.constexpr(NO_SCORE)   # the running max's finite start (shared with the ONNX graph)
 
 
 @triton.jit
@@ -190,7 +195,7 @@ def roi_attention_kernel(query_ptr, keys_ptr, labels_ptr, distances_ptr, height,
     q_raw = tl.load(query_ptr + offs_c[None, :] * hw + p[:, None], mask=p_mask[:, None] & c_mask[None, :], other=0.0)
     q = q_raw.to(tl.float32)
     # a finite start: a pixel none of whose cells a matmul block reaches keeps m (exp(m - m) = 1)
-    m = tl.full([TILE_H * TILE_W], -1.0e30, tl.float32)
+    m = tl.full([TILE_H * TILE_W], _NO_SCORE, tl.float32)
     den = tl.zeros([TILE_H * TILE_W], tl.float32)
     acc = tl.zeros([TILE_H * TILE_W, BLOCK_L], tl.float32)
     for slot in range(S):
