@@ -1,5 +1,6 @@
-"""The shipped weights (core/weights/mast.pt, v2): the colour prior as README says, and they track
-the bundled clip better than copying its first mask (v1 did not)."""
+"""The shipped weights (core/weights/mast.pt, v3): the colour prior's backbone with a read-out
+trained on raw video, as README says, and they track the bundled clip better than copying its first
+mask (v1 did not)."""
 from __future__ import annotations
 
 import cv2
@@ -15,12 +16,16 @@ from mast.runtime.tracker import Tracker
 from mast.training.prior import colour_prior_encoder
 
 
-def test_shipped_weights_are_the_colour_prior_in_fp16():
+def test_shipped_weights_are_the_colour_prior_backbone_with_a_trained_readout():
     shipped = load_encoder(default_checkpoint()).state_dict()
     prior = colour_prior_encoder().state_dict()
     for name, value in prior.items():
         expected = value.half().float() if value.is_floating_point() else value
-        assert torch.equal(shipped[name], expected), name
+        if name.startswith("feature_extraction."):
+            assert torch.equal(shipped[name], expected), name
+    readout = "post_convolution.weight"
+    change = float((shipped[readout] - prior[readout]).norm() / prior[readout].norm())
+    assert 1e-3 < change < 0.5  # trained (--trainable readout), not replaced
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
