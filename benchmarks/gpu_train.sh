@@ -9,7 +9,8 @@
 # .gpu_data/resume/ here, then the same run(...) again: the script starts from it.
 #
 # What it does: installs the package (--no-deps: the GPU machine has torch, cv2, typer, rich),
-# then mast-train on CUDA (bf16 autocast) from the colour prior with frozen batch norms (or from
+# then mast-train on CUDA (bf16 autocast) from the colour prior with frozen batch norms, read-out only
+# (the recipe of the shipped v3; README), or from
 # .gpu_data/resume/encoder_fp16.pt), stopped by SIGINT after TRAIN_SECONDS (the trainer finishes
 # the step and saves), and writes into $OUT: encoder_fp16.pt (the official layout, ~10 MB: the
 # resume point and what mast-eval --checkpoint scores), metrics.jsonl, loss.png, gpu_train.log.
@@ -18,7 +19,7 @@
 # second call restarts Adam's moments and the LR schedule from the stored weights.
 #
 # Settings (environment): STEPS (5000), TRAIN_SECONDS (470), STAGE (pair), SIZE (256),
-# BATCH (24), LR (3e-6), DEVICE (cuda; cpu for the smoke test), AMP (bf16), DATA (.gpu_data/videos),
+# BATCH (24), LR (1e-4; use 3e-6 with TRAINABLE=all), TRAINABLE (readout: the v3 recipe), DEVICE (cuda; cpu for the smoke test), AMP (bf16), DATA (.gpu_data/videos),
 # RESUME (.gpu_data/resume/encoder_fp16.pt).
 # CPU smoke test: STEPS=2 SIZE=64 BATCH=2 DEVICE=cpu OUT=/tmp/gt bash benchmarks/gpu_train.sh
 set -u -o pipefail
@@ -44,7 +45,7 @@ echo "== training from $init for at most ${TRAIN_SECONDS:-470} s" | tee -a "$log
 start=$SECONDS
 timeout -s INT "${TRAIN_SECONDS:-470}" python3 -m mast.training.cli --data "$data" --out "$run_dir" \
   --steps "${STEPS:-5000}" --stage "${STAGE:-pair}" --size "${SIZE:-256}" --batch-size "${BATCH:-24}" \
-  --lr "${LR:-3e-6}" --init "$init" --batchnorm frozen --device "${DEVICE:-cuda}" --amp "${AMP:-bf16}" \
+  --lr "${LR:-1e-4}" --trainable "${TRAINABLE:-readout}" --init "$init" --batchnorm frozen --device "${DEVICE:-cuda}" --amp "${AMP:-bf16}" \
   --save-every 1000 2>&1 | tr '\r' '\n' | grep -v "^step [0-9]*/[0-9]* " | tee -a "$log"
 echo "== training: rc=$? in $((SECONDS - start)) s" | tee -a "$log"
 

@@ -4,7 +4,7 @@
 memory-bounded tiles, and (since it serves inference) free to use in-place operations that
 autograd cannot differentiate. Training needs gradients and a batch whose samples have different
 reference distances (the memory stage draws them per sample), so this module computes the same
-function (DESIGN.md step 5; ``tests/core/oracle.py`` spells it out per pixel) another way:
+function (docs/DESIGN.md step 5; ``mast.core.attention_spec`` spells it out per pixel) another way:
 
 * For a chunk of query pixels, the scores against every key of the rows its candidates can
   reach (all rows for ROI at small sizes; R rows around the chunk for restricted windows),

@@ -28,7 +28,7 @@ Sampling (``ClipDataset``; the choices, with the paper sections they follow)
       * long-term: ``n_long`` (2) frames at distances D, D - 5, ... (``long_spacing`` = 5, the
         I_0 / I_5 spacing), D uniform in [long_gap_min, long_gap_max] = [16, 60], clipped to the
         video. D > 15 so that the oldest reference always goes through ROI localisation
-        (Sec. 3.3.2: dilation ceil(d/15), used for distant frames; DESIGN: d > 15) and D up to 60
+        (Sec. 3.3.2: dilation ceil(d/15), used for distant frames; docs/DESIGN.md: d > 15) and D up to 60
         covers every dilation 2..4 the tracker uses; the second one (D - 5, 11..55) falls on either
         side of 15, as frame 5 does at inference;
       * short-term: ``n_short`` (3) distinct distances drawn from [short_gap_min, short_gap_max] =

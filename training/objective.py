@@ -1,4 +1,4 @@
-"""The self-supervised reconstruction objective of MAST (paper Sec. 3.2, 3.3, 4; DESIGN "Training").
+"""The self-supervised reconstruction objective of MAST (paper Sec. 3.2, 3.3, 4; docs/DESIGN.md "Training").
 
 For every sample (T frames, references first, target last, uint8 BGR):
 

@@ -1,4 +1,4 @@
-"""The two-stage self-supervised trainer behind ``mast-train`` (DESIGN.md "Training").
+"""The two-stage self-supervised trainer behind ``mast-train`` (docs/DESIGN.md "Training").
 
 One run = one stage. Stage 1: ``--stage pair`` (Adam, LR 1e-3 halved after 40/60/80 % of the
 steps). Stage 2: ``--stage memory --init STAGE1/encoder.pt`` (LR 2e-5, same schedule shape).
