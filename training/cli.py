@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from mast.core.cli import DeviceOpt
 from mast.core.errors import MastError
 
 __all__ = ["app", "main"]
@@ -37,11 +38,6 @@ EXIT_INTERRUPTED = 130
 class Stage(str, Enum):
     pair = "pair"
     memory = "memory"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Amp(str, Enum):
@@ -92,7 +88,7 @@ def train_command(
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (default 500)."),
     val_davis: Optional[Path] = typer.Option(None, "--val-davis", help="DAVIS root: J&F of 2 sequences at 240x427 at each checkpoint."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default 0 on CPU, 4 on CUDA)."),
-    device: Optional[Device] = typer.Option(None, "--device", help="cpu (default) or cuda."),
+    device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu (default) or cuda."),
     amp: Optional[Amp] = typer.Option(None, "--amp", help="Mixed precision: auto (default: float16 on CUDA, "
                                       "off on CPU), off, or bf16 (~3x faster on CPUs with AMX)."),
 ) -> None:
