@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 import typer
 from rich.console import Console
@@ -90,26 +90,30 @@ def exit_on_error(err: Console, code: int = EXIT_INPUT) -> Iterator[None]:
 
 
 class Interrupt:
-    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current frame (``requested``);
-    a second one raises KeyboardInterrupt at once. Installed only in the main thread."""
+    """Ctrl-C handling: the first signal asks the loop to stop after the current frame or step
+    (``requested``; ``on_request`` is called once); a second one raises KeyboardInterrupt at once.
+    ``signals``: SIGINT by default (mast-train adds SIGTERM). Installed only in the main thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT,),
+                 on_request: Callable[[], None] | None = None) -> None:
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self.signals, self.on_request = signals, on_request
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self.on_request is not None:
+            self.on_request()
 
     def __enter__(self) -> "Interrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

@@ -19,3 +19,6 @@ class ModelError(MastError):
 
 class DependencyError(MastError):
     """An optional package or device a feature needs (TensorRT, Triton, a CUDA GPU) is missing."""
+
+
+NO_CUDA_GPU = "--device cuda but no CUDA GPU is visible to torch: use --device cpu"  # one message for every CLI

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from mast.core.config import Precision
 from mast.core.engine_metadata import ENGINE_FILE
-from mast.core.errors import InputError, MastError
+from mast.core.errors import NO_CUDA_GPU, InputError, MastError
 from mast.core.metadata import ENCODER_FILE, METADATA_FILE
 from mast.runtime.backend import Backend
 
@@ -174,7 +174,7 @@ def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: 
     from mast.core.model import key_encoder  # noqa: PLC0415
     from mast.runtime.torch_backend import TorchBackend  # noqa: PLC0415
     if device == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
+        raise BackendUnavailableError(NO_CUDA_GPU)
     return TorchBackend(key_encoder(keys, checkpoint), device=device, precision=precision)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mast.core.checkpoint import load_encoder, save_checkpoint
+from mast.core.cli import Interrupt
 from mast.core.encoder import Encoder
-from mast.core.errors import InputError, MastError
+from mast.core.errors import NO_CUDA_GPU, InputError, MastError
 from mast.training.config import RESUME_FIXED, TrainConfig, TrainConfigError
 from mast.training.data import ClipDataset, DataConfig, collate_clips, load_corpus
 from mast.training.distributed import (
@@ -96,29 +96,6 @@ def resolve_config(options: dict[str, Any], resume: bool) -> TrainConfig:
 
 def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current step."""
-
-    def __init__(self, say: Printer) -> None:
-        self.requested, self.say, self.previous = False, say, {}
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.say("[yellow]stopping: saving a checkpoint after this step (Ctrl-C again to quit without saving)")
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -221,7 +198,9 @@ class Trainer:
                             collate_fn=collate_clips, pin_memory=self.device.type == "cuda")
         log = MetricsLog(self.out, self.step) if self.info.is_main else None
         loss, stopped = None, False
-        with _StopFlag(lambda text: self.say(text)) as stop, TrainProgress(c.steps, self.step, self.progress) as bar:
+        stopping = "[yellow]stopping: saving a checkpoint after this step (Ctrl-C again to quit without saving)"
+        with Interrupt((signal.SIGINT, signal.SIGTERM), lambda: self.say(stopping)) as stop, \
+                TrainProgress(c.steps, self.step, self.progress) as bar:
             self.say = bar.print if self.progress else self.say
             clock = _StepClock()
             for step, batch in zip(range(self.step, c.steps), loader):
@@ -337,7 +316,7 @@ def _trainable(model: Encoder, config: TrainConfig) -> list[nn.Parameter]:
 def _device(name: str, info: DistInfo) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise InputError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
+            raise InputError(NO_CUDA_GPU)
         return torch.device("cuda", info.local_rank)
     return torch.device("cpu")
 
