@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,32 +27,12 @@ from rich.text import Text
 
 from mast.core.cli import DeviceOpt
 from mast.core.errors import MastError
+from mast.training.config import AmpMode, BatchNormMode, StageName, Trainable
 
 __all__ = ["app", "main"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class Stage(str, Enum):
-    pair = "pair"
-    memory = "memory"
-
-
-class Amp(str, Enum):
-    auto = "auto"
-    off = "off"
-    bf16 = "bf16"
-
-
-class BatchNorm(str, Enum):
-    train = "train"
-    frozen = "frozen"
-
-
-class Trainable(str, Enum):
-    all = "all"
-    readout = "readout"
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
@@ -74,14 +53,14 @@ def train_command(
                                     "'--data a b', or repeated."),
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoints, metrics, TensorBoard)."),
     steps: int = typer.Option(..., "--steps", min=1, help="Optimiser steps of the whole run."),
-    stage: Optional[Stage] = typer.Option(None, "--stage", help="pair (default) or memory."),
+    stage: Optional[StageName] = typer.Option(None, "--stage", help="pair (default) or memory."),
     size: Optional[int] = typer.Option(None, "--size", help="Frame side in pixels (default 256)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step and process (default 8)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam LR (default: pair 1e-3, memory 2e-5), halved at 40/60/80 %."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where last.pt left it."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these encoder weights (e.g. the pair run's encoder.pt), "
                                         "or 'colour-prior' (analytic colour-kernel weights; use with --batchnorm frozen)."),
-    batchnorm: Optional[BatchNorm] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
+    batchnorm: Optional[BatchNormMode] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
                                                   "or frozen (running statistics kept; for --init colour-prior)."),
     trainable: Optional[Trainable] = typer.Option(None, "--trainable", help="all (default) or readout (only the "
                                                   "post_convolution learns; the backbone stays as initialised)."),
@@ -89,7 +68,7 @@ def train_command(
     val_davis: Optional[Path] = typer.Option(None, "--val-davis", help="DAVIS root: J&F of 2 sequences at 240x427 at each checkpoint."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default 0 on CPU, 4 on CUDA)."),
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu (default) or cuda."),
-    amp: Optional[Amp] = typer.Option(None, "--amp", help="Mixed precision: auto (default: float16 on CUDA, "
+    amp: Optional[AmpMode] = typer.Option(None, "--amp", help="Mixed precision: auto (default: float16 on CUDA, "
                                       "off on CPU), off, or bf16 (~3x faster on CPUs with AMX)."),
 ) -> None:
     """Train the MAST encoder on raw video, one stage per run: --stage pair, then --stage memory --init PAIR/encoder.pt."""
@@ -103,12 +82,12 @@ def train_command(
             raise MastError(f"unexpected option(s) {' '.join(a for a in ctx.args if a.startswith('-'))}: "
                             "see mast-train --help")
         options = {"data": tuple(str(p) for p in paths), "out": str(out), "steps": steps,
-                   "stage": stage.value if stage else None, "size": size, "batch_size": batch_size,
+                   "stage": stage, "size": size, "batch_size": batch_size,
                    "lr": lr, "init": str(init) if init else None, "save_every": save_every,
                    "val_davis": str(val_davis) if val_davis else None, "workers": workers,
-                   "device": device.value if device else None, "amp": amp.value if amp else None,
-                   "batchnorm": batchnorm.value if batchnorm else None,
-                   "trainable": trainable.value if trainable else None}
+                   "device": device.value if device else None, "amp": amp,
+                   "batchnorm": batchnorm,
+                   "trainable": trainable}
         if resume and init is not None:
             err.print(Text("warning: --init is ignored with --resume (the run's own weights are used)", style="yellow"))
         config = resolve_config(options, resume)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mast.core.errors import MastError
 from mast.training.data import STAGES
@@ -11,6 +11,8 @@ from mast.training.data import STAGES
 STAGE_LR = {"pair": 1e-3, "memory": 2e-5}  # paper Sec. 4
 BatchNormMode = Literal["train", "frozen"]
 Trainable = Literal["all", "readout"]
+AmpMode = Literal["auto", "off", "bf16"]
+StageName = Literal["pair", "memory"]  # = mast.training.data.STAGES
 
 
 class TrainConfigError(MastError, ValueError):
@@ -127,7 +129,7 @@ def _problems(c: TrainConfig):
         yield f"lr={c.lr}: expected a positive learning rate"
     if c.device not in ("cpu", "cuda"):
         yield f"device={c.device!r}: expected cpu or cuda"
-    if c.amp not in ("auto", "off", "bf16"):
+    if c.amp not in get_args(AmpMode):
         yield f"amp={c.amp!r}: expected auto, off or bf16"
     if c.batchnorm not in ("train", "frozen"):
         yield f"batchnorm={c.batchnorm!r}: expected train or frozen"
