@@ -42,12 +42,15 @@ class AttentionConfig:
     tile: int = 8
     band_tiles: int = 2
 
-    def dilation(self, distance: int) -> int:
-        """Coarse-search dilation for a memory frame ``distance`` frames back (ROI branch only)."""
-        return min(self.max_dilation, distance // self.dilation_step + 1)
+    def dilation(self, distance):
+        """Coarse-search dilation for a memory frame ``distance`` frames back (ROI branch only): an
+        int for an int, elementwise for an integer tensor or array of distances."""
+        gamma = distance // self.dilation_step + 1
+        return min(self.max_dilation, gamma) if isinstance(gamma, int) else gamma.clip(max=self.max_dilation)
 
-    def uses_roi(self, distance: int) -> bool:
-        """True when a memory frame this far back is matched through ROI localisation."""
+    def uses_roi(self, distance):
+        """True when a memory frame this far back is matched through ROI localisation (elementwise
+        for a tensor or array)."""
         return distance > self.roi_threshold
 
 

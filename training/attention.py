@@ -11,7 +11,7 @@ function (docs/DESIGN.md step 5; ``mast.core.attention_spec`` spells it out per 
   ``S = Q^T K`` ``[B, n, rows*w]``, are one batched matmul; every candidate score the attention
   needs is then a ``gather`` from S (0 when the candidate lies outside the frame, as zero padding
   gives). S lives only while its chunk is read.
-* Every reference goes through one path: the coarse search (dilation gamma = min(4, d // 15 + 1),
+* Every reference goes through one path: the coarse search (dilation gamma = ``cfg.dilation(d)``,
   candidates p + gamma*k, k in [-R, R]^2), its soft-argmax offset o_p, then the fine window at
   p + o_p + delta, delta in [-R, R]^2, read bilinearly from the integer (2R+2)^2 window at
   p + floor(o_p) with the weights of frac(o_p). For references with d <= 15 (restricted window)
@@ -141,8 +141,8 @@ def batched_memory_attention(query: torch.Tensor, keys: torch.Tensor, values: to
     k = keys.to(dtype).flatten(3)                                     # [B, M, C, hw]
     v = values.to(dtype).flatten(3)                                   # [B, M, L, hw]
     d = distances.to(query.device).long()
-    roi = d > cfg.roi_threshold
-    gamma = torch.clamp(d // cfg.dilation_step + 1, max=cfg.max_dilation)
+    roi = cfg.uses_roi(d)
+    gamma = cfg.dilation(d)
     pix = torch.arange(h * w, device=query.device)
     step = max(1, chunk_bytes // (b * h * w * torch.finfo(dtype).bits // 8))
     out = []
