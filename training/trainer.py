@@ -197,6 +197,9 @@ class Trainer:
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=c.num_workers,
                             collate_fn=collate_clips, pin_memory=self.device.type == "cuda")
         log = MetricsLog(self.out, self.step) if self.info.is_main else None
+        if self.step == 0 and self.val_sequences:  # the starting point of the validation curves
+            save_checkpoint(self.out / ENCODER, self.model)
+            self._validate(log)
         loss, stopped = None, False
         stopping = "[yellow]stopping: saving a checkpoint after this step (Ctrl-C again to quit without saving)"
         with Interrupt((signal.SIGINT, signal.SIGTERM), lambda: self.say(stopping)) as stop, \
