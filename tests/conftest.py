@@ -104,3 +104,15 @@ def no_cuda_gpu(monkeypatch):
 
     monkeypatch.setattr(gpu_env, "tensorrt", lambda: None)
     monkeypatch.setattr(gpu_env, "gpu_info", no_gpu)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread (the 2-core dev machine is shared: OpenMP threads spinning
+    against other processes made a step 10-25x slower), restoring the previous count after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from pycocotools import mask as coco_mask
 from typer.testing import CliRunner
 
@@ -26,12 +25,7 @@ runner = CliRunner()
 LAB = ("--backend", "torch", "--keys", "lab", "--no-display")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def invoke(*args: object):

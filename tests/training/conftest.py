@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: a tiny synthetic moving-texture video, one torch thread."""
+"""Fixtures of the training tests: a tiny synthetic moving-texture video (one_thread: tests/conftest.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 
 def write_moving_texture(folder: Path, n: int = 30, size: int = 32, block: int = 8, seed: int = 0) -> Path:
@@ -27,13 +26,3 @@ def write_moving_texture(folder: Path, n: int = 30, size: int = 32, block: int =
 def texture_video(tmp_path_factory) -> Path:
     """30 frames, 32x32, of a moving random-block texture."""
     return write_moving_texture(tmp_path_factory.mktemp("texture") / "frames")
-
-
-@pytest.fixture
-def one_thread():
-    """Run the test with one torch thread (the 2-core dev machine is shared: OpenMP threads spinning
-    against other processes made a step 10-25x slower), restoring the previous count after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
