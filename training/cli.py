@@ -3,7 +3,7 @@
     mast-train --data PATH [PATH ...] --out DIR --steps N [--stage pair|memory] [--size 256]
                [--batch-size B] [--lr LR] [--resume] [--init CKPT] [--save-every N]
                [--val-davis ROOT] [--workers N] [--device cpu|cuda] [--amp auto|off|bf16]
-               [--batchnorm train|frozen] [--trainable all|readout]
+               [--batchnorm train|frozen] [--trainable all|readout] [--framing squash|crop]
 
 Two stages (paper Sec. 4): ``--stage pair`` from random weights, then ``--stage memory --init
 PAIR_RUN/encoder.pt`` into another --out folder. Multi-GPU / multi-node: ``torchrun
@@ -28,6 +28,7 @@ from rich.text import Text
 from mast.core.cli import DeviceOpt
 from mast.core.errors import MastError
 from mast.training.config import AmpMode, BatchNormMode, StageName, Trainable
+from mast.training.data import Framing
 
 __all__ = ["app", "main"]
 
@@ -55,6 +56,8 @@ def train_command(
     steps: int = typer.Option(..., "--steps", min=1, help="Optimiser steps of the whole run."),
     stage: Optional[StageName] = typer.Option(None, "--stage", help="pair (default) or memory."),
     size: Optional[int] = typer.Option(None, "--size", help="Frame side in pixels (default 256)."),
+    framing: Optional[Framing] = typer.Option(None, "--framing", help="squash (default: whole frames resized "
+                                          "to size x size) or crop (aspect kept, a random square window)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step and process (default 8)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam LR (default: pair 1e-3, memory 2e-5), halved at 40/60/80 %."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where last.pt left it."),
@@ -82,7 +85,7 @@ def train_command(
             raise MastError(f"unexpected option(s) {' '.join(a for a in ctx.args if a.startswith('-'))}: "
                             "see mast-train --help")
         options = {"data": tuple(str(p) for p in paths), "out": str(out), "steps": steps,
-                   "stage": stage, "size": size, "batch_size": batch_size,
+                   "stage": stage, "size": size, "framing": framing, "batch_size": batch_size,
                    "lr": lr, "init": str(init) if init else None, "save_every": save_every,
                    "val_davis": str(val_davis) if val_davis else None, "workers": workers,
                    "device": device.value if device else None, "amp": amp,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 from mast.core.errors import MastError
-from mast.training.data import STAGES
+from mast.training.data import STAGES, Framing
 
 STAGE_LR = {"pair": 1e-3, "memory": 2e-5}  # paper Sec. 4
 BatchNormMode = Literal["train", "frozen"]
@@ -28,6 +28,8 @@ class TrainConfig:
     steps:        optimiser steps of the whole run (the LR schedule is scaled to it).
     stage:        "pair" (1 reference) or "memory" (long- and short-term references).
     size:         frames are resized to size x size pixels.
+    framing:      "squash" (whole frame resized to size x size, aspect lost) or "crop" (aspect
+                  kept, short side = size, a random square window per sample; data.py).
     batch_size:   samples per process and step (global batch = batch_size x world size).
     lr:           Adam learning rate; None = the stage's default (pair 1e-3, memory 2e-5).
     lr_milestones: fractions of ``steps`` after which the LR is multiplied by ``lr_gamma``
@@ -58,6 +60,7 @@ class TrainConfig:
     steps: int
     stage: str = "pair"
     size: int = 256
+    framing: Framing = "squash"
     batch_size: int = 8
     lr: float | None = None
     lr_milestones: tuple[float, ...] = (0.4, 0.6, 0.8)
@@ -111,7 +114,7 @@ class TrainConfig:
 
 
 # what a resumed run must share with the stored one for "continues exactly" to hold
-RESUME_FIXED = ("stage", "size", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp",
+RESUME_FIXED = ("stage", "size", "framing", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp",
                 "batchnorm", "trainable")
 
 
@@ -133,6 +136,8 @@ def _problems(c: TrainConfig):
         yield f"amp={c.amp!r}: expected auto, off or bf16"
     if c.batchnorm not in ("train", "frozen"):
         yield f"batchnorm={c.batchnorm!r}: expected train or frozen"
+    if c.framing not in get_args(Framing):
+        yield f"framing={c.framing!r}: expected squash or crop"
     if c.trainable not in ("all", "readout"):
         yield f"trainable={c.trainable!r}: expected all or readout"
     if c.workers is not None and c.workers < 0:

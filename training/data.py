@@ -7,8 +7,12 @@ Sources
     up to two levels down (``raw-videos/videos/*.mp4``, ``raw-videos/frames/<seq>/*.jpg``).
 
 Decoding
-    Every frame is resized once to ``size x size`` (``cv2.INTER_AREA``) and kept in memory as uint8
-    BGR (256x256: 192 KiB a frame; the whole ``raw-videos`` set, 2283 frames, is ~430 MB).
+    Every frame is resized once (``cv2.INTER_AREA``) and kept in memory as uint8 BGR:
+    ``framing="squash"`` (default) resizes it to ``size x size`` whatever its aspect (455x256 ->
+    256x256: objects get 1.8x narrower than at inference); ``framing="crop"`` keeps the aspect
+    (short side = ``size``: 455x256 -> 455x256) and every sample takes a square window of it (see
+    Augmentation), so shapes keep their proportions. 256x256: 192 KiB a frame; the whole
+    ``raw-videos`` set, 2283 frames, is ~430 MB squashed.
     Measured on the 2-core dev CPU: reading a 455x256 JPEG + resize costs ~1 ms (854x480: ~3 ms),
     copying a preloaded frame ~7 us, so frame folders are preloaded by default too
     (``DataConfig.preload=False`` reads them lazily, for sets that do not fit in memory; videos are
@@ -39,8 +43,10 @@ Sampling (``ClipDataset``; the choices, with the paper sections they follow)
     always older than short-term ones (``long_gap_min - (n_long-1)*long_spacing > short_gap_max``).
 
 Augmentation (``augment=True``; one draw per sample, applied identically to all its frames)
-    horizontal flip (p = 0.5), crop of side fraction in [crop_scale_min, 1] resized back to
-    ``size`` (bilinear), brightness gain in [1 - brightness, 1 + brightness] (rounded, saturated).
+    horizontal flip (p = 0.5), square crop of side fraction in [crop_scale_min, 1] of the frame's
+    short side, at a uniform position, resized to ``size x size`` (bilinear), brightness gain in
+    [1 - brightness, 1 + brightness] (rounded, saturated). With ``framing="crop"`` and no
+    augmentation, the centre ``size x size`` square.
 
 Output of ``ClipDataset[i]`` (a dict; batch it with ``DataLoader(..., collate_fn=collate_clips)``)
     ``frames``        uint8 tensor [T, 3, S, S], BGR, channels first; T = 2 (pair) or
@@ -68,7 +74,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Literal, Sequence, Union
 
 import cv2
 import numpy as np
@@ -82,6 +88,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 STAGES = ("pair", "memory")
 MAX_SCAN_DEPTH = 2
 PathLike = Union[str, os.PathLike]
+Framing = Literal["squash", "crop"]
 
 
 class SkippedVideoWarning(UserWarning):
@@ -97,6 +104,8 @@ class DataConfig:
     """Sampling and decoding settings of the self-supervised training data.
 
     size:            frames are resized to size x size pixels (multiple of 4: encoder stride).
+    framing:         "squash": whole frames resized to size x size (aspect lost); "crop": short
+                     side resized to size (aspect kept), each sample a square window of it.
     gap_min/gap_max: pair stage, temporal gap (frames) between reference and target, inclusive.
     n_long, long_gap_min, long_gap_max, long_spacing: memory stage, long-term references at
                      distances D, D - long_spacing, ... with D uniform in [long_gap_min, long_gap_max].
@@ -116,6 +125,7 @@ class DataConfig:
     """
 
     size: int = 256
+    framing: Framing = "squash"
     gap_min: int = 2
     gap_max: int = 8
     n_long: int = 2
@@ -267,13 +277,24 @@ def _names(paths: Sequence[PathLike]) -> str:
 # Decoding
 
 
-def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """BGR uint8 [H, W, 3] of any size -> [size, size, 3] (cv2.INTER_AREA)."""
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+def frame_shape(height: int, width: int, size: int, framing: Framing = "squash") -> tuple[int, int]:
+    """(h, w) a [height, width] frame is stored at: (size, size) for "squash"; for "crop" the
+    short side becomes ``size`` and the long side keeps the aspect (rounded, at least ``size``)."""
+    if framing == "squash":
+        return size, size
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
 
 
-def decode_video(path: Path, size: int, max_frames: int | None = None) -> np.ndarray:
-    """Decode a video file: uint8 BGR [N, size, size, 3] (N = 0 when unreadable)."""
+def resize_frame(frame: np.ndarray, size: int, framing: Framing = "squash") -> np.ndarray:
+    """BGR uint8 [H, W, 3] of any size -> [h, w, 3] with (h, w) = ``frame_shape`` (cv2.INTER_AREA)."""
+    h, w = frame_shape(*frame.shape[:2], size, framing)
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def decode_video(path: Path, size: int, max_frames: int | None = None,
+                 framing: Framing = "squash") -> np.ndarray:
+    """Decode a video file: uint8 BGR [N, h, w, 3] (``frame_shape``; N = 0 when unreadable)."""
     cap = cv2.VideoCapture(str(path))
     frames: list[np.ndarray] = []
     try:
@@ -281,19 +302,19 @@ def decode_video(path: Path, size: int, max_frames: int | None = None) -> np.nda
             ok, frame = cap.read()
             if not ok or frame is None:
                 break
-            frames.append(resize_frame(_as_bgr(frame), size))
+            frames.append(resize_frame(_as_bgr(frame), size, framing))
     finally:
         cap.release()
     return np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8)
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """One frame file -> uint8 BGR [size, size, 3]; raises InputError when it cannot be read."""
+def read_image(path: Path, size: int, framing: Framing = "squash") -> np.ndarray:
+    """One frame file -> uint8 BGR [h, w, 3] (``frame_shape``); InputError when it cannot be read."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"cannot read frame {path}: expected a readable .jpg/.png image; "
                          "replace or delete the file")
-    return resize_frame(image, size)
+    return resize_frame(image, size, framing)
 
 
 def _as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -303,7 +324,7 @@ def _as_bgr(frame: np.ndarray) -> np.ndarray:
 
 
 class ArrayFrames:
-    """Frames held in memory: uint8 BGR [N, S, S, 3]."""
+    """Frames held in memory: uint8 BGR [N, h, w, 3] (``frame_shape``)."""
 
     def __init__(self, frames: np.ndarray) -> None:
         self.frames = frames
@@ -312,22 +333,22 @@ class ArrayFrames:
         return len(self.frames)
 
     def get(self, indices: np.ndarray) -> np.ndarray:
-        """Frames at ``indices`` (int [k]) -> uint8 [k, S, S, 3] (a copy)."""
+        """Frames at ``indices`` (int [k]) -> uint8 [k, h, w, 3] (a copy)."""
         return self.frames[indices]
 
 
 class LazyFolderFrames:
     """A frame folder read per sample (``preload=False``): ~1-3 ms a frame instead of ~7 us."""
 
-    def __init__(self, files: Sequence[Path], size: int) -> None:
-        self.files, self.size = tuple(files), size
+    def __init__(self, files: Sequence[Path], size: int, framing: Framing = "squash") -> None:
+        self.files, self.size, self.framing = tuple(files), size, framing
 
     def __len__(self) -> int:
         return len(self.files)
 
     def get(self, indices: np.ndarray) -> np.ndarray:
-        """Frames at ``indices`` -> uint8 [k, S, S, 3]; InputError if a file became unreadable."""
-        return np.stack([read_image(self.files[i], self.size) for i in indices])
+        """Frames at ``indices`` -> uint8 [k, h, w, 3]; InputError if a file became unreadable."""
+        return np.stack([read_image(self.files[i], self.size, self.framing) for i in indices])
 
 
 FrameStore = Union[ArrayFrames, LazyFolderFrames]
@@ -338,17 +359,17 @@ def _load_source(source: VideoSource, config: DataConfig) -> FrameStore | str:
     cap = config.max_frames_per_video
     if source.is_video:
         try:
-            frames = decode_video(source.path, config.size, cap)
+            frames = decode_video(source.path, config.size, cap, config.framing)
         except cv2.error as err:
             return f"corrupt video ({str(err).strip().splitlines()[0]})"
         return ArrayFrames(frames) if len(frames) else "corrupt or unreadable video (no frame decoded)"
     files = source.frames[:cap] if cap else source.frames
     try:
         if config.preload:
-            return ArrayFrames(np.stack([read_image(f, config.size) for f in files]))
+            return ArrayFrames(np.stack([read_image(f, config.size, config.framing) for f in files]))
         for probe in (files[0], files[-1]):  # cheap check; the rest is read per sample
-            read_image(probe, config.size)
-        return LazyFolderFrames(files, config.size)
+            read_image(probe, config.size, config.framing)
+        return LazyFolderFrames(files, config.size, config.framing)
     except (InputError, cv2.error) as err:
         return str(err).strip().splitlines()[0]
 
@@ -558,7 +579,7 @@ def sample_memory_clip(rng: np.random.Generator, n: int, config: DataConfig) -> 
 
 
 def augment_clip(frames: np.ndarray, rng: np.random.Generator, config: DataConfig) -> np.ndarray:
-    """uint8 BGR [T, S, S, 3] -> uint8 BGR [T, S, S, 3], one augmentation draw for all frames.
+    """uint8 BGR [T, h, w, 3] (short side S) -> uint8 BGR [T, S, S, 3], one draw for all frames.
 
     The same random numbers are drawn whatever the flags, so toggling one augmentation does not
     change the others' draws.
@@ -567,7 +588,7 @@ def augment_clip(frames: np.ndarray, rng: np.random.Generator, config: DataConfi
     scale = rng.uniform(config.crop_scale_min, 1.0)
     gain = rng.uniform(1.0 - config.brightness, 1.0 + config.brightness)
     if not config.augment:
-        return frames
+        return _crop_resize(frames, 1.0, 0.5, 0.5)  # the centre square (the frame itself if square)
     frames = _crop_resize(frames, scale, x0, y0)
     if config.flip and flip < 0.5:
         frames = frames[:, :, ::-1]
@@ -598,11 +619,13 @@ def _brighten(frames: np.ndarray, gain: float) -> np.ndarray:
 
 
 def _crop_resize(frames: np.ndarray, scale: float, x0: float, y0: float) -> np.ndarray:
-    """Square crop of side ``scale * S`` at relative position (x0, y0) in [0, 1), resized to S."""
-    size = frames.shape[1]
-    side = max(1, int(round(scale * size)))
-    if side >= size:
-        return frames
-    x, y = int(x0 * (size - side + 1)), int(y0 * (size - side + 1))
-    return np.stack([cv2.resize(f[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_LINEAR)
-                     for f in frames])
+    """[T, h, w, 3] -> [T, S, S, 3], S = min(h, w): the square of side ``scale * S`` at relative
+    position (x0, y0) in [0, 1), resized to S (bilinear; not resized when it is S already)."""
+    h, w = frames.shape[1:3]
+    size = min(h, w)
+    side = max(1, min(size, int(round(scale * size))))
+    x, y = int(x0 * (w - side + 1)), int(y0 * (h - side + 1))
+    crop = frames[:, y:y + side, x:x + side]
+    if side == size:
+        return crop
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in crop])

@@ -136,7 +136,7 @@ class Trainer:
 
     def _dataset(self) -> ClipDataset:
         c = self.config
-        data = DataConfig(size=c.size, seed=c.seed, augment=c.augment, progress=self.progress)
+        data = DataConfig(size=c.size, framing=c.framing, seed=c.seed, augment=c.augment, progress=self.progress)
         return ClipDataset(load_corpus(list(c.data), data), data, c.stage)
 
     def _model(self, use_init: bool) -> Encoder:

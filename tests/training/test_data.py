@@ -20,6 +20,7 @@ from mast.training.data import (
     build_dataset,
     collate_clips,
     discover_sources,
+    frame_shape,
     load_corpus,
 )
 
@@ -226,6 +227,69 @@ def test_videos_and_frame_folders_of_different_sizes(tmp_path):
         seen = {int(ds[i]["video"]) for i in range(60)}
         assert seen == set(range(4))
         assert ds[0]["frames"].shape == (config.clip_length(stage), 3, 48, 48)
+
+
+@pytest.mark.parametrize("height, width, size, expected", [
+    (256, 455, 128, (128, 228)), (480, 854, 256, (256, 455)), (90, 40, 32, (72, 32)), (50, 50, 48, (48, 48))])
+def test_crop_framing_keeps_the_aspect(height, width, size, expected):
+    assert frame_shape(height, width, size, "crop") == expected
+    assert frame_shape(height, width, size, "squash") == (size, size)
+
+
+def test_crop_framing_samples_square_windows_with_the_aspect_kept(tmp_path):
+    # a wide frame holding a disc: squashed it becomes an ellipse, cropped it stays a disc
+    folder = tmp_path / "disc"
+    folder.mkdir()
+    frame = np.zeros((60, 120, 3), np.uint8)
+    cv2.circle(frame, (60, 30), 20, (255, 255, 255), -1)
+    for k in range(12):
+        cv2.imwrite(str(folder / f"{k:03d}.png"), frame)
+    squash, crop = cfg(size=32, augment=False), cfg(size=32, augment=False, framing="crop")
+    corpus = load_corpus([folder], crop)
+    assert corpus.stores[0].get(np.array([0])).shape == (1, 32, 64, 3)
+    for config in (squash, crop):
+        corpus = load_corpus([folder], config)
+        disc = ClipDataset(corpus, config, "pair")[0]["frames"][0, 0].numpy() > 127
+        rows, cols = np.nonzero(disc)
+        aspect = (np.ptp(cols) + 1) / (np.ptp(rows) + 1)
+        if config.framing == "squash":
+            assert aspect < 0.7  # squashed horizontally
+        else:
+            assert 0.85 < aspect < 1.15 and cols.mean() == pytest.approx(15.5, abs=1)  # the centre square
+    augmented = cfg(size=32, framing="crop", crop_scale_min=0.5, flip=False, brightness=0.0)
+    ds = ClipDataset(load_corpus([folder], augmented), augmented, "pair")
+    centres = []
+    for i in range(30):
+        frames = ds[i]["frames"]
+        assert frames.shape == (2, 3, 32, 32) and torch.equal(frames[0], frames[1])
+        rows, cols = np.nonzero(frames[0, 0].numpy() > 127)
+        if len(cols) and 0 < cols.min() and cols.max() < 31 and 0 < rows.min() and rows.max() < 31:
+            assert 0.8 < (np.ptp(cols) + 1) / (np.ptp(rows) + 1) < 1.25  # whole disc in view: still round
+        centres.append(cols.mean() if len(cols) else -1)
+    assert np.ptp(centres) > 8  # windows at many positions across the wide frame
+
+
+def test_squash_framing_crops_as_before(tmp_path):
+    # the default keeps the samples of earlier runs: the whole frame resized to S x S, then a
+    # square of side round(scale * S) at int(x0 * (S - side + 1)), resized back to S
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (12, 40, 70, 3), dtype=np.uint8)
+    for k, f in enumerate(noise):
+        cv2.imwrite(str(folder / f"{k:03d}.png"), f)
+    config = cfg(crop_scale_min=0.5, flip=False, brightness=0.0, seed=5)
+    ds = ClipDataset(load_corpus([folder], config), config, "pair")
+    for i in range(4):
+        sample = ds[i]
+        rng = np.random.default_rng([5, i, 1])  # the sample's augmentation stream (ClipDataset._rng)
+        _, x0, y0 = rng.random(3)
+        scale = rng.uniform(0.5, 1.0)
+        side = int(round(scale * SIZE))
+        x, y = int(x0 * (SIZE - side + 1)), int(y0 * (SIZE - side + 1))
+        for k, index in enumerate(sample["frame_indices"].tolist()):
+            squashed = cv2.resize(noise[index], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            expected = cv2.resize(squashed[y:y + side, x:x + side], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+            assert np.array_equal(sample["frames"][k].numpy().transpose(1, 2, 0), expected)
 
 
 def test_lazy_frame_folders_match_preloaded(tmp_path):
