@@ -34,6 +34,14 @@ class Backend(Protocol):
     def encode(self, bgr: np.ndarray) -> Any:
         """BGR uint8 frame ``[H, W, 3]`` -> key handle ``[C, ceil(H/4), ceil(W/4)]``."""
 
+    def encode_batch(self, frames: np.ndarray) -> list[Any]:
+        """BGR uint8 frames ``[N, H, W, 3]`` of one size -> N key handles, the same as ``encode`` gives
+        each (one encoder call where the backend can: the batched engine, :mod:`mast.runtime.engine`)."""
+
+    def fork(self) -> "Backend":
+        """Another backend on the same model (encoder and sessions shared, not copied) with an empty
+        bank of its own (allocated by ``allocate``): one per stream of :mod:`mast.runtime.engine`."""
+
     def allocate(self, n_slots: int, key: Any, n_labels: int) -> None:
         """(Re)allocate the bank: ``n_slots`` keys shaped like ``key`` and label maps with ``n_labels`` channels."""
 

@@ -10,6 +10,7 @@ resizes them to it and its masks back.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +103,18 @@ class OrtBackend:
             raise InputError(f"frame is {bgr.shape} {bgr.dtype}, the model takes uint8 {h}x{w}x3 "
                              f"(BGR): resize frames to the model size (the Tracker does)")
         return self.encoder.run(None, {"frame": np.ascontiguousarray(bgr)[None]})[0][0]
+
+    def encode_batch(self, frames: np.ndarray) -> list[np.ndarray]:
+        """BGR uint8 ``[N, H, W, 3]`` at ``input_size`` -> N keys ``[C, h, w]`` float32: ``encoder.onnx``
+        takes one frame (a fixed batch of 1), so one run per frame."""
+        return [self.encode(bgr) for bgr in frames]
+
+    def fork(self) -> "OrtBackend":
+        """The same sessions (shared), an empty bank of its own."""
+        other = copy.copy(self)
+        other.keys = other.labels = None
+        other.n_labels = 0
+        return other
 
     def allocate(self, n_slots: int, key: np.ndarray, n_labels: int) -> None:
         """(Re)allocate the bank: ``n_slots`` keys like ``key`` and ``n_labels`` label channels."""

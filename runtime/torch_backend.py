@@ -13,6 +13,7 @@ rounding). The mask comes back once (argmax, uint8).
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 from typing import Literal
 
@@ -137,18 +138,30 @@ class TorchBackend:
         """Label channels of the bank (0 before ``allocate``)."""
         return 0 if self.bank is None else self.bank.n_labels
 
-    def _lab(self, bgr: np.ndarray) -> torch.Tensor:
-        """Normalised Lab ``[1, 3, H, W]`` float32 on the device, channels_last, of BGR uint8 ``[H, W, 3]``."""
+    def _lab(self, frames: np.ndarray) -> torch.Tensor:
+        """Normalised Lab ``[N, 3, H, W]`` float32 on the device, channels_last, of BGR uint8 ``[N, H, W, 3]``."""
         if self.lab is None:
-            return torch.from_numpy(bgr_to_lab(bgr))[None].to(self.device, memory_format=torch.channels_last)
-        frame = torch.from_numpy(np.ascontiguousarray(bgr)).to(self.device)   # one uint8 upload
-        return self.lab(frame[None]).contiguous(memory_format=torch.channels_last)
+            lab = np.stack([bgr_to_lab(bgr) for bgr in frames])
+            return torch.from_numpy(lab).to(self.device, memory_format=torch.channels_last)
+        batch = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)   # one uint8 upload
+        return self.lab(batch).contiguous(memory_format=torch.channels_last)
 
-    @torch.inference_mode()
     def encode(self, bgr: np.ndarray) -> torch.Tensor:
         """BGR uint8 ``[H, W, 3]`` -> key ``[C, ceil(H/4), ceil(W/4)]`` (``key_dtype``, contiguous)."""
-        key = self.encoder(self._lab(bgr).to(DTYPES[self.precision]))[0]
-        return key.to(self.key_dtype).contiguous()
+        return self.encode_batch(bgr[None])[0]
+
+    @torch.inference_mode()
+    def encode_batch(self, frames: np.ndarray) -> list[torch.Tensor]:
+        """BGR uint8 ``[N, H, W, 3]`` -> N keys ``[C, ceil(H/4), ceil(W/4)]``: one encoder call (on CPU in
+        fp32 each key equals ``encode``'s bit for bit: tests/runtime/test_engine.py)."""
+        keys = self.encoder(self._lab(frames).to(DTYPES[self.precision]))
+        return [key.to(self.key_dtype).contiguous() for key in keys]
+
+    def fork(self) -> "TorchBackend":
+        """The same encoder (shared), an empty bank of its own."""
+        other = copy.copy(self)
+        other.bank = None
+        return other
 
     def allocate(self, n_slots: int, key: torch.Tensor, n_labels: int) -> None:
         self.bank = self.bank_type(n_slots, key, n_labels, self.key_dtype, self.device)

@@ -44,13 +44,13 @@ class Tracker:
         self.last_distribution: Any = None  # backend handle [L, h, w]: what predicted the last frame
 
     # -- public API ---------------------------------------------------------------------------
-    def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Begin a stream at ``frame`` with its ``mask`` (ids). Returns the mask."""
+    def start(self, frame: np.ndarray, mask: np.ndarray, key: Any = None) -> np.ndarray:
+        """Begin a stream at ``frame`` with its ``mask`` (ids). Returns the mask. ``key``: as in :meth:`anchor`."""
         self.t = -1
         self.ids = np.zeros(1, np.uint8)
-        return self.anchor(frame, mask)
+        return self.anchor(frame, mask, key=key)
 
-    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = False) -> np.ndarray:
+    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = False, key: Any = None) -> np.ndarray:
         """Take ``frame`` (the next frame of the stream) with a given or corrected ``mask``: it
         becomes the long-term anchor; new ids are added as objects. Returns the mask stored.
 
@@ -58,14 +58,16 @@ class Tracker:
         only new or corrected objects (e.g. a YouTube-VOS mask introducing an object mid-video): the
         frame is predicted as by ``step`` and ``mask``'s non-zero pixels are painted over the
         prediction; the merged mask ``[H, W]`` is returned. Either way the frame is encoded once.
+        ``key``: the frame's key already encoded by the caller (``backend.encode`` of
+        :meth:`work_frame`'s result; the batched engine encodes many streams' frames at once).
         """
         self._check_mask(frame, mask)
         if merge and self.t < 0:
             raise InputError("anchor(merge=True) before start(): give the first frame and its mask with start()")
         given, full = mask, frame.shape[:2]
-        frame, mask = self._to_work_size(frame), self._to_work_size(mask, nearest=True)
+        frame, mask = self.work_frame(frame), self._to_work_size(mask, nearest=True)
         self.t += 1
-        key = self.backend.encode(frame)
+        key = self.backend.encode(frame) if key is None else key
         if not merge:
             self.backend.read(key, [], [])   # an anchor frame reads nothing (see Backend: one read per frame)
         else:
@@ -83,11 +85,12 @@ class Tracker:
         self._store(key, mask)
         return given
 
-    def step(self, frame: np.ndarray, memory_mask: np.ndarray | None = None) -> np.ndarray:
+    def step(self, frame: np.ndarray, memory_mask: np.ndarray | None = None, key: Any = None) -> np.ndarray:
         """Predict the mask ``[H, W]`` (ids) of the next frame of the stream.
 
         ``memory_mask`` (ids, optional) is stored in memory for this frame instead of the
         prediction (teacher forcing, e.g. to replay a reference run); the prediction is returned.
+        ``key``: the frame's key already encoded by the caller (as in :meth:`anchor`).
         """
         if self.t < 0:
             raise InputError("step() before start(): give the first frame and its mask with start()")
@@ -96,10 +99,10 @@ class Tracker:
             memory_mask = self._to_work_size(memory_mask, nearest=True)
         full = frame.shape[:2]
         with self._stage("preprocess"):
-            frame = self._to_work_size(frame)
+            frame = self.work_frame(frame)
         self.t += 1
         with self._stage("encoder"):
-            key = self.backend.encode(frame)
+            key = self.backend.encode(frame) if key is None else key
         with self._stage("attention"):
             probs = self._read(key)
         with self._stage("postprocess"):
@@ -107,6 +110,14 @@ class Tracker:
             self._store(key, mask if memory_mask is None else memory_mask)
             mask = self._to_size(mask, full)
         return mask
+
+    def close(self) -> None:
+        """Release the backend (its bank, sessions or device buffers)."""
+        self.backend.close()
+
+    def work_frame(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` ``[H, W, 3]`` at the working size (area interpolation): what the encoder takes."""
+        return self._to_work_size(frame)
 
     # -- internals ----------------------------------------------------------------------------
     def _stage(self, name: str) -> AbstractContextManager[Any]:

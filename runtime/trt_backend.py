@@ -30,6 +30,8 @@ from mast.runtime.ort_backend import decode_probs
 
 INPUTS = ("frame", "keys", "labels", "distances")
 OUTPUTS = ("key", "probs")
+SERVE_REFUSED = ("the tensorrt backend runs one stream per engine context (its key is computed when it reads the "
+                 "frame): serve many streams with --backend torch or onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,14 @@ class TrtBackend:
         self._copy(self._buffers["frame"].ptr, self._frame.ptr, self._frame.nbytes, "cudaMemcpyHostToDevice")
         self._latest += 1
         return FrameKey(self._latest)
+
+    def encode_batch(self, frames: np.ndarray) -> list[FrameKey]:
+        """Refused: the engine computes a key when it reads the frame (one frame at a time)."""
+        raise InputError(SERVE_REFUSED)
+
+    def fork(self) -> "TrtBackend":
+        """Refused: the bank is the engine context's device buffers (one stream per backend)."""
+        raise InputError(SERVE_REFUSED)
 
     def allocate(self, n_slots: int, key: FrameKey, n_labels: int) -> None:
         """Empty the bank (allocated once, at the export's size) for ``n_labels`` label channels."""
