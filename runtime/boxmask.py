@@ -200,18 +200,19 @@ def boxes_to_mask(bgr: np.ndarray, boxes: Sequence[Box], clicks: Sequence[Click]
     hw = bgr.shape[:2]
     clipped = [clip_box(b, hw) for b in boxes]
     for x, y, fg in clicks:
-        if fg and not any(_contains(b, x, y) for b in clipped):
+        if fg and not any(box_contains(b, x, y) for b in clipped):
             raise InputError(f"foreground click {x},{y} lies in no box: put it inside the box of its object")
     ids, warnings = np.zeros(hw, np.uint8), []
     for k, box in enumerate(clipped, start=1):
-        result = segment_box(bgr, box, [c for c in clicks if _contains(box, c[0], c[1])], config)
+        result = segment_box(bgr, box, [c for c in clicks if box_contains(box, c[0], c[1])], config)
         ids[result.mask] = k
         if result.warning:
             warnings.append(result.warning)
     return ids, warnings
 
 
-def _contains(box: Box, x: int, y: int) -> bool:
+def box_contains(box: Box, x: int, y: int) -> bool:
+    """True when pixel ``(x, y)`` lies inside ``box`` (X1/Y1 exclusive)."""
     return box[0] <= x < box[2] and box[1] <= y < box[3]
 
 
@@ -224,4 +225,4 @@ def mask_box(mask: np.ndarray) -> Box:
 
 
 __all__ = ["Box", "Click", "GrabCutConfig", "BoxResult", "parse_box", "parse_click", "clip_box",
-           "segment_box", "boxes_to_mask", "mask_box"]
+           "segment_box", "boxes_to_mask", "box_contains", "mask_box"]

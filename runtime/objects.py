@@ -5,6 +5,9 @@ of its anchored area (its area in the mask it was anchored with) for ``LossConfi
 consecutive frames. The loss is reported once (:meth:`ObjectMonitor.update` returns it on the frame
 it happens); the object counts as lost until its area is back at or above the threshold, so a
 later collapse is a new loss, reported again. The other objects are tracked on regardless.
+
+Objects removed while tracking (:mod:`mast.runtime.edits`) are forgotten (no longer listed, never
+reported lost); their ids are not given to new objects (:attr:`ObjectMonitor.next_id`).
 """
 from __future__ import annotations
 
@@ -44,6 +47,17 @@ class ObjectMonitor:
 
     config: LossConfig = field(default_factory=LossConfig)
     objects: dict[int, ObjectState] = field(default_factory=dict)
+    removed: set[int] = field(default_factory=set)    # ids of objects removed while tracking
+
+    @property
+    def next_id(self) -> int:
+        """The id for a new object: one above every id followed or removed so far (ids are not reused)."""
+        return max(self.objects.keys() | self.removed, default=0) + 1
+
+    def forget(self, k: int) -> None:
+        """Object ``k`` was removed: no longer followed, listed or reported; its id stays used."""
+        self.objects.pop(k, None)
+        self.removed.add(k)
 
     def anchor(self, ids: np.ndarray) -> None:
         """Take the objects of ``ids`` ``uint8 [H, W]`` (an anchored mask) with their areas as the

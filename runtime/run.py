@@ -11,8 +11,9 @@
 Behaviour (also in ``--help``):
 
 - **Window or headless.** With a display: a window with the overlay, the object ids and the live fps
-  (q/Esc quit, space pause). Without one (``--no-display``, or none available): headless, the same
-  outputs. No cv2 GUI function is called without a display.
+  (q/Esc quit; space pauses to add, correct or remove objects on the paused frame, the keys shown on
+  the image: :mod:`mast.runtime.edits`). Without one (``--no-display``, or none available): headless,
+  the same outputs. No cv2 GUI function is called without a display.
 - **Live sources never fall behind**: a camera (or ``--video FILE --simulate-live``) is read in a
   background thread and the tracker always takes the newest frame; stale frames are dropped and
   counted in the summary.
@@ -57,6 +58,8 @@ from mast.core.errors import InputError, MastError
 from mast.core.masks import read_mask
 from mast.runtime import factory
 from mast.runtime.boxmask import Box, boxes_to_mask, parse_box, segment_box
+from mast.runtime.edit_window import EditWindow
+from mast.runtime.edits import Editor, apply_edits
 from mast.runtime.objects import LossConfig, ObjectMonitor
 from mast.runtime.selection import require_display, select_mask
 from mast.runtime.sinks import (
@@ -65,7 +68,6 @@ from mast.runtime.sinks import (
     Sink,
     VideoSink,
     WindowSignal,
-    WindowSink,
     display_available,
     frame_record,
 )
@@ -188,12 +190,14 @@ def first_mask(mask: np.ndarray | None = None, boxes: Sequence[Box] = (),
 
 
 def stream_masks(tracker: Any, source: FrameSource, make_mask: FirstMask, monitor: ObjectMonitor, *,
-                 mask_frame: int = 0, say: Callable[[str], None] = print,
+                 mask_frame: int = 0, editor: Editor | None = None, say: Callable[[str], None] = print,
                  warn: Callable[[str], None] = to_stderr) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)``, then step it:
     yields ``(index, frame [H, W, 3], ids [H, W])`` per frame. ``monitor`` follows the objects; a loss
     is reported once through ``warn``; with ``monitor.config.reanchor`` a lost object is re-segmented
-    on the next frame in its last good box (:func:`reanchor_lost`)."""
+    on the next frame in its last good box (:func:`reanchor_lost`). ``editor`` (the window) is shown
+    every frame first; edits made on a paused frame re-anchor the tracker on it
+    (:func:`mast.runtime.edits.apply_edits`) and the edited ids are the ones yielded."""
     started, lost = False, []
     for index, frame in source:
         if index < mask_frame:
@@ -205,6 +209,10 @@ def stream_masks(tracker: Any, source: FrameSource, make_mask: FirstMask, monito
             ids = reanchor_lost(tracker, frame, lost, monitor, say)
         else:
             ids = tracker.step(frame)
+        edited = editor.review(index, frame, ids, sorted(monitor.objects), monitor.next_id) if editor else None
+        if edited is not None:
+            ids = apply_edits(tracker, monitor, frame, edited)
+            say(f"frame {index}: {edited.describe()}")
         lost = monitor.update(ids)
         for k in lost:
             warn(monitor.describe_loss(k, index))
@@ -247,22 +255,22 @@ def iter_records(tracker: Any, source: FrameSource, *, mask: np.ndarray | None =
 
 def track_stream(tracker: Any, source: FrameSource, make_mask: FirstMask, sinks: list[Sink], *,
                  monitor: ObjectMonitor | None = None, mask_frame: int = 0, max_frames: int | None = None,
-                 interrupt: Interrupt | None = None, say: Callable[[str], None] = print,
-                 warn: Callable[[str], None] = to_stderr) -> RunSummary:
+                 interrupt: Interrupt | None = None, editor: Editor | None = None,
+                 say: Callable[[str], None] = print, warn: Callable[[str], None] = to_stderr) -> RunSummary:
     """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)`` (ids), step
-    it through the following frames (:func:`stream_masks`), and hand every frame and its ids to every
-    sink. Returns the summary; Ctrl-C, a window quit and a source failing after the first frame (a
+    it through the following frames (:func:`stream_masks`, with ``editor`` the window), and hand every
+    frame and its ids to every sink. Returns the summary; Ctrl-C, a window quit and a source failing after the first frame (a
     stalled camera, an unreadable frame) end the loop without raising. A failure before any frame raises."""
     summary, t0, last_report = RunSummary(), 0.0, time.perf_counter()
     monitor = monitor or ObjectMonitor()
     try:
         t0 = time.perf_counter()  # from the first frame read (mask_frame 0) on
         for index, frame, ids in stream_masks(tracker, source, make_mask, monitor, mask_frame=mask_frame,
-                                              say=say, warn=warn):
+                                              editor=editor, say=say, warn=warn):
             if summary.frames == 0:
                 summary.first_index = index
             summary.frames, summary.last_index = summary.frames + 1, index
-            summary.quit = _emit(sinks, index, frame, ids)
+            summary.quit = _emit(sinks, index, frame, ids) or bool(editor and editor.quit_requested)
             if summary.quit or (interrupt is not None and interrupt.requested):
                 break
             if max_frames is not None and summary.frames >= max_frames:
@@ -325,7 +333,7 @@ def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Calla
     if cfg.save_video is not None:
         sinks.append(stack.enter_context(VideoSink(cfg.save_video, fps=source.fps)))
     if cfg.display and display_available():
-        sinks.append(stack.enter_context(WindowSink(f"mast-run: {source.name}")))
+        sinks.append(stack.enter_context(EditWindow(f"mast-run: {source.name}")))
     elif cfg.display:
         say("no display available: running headless")
     if not sinks:
@@ -372,11 +380,13 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource 
             tracker = build_tracker(cfg, say)
             stack.callback(tracker.backend.close)   # runs after the sinks are flushed (last in, first out)
         sinks = open_sinks(cfg, source, stack, say, monitor)
+        editor = next((s for s in sinks if isinstance(s, EditWindow)), None)   # shown first, by stream_masks
         say(f"tracking {source.name} from frame {cfg.mask_frame}"
             + (" (live: stale frames are dropped)" if source.is_live else ""))
         with Interrupt() as interrupt:
-            summary = track_stream(tracker, source, make_mask, sinks, monitor=monitor, mask_frame=cfg.mask_frame,
-                                   max_frames=cfg.max_frames, interrupt=interrupt, say=say, warn=warn)
+            summary = track_stream(tracker, source, make_mask, [s for s in sinks if s is not editor], monitor=monitor,
+                                   mask_frame=cfg.mask_frame, max_frames=cfg.max_frames, interrupt=interrupt,
+                                   editor=editor, say=say, warn=warn)
             stack.close()  # flush the outputs while Ctrl-C is still handled gracefully
     if summary.frames == 0 and not (summary.interrupted or summary.stopped):
         raise InputError(f"{source.name} has no frame {cfg.mask_frame} (--mask-frame is past its end): "
@@ -464,7 +474,7 @@ def cli(
 ) -> None:
     """Track the objects of --mask through --camera, --video or --frames (or run --demo).
 
-    With a display: a window with the overlay, ids and fps (q/Esc quit, space pause); otherwise headless with the same outputs. Live sources track the newest frame and drop stale ones.
+    With a display: a window with the overlay, ids and fps (q/Esc quit; space pauses to add, correct or remove objects, the keys shown on the image); otherwise headless with the same outputs. Live sources track the newest frame and drop stale ones.
 
     A mask of another size but the same aspect ratio (within 2 %) is resized (nearest) with a warning; any other size is refused.
 

@@ -12,6 +12,7 @@ last box or click, ``c`` clear, ``q``/Esc cancel.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,7 +20,7 @@ import numpy as np
 
 from mast.core.errors import InputError
 from mast.runtime.boxmask import Box, Click, boxes_to_mask
-from mast.runtime.sinks import NoDisplayError, _put_text, display_available, render
+from mast.runtime.sinks import NoDisplayError, _put_text, display_available, draw_legend, render
 
 DRAG_MIN_PX = 4          # a left-button move shorter than this (both axes) is a click, not a box
 HELP = "drag: box   click: fg   right-click: bg   Enter: done   u: undo   c: clear   q: cancel"
@@ -78,19 +79,22 @@ class BoxSelector:
             self.boxes, self.clicks, self._history = [], [], []
         return Action.CONTINUE
 
-    def draw(self, bgr: np.ndarray) -> np.ndarray:
-        """A copy of ``bgr`` ``uint8 [H, W, 3]`` with the boxes (numbered), the rubber band, the clicks
-        (green fg, red bg) and the key help."""
-        out = bgr.copy()
-        for k, (x0, y0, x1, y1) in enumerate(self.boxes, start=1):
-            cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 255), 2)
-            _put_text(out, str(k), (x0 + 4, y0 + 18), 0.6)
+    def draw_marks(self, img: np.ndarray, labels: Sequence[int] | None = None) -> np.ndarray:
+        """Draw into ``img`` ``uint8 [H, W, 3]`` (in place) the boxes, numbered with ``labels`` (default
+        1..n), the rubber band and the clicks (green fg, red bg); returns ``img``."""
+        labels = labels if labels is not None else range(1, len(self.boxes) + 1)
+        for k, (x0, y0, x1, y1) in zip(labels, self.boxes):
+            cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 255), 2)
+            _put_text(img, str(k), (x0 + 4, y0 + 18), 0.6)
         if self.drag_from is not None and self.drag_to is not None:
-            cv2.rectangle(out, self.drag_from, self.drag_to, (255, 255, 0), 1)
+            cv2.rectangle(img, self.drag_from, self.drag_to, (255, 255, 0), 1)
         for x, y, fg in self.clicks:
-            cv2.circle(out, (x, y), 4, (0, 255, 0) if fg else (0, 0, 255), -1)
-        _put_text(out, HELP, (8, out.shape[0] - 10), 0.4)
-        return out
+            cv2.circle(img, (x, y), 4, (0, 255, 0) if fg else (0, 0, 255), -1)
+        return img
+
+    def draw(self, bgr: np.ndarray) -> np.ndarray:
+        """A copy of ``bgr`` ``uint8 [H, W, 3]`` with the marks (:meth:`draw_marks`) and the key help."""
+        return draw_legend(self.draw_marks(bgr.copy()), (HELP,))
 
     def mask(self, bgr: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """The ids ``uint8 [H, W]`` of the current boxes and clicks (mast-mask's code) and its warnings."""
@@ -123,11 +127,8 @@ def select_mask(bgr: np.ndarray, title: str = "mast-run: select objects") -> np.
                 raise InputError("selection cancelled: nothing to track")
             if action is Action.DONE:
                 ids, warnings = selector.mask(bgr)
-                preview = render(bgr, ids)
-                _put_text(preview, CONFIRM_HELP, (8, preview.shape[0] - 10), 0.4)
-                for y, warning in enumerate(warnings):
-                    _put_text(preview, warning, (8, 20 + 18 * y), 0.4)
-                cv2.imshow(title, preview)
+                preview = draw_legend(render(bgr, ids), (CONFIRM_HELP,))
+                cv2.imshow(title, draw_legend(preview, warnings, bottom=False))
                 if (cv2.waitKey(0) & 0xFF) in (13, 10, ord(" ")):
                     return ids
     finally:

@@ -70,6 +70,18 @@ def _put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float) ->
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, t, cv2.LINE_AA)
 
 
+def draw_legend(img: np.ndarray, lines: list[str] | tuple[str, ...], *, bottom: bool = True) -> np.ndarray:
+    """Write ``lines`` (the keys of a window) into ``img`` ``uint8 [H, W, 3]`` in place, one per row at
+    the left edge, the last row at the bottom (``bottom``) or the first at the top; returns ``img``.
+    The text scale follows the image's smaller side (0.4 at 240 px)."""
+    scale = max(0.4, min(img.shape[:2]) / 600.0)
+    step = int(round(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] * 1.9))
+    first = img.shape[0] - 8 - step * (len(lines) - 1) if bottom else 8 + step
+    for row, line in enumerate(lines):
+        _put_text(img, line, (8, first + row * step), scale)
+    return img
+
+
 def draw_ids(bgr: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """A copy of ``bgr`` ``[H, W, 3]`` uint8 with each object's id number written, centred, at the
     object's centroid in ``ids`` ``[H, W]`` (the centroid of a ring-shaped object may lie outside it)."""
@@ -273,11 +285,14 @@ _PAUSE_KEY = ord(" ")
 class WindowSink(Sink):
     """An OpenCV window showing the overlay, the ids and the live frame rate.
 
-    Keys: ``q``/Esc quit, space pauses (and resumes). ``write`` returns a :class:`WindowSignal`;
+    Keys (listed at the bottom of the window, :attr:`legend`): ``q``/Esc quit, space pauses (and
+    resumes). ``write`` returns a :class:`WindowSignal`;
     ``quit_requested`` stays True once the user asked to quit (or closed the window).
     Raises :class:`NoDisplayError` at open when :func:`display_available` is False; no cv2 GUI
     function is called then.
     """
+
+    legend: tuple[str, ...] = ("space: pause   q/Esc: quit",)
 
     def __init__(self, title: str = "mast", *, alpha: float = 0.5) -> None:
         if not display_available():
@@ -301,11 +316,11 @@ class WindowSink(Sink):
         self._last = now
 
     def _annotate(self, frame: np.ndarray) -> np.ndarray:
-        """Write the frame rate (and "[paused]") into ``frame`` in place; returns it."""
+        """Write the frame rate (and "[paused]") and the keys into ``frame`` in place; returns it."""
         text = f"{self.fps:.1f} fps" if self.fps is not None else "-- fps"
         scale = max(0.5, min(frame.shape[:2]) / 600.0)
         _put_text(frame, text + ("  [paused]" if self.paused else ""), (10, int(30 * scale) + 5), scale)
-        return frame
+        return draw_legend(frame, self.legend)
 
     def write(self, index: int, bgr: np.ndarray, ids: np.ndarray) -> WindowSignal:
         """Show the frame; handle keys (blocks while paused). Returns CONTINUE or QUIT."""
@@ -316,11 +331,12 @@ class WindowSink(Sink):
         cv2.imshow(self.title, self._annotate(overlay.copy()))
         self._handle_key(cv2.waitKey(1) & 0xFF)
         if self.paused:
-            self._wait_while_paused(overlay)
+            self._wait_while_paused(bgr, ids, overlay)
         return WindowSignal.QUIT if self.quit_requested else WindowSignal.CONTINUE
 
-    def _wait_while_paused(self, overlay: np.ndarray) -> None:
-        """Keep the window responsive until space (resume) or q/Esc (quit)."""
+    def _wait_while_paused(self, bgr: np.ndarray, ids: np.ndarray, overlay: np.ndarray) -> None:
+        """Keep the window responsive until space (resume) or q/Esc (quit); ``overlay`` is
+        :func:`render` of ``bgr`` and ``ids`` (a subclass may edit ``ids``: :mod:`mast.runtime.edit_window`)."""
         while self.paused and not self.quit_requested:
             cv2.imshow(self.title, self._annotate(overlay.copy()))
             self._handle_key(cv2.waitKey(50) & 0xFF)
