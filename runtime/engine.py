@@ -99,6 +99,9 @@ class Engine:
     clock: Callable[[], float] = time.monotonic
     streams: dict[str, Stream] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.backend.fork().close()   # a backend that cannot hold many banks (tensorrt) is refused here, once
+
     def step(self, jobs: Sequence[Job]) -> list[np.ndarray | StreamError]:
         """Run one step over ``jobs`` (at most one per stream): returns, in the jobs' order, each one's
         mask uint8 ``[H, W]`` (object ids, at its frame's size) or the :class:`StreamError` refusing it."""

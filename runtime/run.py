@@ -6,6 +6,7 @@
              [--mask-frame K] [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda]
              [--model PATH] [--size HxW] [--save-masks DIR] [--save-video FILE] [--save-json FILE]
              [--lost-fraction F] [--lost-frames N] [--reanchor-on-loss] [--no-display] [--max-frames N]
+             [--server HOST:PORT --stream-id NAME]   # a mast-serve tracks the frames (mast.runtime.client)
     mast-run --demo            # the bundled clip; overlay video + masks into ./mast-demo/
 
 Behaviour (also in ``--help``):
@@ -140,6 +141,8 @@ class RunConfig:
     display: bool = True                      # False: --no-display
     max_frames: int | None = None             # frames processed at most (the mask frame included)
     simulate_live: bool = False               # a video file played like a camera (drops stale frames)
+    server: str | None = None                 # --server HOST:PORT: a mast-serve tracks the frames
+    stream_id: str | None = None              # --stream-id: this stream's name on the server
 
 
 @dataclass
@@ -342,8 +345,17 @@ def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Calla
 
 
 def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> Any:
-    """Backend (lazy imports: torch only for the torch backend) and the tracker around it."""
+    """Backend (lazy imports: torch only for the torch backend) and the tracker around it; with
+    ``--server``, a :class:`~mast.runtime.client.RemoteTracker` on that mast-serve instead."""
     from mast.runtime.tracker import Tracker  # noqa: PLC0415 - torch-free, imported when needed
+
+    if cfg.server is not None:
+        from mast.runtime.client import RemoteTracker  # noqa: PLC0415 - needs tritonclient
+
+        if not cfg.stream_id:
+            raise InputError("--server needs --stream-id NAME (this stream's name on the server)")
+        say(f"tracking on mast-serve at {cfg.server} as stream {cfg.stream_id!r}")
+        return RemoteTracker(cfg.server, cfg.stream_id, say=say)
 
     backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
     fixed = backend.input_size
@@ -378,7 +390,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource 
         source = stack.enter_context(source or open_input(cfg))
         if tracker is None:
             tracker = build_tracker(cfg, say)
-            stack.callback(tracker.backend.close)   # runs after the sinks are flushed (last in, first out)
+            stack.callback(tracker.close)   # runs after the sinks are flushed (last in, first out)
         sinks = open_sinks(cfg, source, stack, say, monitor)
         editor = next((s for s in sinks if isinstance(s, EditWindow)), None)   # shown first, by stream_masks
         say(f"tracking {source.name} from frame {cfg.mask_frame}"
@@ -471,6 +483,8 @@ def cli(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames (the mask frame included)."),
     simulate_live: bool = typer.Option(False, "--simulate-live", help="Play --video like a camera at its fps: the newest frame is tracked, stale ones dropped."),
     demo: bool = typer.Option(False, "--demo", help="Track the bundled clip; overlay video + masks into ./mast-demo (or --save-*)."),
+    server: Optional[str] = typer.Option(None, "--server", help="HOST:PORT of a mast-serve (its gRPC port): it tracks the frames (needs --stream-id); --backend/--model/--size are the server's."),
+    stream_id: Optional[str] = typer.Option(None, "--stream-id", help="This stream's name on the --server."),
 ) -> None:
     """Track the objects of --mask through --camera, --video or --frames (or run --demo).
 
@@ -486,7 +500,8 @@ def cli(
                     backend=backend.value, device=device.value if device else None, model=model,
                     keys=keys.value, precision=precision.value, save_masks=save_masks, save_video=save_video,
                     save_json=save_json, select=select, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
-                    loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss))
+                    loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss),
+                    server=server, stream_id=stream_id)
     try:
         with exit_on_error(err):
             cfg.size = parse_size(size)

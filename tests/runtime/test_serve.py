@@ -1,0 +1,232 @@
+"""``mast-serve``: a real server process (Triton through PyTriton) on free loopback ports, driven by
+a stock ``tritonclient`` and by ``mast-run --server``: two streams equal to local Trackers, re-anchor,
+the refusals (unknown stream, malformed tensors, sizes, a full table), restart recovery by the
+client, idle streams freed, memory flat over a run of three streams, clean Ctrl-C.
+
+Every wait is bounded; the server works at 72x128 (``--size``) so each frame takes tens of ms.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mast.core.masks import read_mask
+
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed (pip install -e '.[serve]')")
+pytest.importorskip("pytriton", reason="nvidia-pytriton not installed (pip install -e '.[serve]')")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from mast.runtime.client import RemoteTracker, error_cause  # noqa: E402
+from mast.runtime.factory import make_backend  # noqa: E402
+from mast.runtime.run import RunConfig, run  # noqa: E402
+from mast.runtime.tracker import Tracker  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZE = (72, 128)
+START_TIMEOUT_S = 120
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Server:
+    """A ``mast-serve`` process on loopback ``ports`` (http, grpc, metrics); output in ``log``."""
+
+    def __init__(self, tmp: Path, *args: str, ports: list[int] | None = None) -> None:
+        self.ports = ports or free_ports(3)
+        self.url = f"127.0.0.1:{self.ports[1]}"
+        self.log = tmp / f"serve-{self.ports[1]}-{time.monotonic_ns()}.log"
+        cmd = [sys.executable, "-m", "mast.runtime.serve", "--address", "127.0.0.1", "--http-port", str(self.ports[0]),
+               "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--size", "72x128", *args]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        client = grpcclient.InferenceServerClient(self.url)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if client.is_model_ready("mast", client_timeout=2):
+                    return
+            except InferenceServerException:
+                pass
+            time.sleep(0.5)
+        self.stop(signal.SIGKILL)
+        raise AssertionError(f"mast-serve did not become ready: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def wait_port_free(port: int, timeout: float = 60.0) -> None:
+    """Until nothing listens on loopback ``port`` (a killed server's Triton exits after it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"port {port} still in use {timeout:g} s after the server was killed")
+
+
+def clip(data_dir: Path, name: str, n: int, size: tuple[int, int] | None = None):
+    root = data_dir / "davis2016-val-dev"
+    paths = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))[:n]
+    mask = (read_mask(root / "Annotations" / "480p" / name / "00000.png") > 0).astype(np.uint8)
+    frames = [cv2.imread(str(p)) for p in paths]
+    if size is not None:
+        frames = [cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames]
+        mask = cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST)
+    return frames, mask
+
+
+def infer(client, frame: np.ndarray, stream: str | None, mask: np.ndarray | None = None, dtype: str = "UINT8"):
+    """One request as any tritonclient user writes it; the output mask."""
+    inputs = [grpcclient.InferInput("frame", list(frame.shape), dtype)]
+    inputs[0].set_data_from_numpy(frame)
+    if mask is not None:
+        inputs.append(grpcclient.InferInput("mask", list(mask.shape), "UINT8"))
+        inputs[1].set_data_from_numpy(mask)
+    parameters = {} if stream is None else {"stream_id": stream}
+    return client.infer("mast", inputs, parameters=parameters, client_timeout=60).as_numpy("mask")
+
+
+def refused(client, *args, **kwargs) -> str:
+    with pytest.raises(InferenceServerException) as info:
+        infer(client, *args, **kwargs)
+    return error_cause(info.value.message())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, data_dir):
+    srv = Server(tmp_path_factory.mktemp("serve"), "--max-streams", "3", "--idle-timeout", "120")
+    yield srv
+    code = srv.stop(signal.SIGINT)
+    assert code == 130 and "served" in srv.output(), srv.output()
+
+
+def test_two_streams_match_local_trackers_and_reanchor(server, data_dir):
+    """Two streams of different frame sizes, interleaved: start, steps, a re-anchor (merge) of one;
+    the masks equal local Trackers' at the same working size, bit for bit."""
+    client = grpcclient.InferenceServerClient(server.url)
+    a_frames, a_mask = clip(data_dir, "camel", 5, (96, 171))
+    b_frames, b_mask = clip(data_dir, "dog", 5, (120, 214))
+    backend = make_backend("torch", None, "cpu")
+    local = {"a": Tracker(backend.fork(), size=SIZE), "b": Tracker(backend.fork(), size=SIZE)}
+    clips = {"a": (a_frames, a_mask), "b": (b_frames, b_mask)}
+    for k in range(5):
+        for name, (frames, mask) in clips.items():
+            if k == 0:
+                got, want = infer(client, frames[0], name, mask), local[name].start(frames[0], mask)
+            elif (name, k) == ("a", 3):
+                got, want = infer(client, frames[k], name, mask), local[name].anchor(frames[k], mask, merge=True)
+            else:
+                got, want = infer(client, frames[k], name), local[name].step(frames[k])
+            assert got.dtype == np.uint8 and got.shape == frames[k].shape[:2]
+            assert np.array_equal(got, want), f"stream {name} frame {k}"
+    assert got.any()
+
+
+def test_refusals_name_the_cause_and_the_server_keeps_serving(server, data_dir):
+    client = grpcclient.InferenceServerClient(server.url)
+    frames, mask = clip(data_dir, "cows", 2, (96, 171))
+    assert "UnknownStreamError: unknown stream 'nobody'" in refused(client, frames[0], "nobody")
+    assert "stream_id" in refused(client, frames[0], None, mask)
+    assert "FP32" in refused(client, frames[0].astype(np.float32), "c", dtype="FP32")          # Triton: dtype
+    assert "frame" in refused(client, frames[0][..., 0].copy(), "c")                            # Triton: rank
+    assert "FrameSizeError" in refused(client, frames[0], "c", mask[:50])                       # mask size
+    assert infer(client, frames[0], "c", mask).any()                                            # 3rd stream
+    assert "FrameSizeError" in refused(client, frames[1][:60], "c")                             # frame size
+    assert "TableFullError" in refused(client, frames[0], "d", mask)                            # 3 of 3 open
+    assert infer(client, frames[1], "c").shape == (96, 171)                                     # still serving
+
+
+def test_concurrent_streams_and_mast_run_client(server, data_dir, tmp_path):
+    """Three clients at once (one through ``mast-run --server`` on a frame folder) are all served;
+    the server's RSS stays flat over the run (the banks are fixed-size)."""
+    clips = {"a": clip(data_dir, "camel", 24, (96, 171)), "b": clip(data_dir, "dog", 24, (120, 214))}  # as above
+    cows, cows_mask = clip(data_dir, "cows", 6, (96, 171))                       # stream c: its frame size
+    (tmp_path / "frames").mkdir()
+    for k, frame in enumerate(cows):
+        cv2.imwrite(str(tmp_path / "frames" / f"{k:05d}.png"), frame)
+    cv2.imwrite(str(tmp_path / "mask.png"), cows_mask * 255)
+    errors: list[BaseException] = []
+
+    def drive(name: str) -> None:
+        try:
+            client = grpcclient.InferenceServerClient(server.url)
+            frames, _ = clips[name]
+            for frame in frames:
+                assert infer(client, frame, name).shape == frame.shape[:2]
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    rss_before = server.rss_kib()
+    threads = [threading.Thread(target=drive, args=(name,)) for name in clips]
+    for t in threads:
+        t.start()
+    cfg = RunConfig(frames=tmp_path / "frames", mask=tmp_path / "mask.png", server=server.url, stream_id="c",
+                    save_masks=tmp_path / "masks", display=False, max_frames=6)
+    summary = run(cfg, say=lambda line: None)
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert summary.frames == 6 and summary.exit_code == 0
+    masks = sorted((tmp_path / "masks").glob("*.png"))
+    assert len(masks) == 6 and read_mask(masks[-1]).shape == (96, 171) and read_mask(masks[-1]).any()
+    growth_mib = (server.rss_kib() - rss_before) / 1024
+    assert growth_mib < 30, f"server RSS grew {growth_mib:.1f} MiB over 54 frames of 3 streams"
+
+
+def test_restart_and_idle_timeout_cost_one_reanchor(tmp_path, data_dir):
+    """Server killed (SIGKILL) and restarted on the same ports: the client's next frame is answered
+    after one re-anchor with its last mask. A stream idle past --idle-timeout is freed: same."""
+    frames, mask = clip(data_dir, "blackswan", 7, (96, 171))
+    said: list[str] = []
+    srv = Server(tmp_path, "--idle-timeout", "1.5", "--max-streams", "2")
+    try:
+        tracker = RemoteTracker(srv.url, "cam", say=said.append)
+        assert tracker.start(frames[0], mask).any()
+        assert tracker.step(frames[1]).any()
+        srv.stop(signal.SIGKILL)
+        wait_port_free(srv.ports[1])
+        srv = Server(tmp_path, "--idle-timeout", "1.5", "--max-streams", "2", ports=srv.ports)
+        assert tracker.step(frames[2]).any() and tracker.reanchors == 1
+        assert tracker.step(frames[3]).any() and tracker.reanchors == 1
+        time.sleep(3.0)   # the client disappears for longer than the idle timeout
+        assert tracker.step(frames[4]).any() and tracker.reanchors == 2
+        assert any("re-sent the last mask" in line for line in said)
+        tracker.close()
+    finally:
+        code = srv.stop(signal.SIGINT)
+    assert code == 130 and "stopping" in srv.output()
