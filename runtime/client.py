@@ -35,7 +35,8 @@ def error_cause(message: str) -> str:
     return f"{causes[-1][0]}: {causes[-1][1]}" if causes else message.strip()
 
 
-def _grpc() -> Any:
+def tritonclient_grpc() -> Any:
+    """``tritonclient.grpc``, or a one-line DependencyError naming the install."""
     try:
         import tritonclient.grpc as grpcclient  # noqa: PLC0415 - optional dependency
     except ImportError as exc:
@@ -55,7 +56,7 @@ class RemoteTracker:
 
     def __init__(self, url: str, stream_id: str, timeout: float = 60.0, retry_s: float = 30.0,
                  say: Callable[[str], None] = print) -> None:
-        self.grpc = _grpc()
+        self.grpc = tritonclient_grpc()
         self.url, self.stream_id, self.timeout, self.retry_s, self.say = url, stream_id, timeout, retry_s, say
         self.client = self.grpc.InferenceServerClient(url)
         self.last_mask: np.ndarray | None = None

@@ -5,13 +5,13 @@ Real DAVIS frames (davis2016-val-dev) at small sizes and the shipped weights, fp
 """
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import subprocess
+import sys
 
-import cv2
 import numpy as np
 import pytest
 
-from mast.core.masks import read_mask
 from mast.runtime.engine import (
     Engine,
     EngineConfig,
@@ -25,16 +25,6 @@ from mast.runtime.factory import make_backend
 from mast.runtime.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def sequence(data_dir: Path, name: str, n: int, size: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
-    """The first ``n`` frames of a davis2016-val-dev sequence resized (area) to ``size`` (H, W), and
-    its first mask (nearest), object id 1."""
-    root = data_dir / "davis2016-val-dev"
-    paths = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))[:n]
-    frames = [cv2.resize(cv2.imread(str(p)), size[::-1], interpolation=cv2.INTER_AREA) for p in paths]
-    mask = read_mask(root / "Annotations" / "480p" / name / "00000.png")
-    return frames, cv2.resize((mask > 0).astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST)
 
 
 class CountingBackend:
@@ -59,22 +49,22 @@ def backend():
     return make_backend("torch", None, "cpu")
 
 
-def test_torch_batch_encode_equals_single(backend, data_dir):
-    frames, _ = sequence(data_dir, "dog", 3, (64, 112))
+def test_torch_batch_encode_equals_single(backend, dev_clip):
+    frames, _ = dev_clip("dog", 3, (64, 112))
     batch = backend.encode_batch(np.stack(frames))
     for frame, key in zip(frames, batch):
         assert np.array_equal(backend.encode(frame).numpy(), key.numpy())
 
 
 @pytest.mark.parametrize("work_size", [None, (72, 128)])
-def test_engine_masks_equal_one_tracker_per_stream(backend, data_dir, work_size):
+def test_engine_masks_equal_one_tracker_per_stream(backend, dev_clip, work_size):
     """Three streams, two frame sizes, one re-anchor mid-stream and a stream joining late: each
     stream's masks equal a single-stream Tracker's on the same frames, bit for bit; frames of one
     working size go through one encoder call per step."""
     n = 7
-    clips = {"camel": sequence(data_dir, "camel", n, (72, 128)),
-             "cows": sequence(data_dir, "cows", n, (72, 128)),
-             "dog": sequence(data_dir, "dog", n, (96, 171))}
+    clips = {"camel": dev_clip("camel", n, (72, 128)),
+             "cows": dev_clip("cows", n, (72, 128)),
+             "dog": dev_clip("dog", n, (96, 171))}
     starts = {"camel": 0, "cows": 0, "dog": 2}          # dog joins at step 2
     reanchor = ("camel", 4)                               # camel gets a corrected mask at its frame 4
     engine = Engine(CountingBackend(backend), EngineConfig(max_streams=3, size=work_size))
@@ -148,3 +138,19 @@ def test_idle_streams_are_freed(backend):
     assert engine.expire() == ["a"] and engine.streams == {}
     assert isinstance(engine.step([Job("a", frame)])[0], UnknownStreamError)
     assert isinstance(engine.step([Job("b", frame, mask)])[0], np.ndarray)   # the slot is free again
+
+
+def test_serving_modules_import_no_torch():
+    """The engine, the batcher, mast-serve (up to its bad-option error with --backend onnxruntime)
+    and the client load no torch: a deployment box may not have it."""
+    script = """
+import json, sys
+from mast.runtime import batcher, client, engine, serve
+try:
+    serve.main(["--backend", "onnxruntime"])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 2, "torch": False}, proc.stdout + proc.stderr

@@ -7,15 +7,9 @@ Every wait is bounded; the server works at 72x128 (``--size``) so each frame tak
 """
 from __future__ import annotations
 
-import os
-import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,84 +24,11 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from mast.runtime.client import RemoteTracker, error_cause  # noqa: E402
 from mast.runtime.factory import make_backend  # noqa: E402
 from mast.runtime.run import RunConfig, run  # noqa: E402
+from mast.runtime.serve_process import ServeProcess, wait_port_free  # noqa: E402
 from mast.runtime.tracker import Tracker  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = (72, 128)
-START_TIMEOUT_S = 120
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Server:
-    """A ``mast-serve`` process on loopback ``ports`` (http, grpc, metrics); output in ``log``."""
-
-    def __init__(self, tmp: Path, *args: str, ports: list[int] | None = None) -> None:
-        self.ports = ports or free_ports(3)
-        self.url = f"127.0.0.1:{self.ports[1]}"
-        self.log = tmp / f"serve-{self.ports[1]}-{time.monotonic_ns()}.log"
-        cmd = [sys.executable, "-m", "mast.runtime.serve", "--address", "127.0.0.1", "--http-port", str(self.ports[0]),
-               "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--size", "72x128", *args]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        with open(self.log, "w") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        client = grpcclient.InferenceServerClient(self.url)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if client.is_model_ready("mast", client_timeout=2):
-                    return
-            except InferenceServerException:
-                pass
-            time.sleep(0.5)
-        self.stop(signal.SIGKILL)
-        raise AssertionError(f"mast-serve did not become ready: {self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-
-
-def wait_port_free(port: int, timeout: float = 60.0) -> None:
-    """Until nothing listens on loopback ``port`` (a killed server's Triton exits after it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"port {port} still in use {timeout:g} s after the server was killed")
-
-
-def clip(data_dir: Path, name: str, n: int, size: tuple[int, int] | None = None):
-    root = data_dir / "davis2016-val-dev"
-    paths = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))[:n]
-    mask = (read_mask(root / "Annotations" / "480p" / name / "00000.png") > 0).astype(np.uint8)
-    frames = [cv2.imread(str(p)) for p in paths]
-    if size is not None:
-        frames = [cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames]
-        mask = cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST)
-    return frames, mask
 
 
 def infer(client, frame: np.ndarray, stream: str | None, mask: np.ndarray | None = None, dtype: str = "UINT8"):
@@ -128,19 +49,20 @@ def refused(client, *args, **kwargs) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, data_dir):
-    srv = Server(tmp_path_factory.mktemp("serve"), "--max-streams", "3", "--idle-timeout", "120")
+def server(tmp_path_factory):
+    srv = ServeProcess(tmp_path_factory.mktemp("serve") / "serve.log", "--size", "72x128", "--max-streams", "3",
+                       "--idle-timeout", "120")
     yield srv
     code = srv.stop(signal.SIGINT)
     assert code == 130 and "served" in srv.output(), srv.output()
 
 
-def test_two_streams_match_local_trackers_and_reanchor(server, data_dir):
+def test_two_streams_match_local_trackers_and_reanchor(server, dev_clip):
     """Two streams of different frame sizes, interleaved: start, steps, a re-anchor (merge) of one;
     the masks equal local Trackers' at the same working size, bit for bit."""
     client = grpcclient.InferenceServerClient(server.url)
-    a_frames, a_mask = clip(data_dir, "camel", 5, (96, 171))
-    b_frames, b_mask = clip(data_dir, "dog", 5, (120, 214))
+    a_frames, a_mask = dev_clip("camel", 5, (96, 171))
+    b_frames, b_mask = dev_clip("dog", 5, (120, 214))
     backend = make_backend("torch", None, "cpu")
     local = {"a": Tracker(backend.fork(), size=SIZE), "b": Tracker(backend.fork(), size=SIZE)}
     clips = {"a": (a_frames, a_mask), "b": (b_frames, b_mask)}
@@ -157,9 +79,9 @@ def test_two_streams_match_local_trackers_and_reanchor(server, data_dir):
     assert got.any()
 
 
-def test_refusals_name_the_cause_and_the_server_keeps_serving(server, data_dir):
+def test_refusals_name_the_cause_and_the_server_keeps_serving(server, dev_clip):
     client = grpcclient.InferenceServerClient(server.url)
-    frames, mask = clip(data_dir, "cows", 2, (96, 171))
+    frames, mask = dev_clip("cows", 2, (96, 171))
     assert "UnknownStreamError: unknown stream 'nobody'" in refused(client, frames[0], "nobody")
     assert "stream_id" in refused(client, frames[0], None, mask)
     assert "FP32" in refused(client, frames[0].astype(np.float32), "c", dtype="FP32")          # Triton: dtype
@@ -171,11 +93,11 @@ def test_refusals_name_the_cause_and_the_server_keeps_serving(server, data_dir):
     assert infer(client, frames[1], "c").shape == (96, 171)                                     # still serving
 
 
-def test_concurrent_streams_and_mast_run_client(server, data_dir, tmp_path):
+def test_concurrent_streams_and_mast_run_client(server, dev_clip, tmp_path):
     """Three clients at once (one through ``mast-run --server`` on a frame folder) are all served;
     the server's RSS stays flat over the run (the banks are fixed-size)."""
-    clips = {"a": clip(data_dir, "camel", 24, (96, 171)), "b": clip(data_dir, "dog", 24, (120, 214))}  # as above
-    cows, cows_mask = clip(data_dir, "cows", 6, (96, 171))                       # stream c: its frame size
+    clips = {"a": dev_clip("camel", 24, (96, 171)), "b": dev_clip("dog", 24, (120, 214))}  # as above
+    cows, cows_mask = dev_clip("cows", 6, (96, 171))                       # stream c: its frame size
     (tmp_path / "frames").mkdir()
     for k, frame in enumerate(cows):
         cv2.imwrite(str(tmp_path / "frames" / f"{k:05d}.png"), frame)
@@ -191,7 +113,7 @@ def test_concurrent_streams_and_mast_run_client(server, data_dir, tmp_path):
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
-    rss_before = server.rss_kib()
+    rss_before = server.rss_mib()
     threads = [threading.Thread(target=drive, args=(name,)) for name in clips]
     for t in threads:
         t.start()
@@ -204,23 +126,24 @@ def test_concurrent_streams_and_mast_run_client(server, data_dir, tmp_path):
     assert summary.frames == 6 and summary.exit_code == 0
     masks = sorted((tmp_path / "masks").glob("*.png"))
     assert len(masks) == 6 and read_mask(masks[-1]).shape == (96, 171) and read_mask(masks[-1]).any()
-    growth_mib = (server.rss_kib() - rss_before) / 1024
+    growth_mib = server.rss_mib() - rss_before
     assert growth_mib < 30, f"server RSS grew {growth_mib:.1f} MiB over 54 frames of 3 streams"
 
 
-def test_restart_and_idle_timeout_cost_one_reanchor(tmp_path, data_dir):
+def test_restart_and_idle_timeout_cost_one_reanchor(tmp_path, dev_clip):
     """Server killed (SIGKILL) and restarted on the same ports: the client's next frame is answered
     after one re-anchor with its last mask. A stream idle past --idle-timeout is freed: same."""
-    frames, mask = clip(data_dir, "blackswan", 7, (96, 171))
+    frames, mask = dev_clip("blackswan", 7, (96, 171))
     said: list[str] = []
-    srv = Server(tmp_path, "--idle-timeout", "1.5", "--max-streams", "2")
+    args = ("--size", "72x128", "--idle-timeout", "1.5", "--max-streams", "2")
+    srv = ServeProcess(tmp_path / "first.log", *args)
     try:
         tracker = RemoteTracker(srv.url, "cam", say=said.append)
         assert tracker.start(frames[0], mask).any()
         assert tracker.step(frames[1]).any()
         srv.stop(signal.SIGKILL)
         wait_port_free(srv.ports[1])
-        srv = Server(tmp_path, "--idle-timeout", "1.5", "--max-streams", "2", ports=srv.ports)
+        srv = ServeProcess(tmp_path / "restarted.log", *args, ports=srv.ports)
         assert tracker.step(frames[2]).any() and tracker.reanchors == 1
         assert tracker.step(frames[3]).any() and tracker.reanchors == 1
         time.sleep(3.0)   # the client disappears for longer than the idle timeout

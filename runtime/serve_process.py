@@ -1,0 +1,116 @@
+"""A ``mast-serve`` in a child process on free loopback ports: started, waited for, measured and
+stopped within bounded times (the tests and ``benchmarks/bench_serve.py`` use it; torch-free).
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mast.core.errors import MastError
+from mast.runtime.client import tritonclient_grpc
+from mast.runtime.serve import MODEL_NAME
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback TCP ports free right now."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind((LOOPBACK, 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_port_free(port: int, timeout: float = 60.0) -> None:
+    """Until nothing listens on loopback ``port`` (a killed server's Triton exits after it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((LOOPBACK, port)) != 0:
+                return
+        time.sleep(0.2)
+    raise MastError(f"port {port} is still in use {timeout:g} s later")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory (VmRSS) of ``pid`` and all its descendants (Triton, its helper processes), MiB."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text()).group(1))
+        except (OSError, AttributeError):
+            continue
+    return total / 1024
+
+
+class ServeProcess:
+    """``mast-serve ARGS`` on loopback ports (http, grpc, metrics: ``ports``, free ones by default),
+    output in ``log``; ready (model ``mast`` loaded) when the constructor returns, or MastError.
+    ``threads``: OMP_NUM_THREADS of the server."""
+
+    def __init__(self, log: Path, *args: str, ports: list[int] | None = None, threads: int = 1,
+                 start_timeout: float = 120.0) -> None:
+        self.ports = ports or free_ports(3)
+        self.url = f"{LOOPBACK}:{self.ports[1]}"
+        self.log = log
+        cmd = [sys.executable, "-m", "mast.runtime.serve", "--address", LOOPBACK, "--http-port", str(self.ports[0]),
+               "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), *args]
+        with open(log, "w") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        grpc = tritonclient_grpc()
+        client = grpc.InferenceServerClient(self.url)
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if client.is_model_ready(MODEL_NAME, client_timeout=2):
+                    return
+            except grpc.InferenceServerException:
+                pass
+            time.sleep(0.5)
+        self.stop(signal.SIGKILL)
+        raise MastError(f"mast-serve did not become ready in {start_timeout:g} s: {self.output()[-2000:]}")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def rss_mib(self) -> float:
+        """RSS of the server process alone (MiB)."""
+        return _rss(self.process.pid)
+
+    def tree_rss_mib(self) -> float:
+        """RSS of the server with Triton and its helper processes (MiB)."""
+        return tree_rss_mib(self.process.pid)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> int:
+        """Send ``sig`` and wait for the exit code (killed after ``timeout`` s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def _rss(pid: int) -> float:
+    """VmRSS of ``pid`` (MiB)."""
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024

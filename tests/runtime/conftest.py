@@ -1,0 +1,26 @@
+"""Fixtures of the runtime tests: real DAVIS sequences at small sizes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mast.core.masks import read_mask
+
+
+@pytest.fixture(scope="session")
+def dev_clip(data_dir: Path):
+    """``load(name, n, (H, W))`` -> the first ``n`` frames of the davis2016-val-dev sequence ``name``
+    (BGR uint8) resized to H x W with area interpolation, and its first mask (object id 1) resized
+    with nearest."""
+    root = data_dir / "davis2016-val-dev"
+
+    def load(name: str, n: int, size: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+        paths = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))[:n]
+        frames = [cv2.resize(cv2.imread(str(p)), size[::-1], interpolation=cv2.INTER_AREA) for p in paths]
+        mask = (read_mask(root / "Annotations" / "480p" / name / "00000.png") > 0).astype(np.uint8)
+        return frames, cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST)
+
+    return load
