@@ -111,7 +111,7 @@ def require_display(window_allowed: bool = True) -> None:
                          "without GUI): give the objects with --box X0,Y0,X1,Y1 (repeatable) or --mask PNG")
 
 
-def select_mask(bgr: np.ndarray, title: str = "mast-run: select objects") -> np.ndarray:  # pragma: no cover - needs a display
+def select_mask(bgr: np.ndarray, title: str = "mast-run: select objects") -> np.ndarray:
     """Show ``bgr`` frozen, let the user draw boxes and clicks, show the mask for confirmation;
     returns the confirmed ids ``uint8 [H, W]``. InputError when cancelled; NoDisplayError without a display."""
     if not display_available():
