@@ -31,6 +31,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from signal import SIGINT, SIGTERM
@@ -49,6 +50,7 @@ from mast.runtime.engine import Engine, EngineConfig, Job, StreamError
 MODEL_NAME = "mast"
 STREAM_PARAMETER = "stream_id"
 POLL_S = 0.2   # how often the main thread checks for Ctrl-C and a dead server
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -112,10 +114,43 @@ def _pytriton() -> tuple[Any, Any, Any, Any]:
     return Triton, TritonConfig, ModelConfig, Tensor
 
 
+def start_triton(cfg: ServeConfig, log: Path, infer: Callable[..., Any], stack: ExitStack,
+                 say: Callable[[str], None]) -> Any:
+    """Triton running (closed by ``stack``) with model ``mast`` bound to ``cfg.engine.max_streams``
+    instances of ``infer``. PyTriton's instances sometimes fail their start-up handshake (its helper
+    processes race for one socket; more likely on a busy CPU): Triton is then stopped and started
+    afresh, up to :data:`START_ATTEMPTS` times."""
+    Triton, TritonConfig, ModelConfig, Tensor = _pytriton()
+    config = TritonConfig(http_address=cfg.address, http_port=cfg.http_port, grpc_address=cfg.address,
+                          grpc_port=cfg.grpc_port, metrics_port=cfg.metrics_port, log_file=log, exit_timeout_secs=5)
+    attempt = 1
+    while True:
+        attempt_stack = ExitStack()
+        triton = attempt_stack.enter_context(Triton(config=config))
+        try:
+            triton.bind(model_name=MODEL_NAME, infer_func=[infer] * cfg.engine.max_streams,
+                        inputs=[Tensor(name="frame", dtype=np.uint8, shape=(-1, -1, 3)),
+                                Tensor(name="mask", dtype=np.uint8, shape=(-1, -1), optional=True)],
+                        outputs=[Tensor(name="mask", dtype=np.uint8, shape=(-1, -1))],
+                        config=ModelConfig(batching=False), strict=True)
+            triton.run()
+        except Exception as exc:  # noqa: BLE001 - PyTriton and tritonclient raise their own types
+            attempt_stack.close()
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempt == START_ATTEMPTS:
+                raise DependencyError(f"Triton could not load model {MODEL_NAME!r} ({START_ATTEMPTS} attempts): "
+                                      f"{cause} (Triton's log: {log})") from None
+            attempt += 1
+            say(f"Triton could not load the model ({cause}): starting it again ({attempt}/{START_ATTEMPTS})")
+            continue
+        stack.push(attempt_stack)
+        return triton
+
+
 def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Interrupt | None = None) -> int:
     """Build the backend and the engine, start Triton with the model bound, serve until ``interrupt``
     (or Triton stops). Returns the exit code."""
-    Triton, TritonConfig, ModelConfig, Tensor = _pytriton()
+    _pytriton()   # a missing PyTriton is said before the model loads
     backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, "model", cfg.precision)
     engine = Engine(backend, cfg.engine)
     size = cfg.engine.size or backend.input_size
@@ -123,21 +158,13 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
         + (f"{size[0]}x{size[1]}" if size else "= each stream's frame size")
         + f"; up to {cfg.engine.max_streams} streams, freed after {cfg.engine.idle_timeout:g} s idle")
     python_libdir_env()
-    logging.getLogger("pytriton").setLevel(logging.ERROR)   # refused requests are reported by infer_function
+    logging.getLogger("pytriton").setLevel(logging.CRITICAL)   # refusals are reported by infer_function
     log = cfg.triton_log or Path(tempfile.mkdtemp(prefix="mast-serve-")) / "triton.log"
-    triton_config = TritonConfig(http_address=cfg.address, http_port=cfg.http_port, grpc_address=cfg.address,
-                                 grpc_port=cfg.grpc_port, metrics_port=cfg.metrics_port, log_file=log,
-                                 exit_timeout_secs=5)
     batcher = Batcher(engine, tick=min(1.0, cfg.engine.idle_timeout / 4))
     started = time.monotonic()
     try:
-        with Triton(config=triton_config) as triton:
-            triton.bind(model_name=MODEL_NAME, infer_func=[infer_function(batcher, say)] * cfg.engine.max_streams,
-                        inputs=[Tensor(name="frame", dtype=np.uint8, shape=(-1, -1, 3)),
-                                Tensor(name="mask", dtype=np.uint8, shape=(-1, -1), optional=True)],
-                        outputs=[Tensor(name="mask", dtype=np.uint8, shape=(-1, -1))],
-                        config=ModelConfig(batching=False), strict=True)
-            triton.run()
+        with ExitStack() as stack:
+            triton = start_triton(cfg, log, infer_function(batcher, say), stack, say)
             say(f"serving model {MODEL_NAME!r}: HTTP {cfg.address}:{cfg.http_port}, gRPC {cfg.address}:{cfg.grpc_port}, "
                 f"metrics :{cfg.metrics_port} (Triton log: {log}); Ctrl-C stops")
             while triton.is_alive() and not (interrupt is not None and interrupt.requested):
