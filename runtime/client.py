@@ -20,6 +20,7 @@ from mast.runtime.engine import UNKNOWN_STREAM
 from mast.runtime.serve import MODEL_NAME, STREAM_PARAMETER
 
 UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+STREAM_HEADER = "mast-stream-id"   # the stream id again as a header: what a router hashes on (README)
 RETRY_EVERY_S = 0.5
 _CAUSE = re.compile(r"^\S*?(\w*Error): (.+)$", re.MULTILINE)   # the raised error's line in the server's traceback
 
@@ -103,7 +104,7 @@ class RemoteTracker:
         while True:
             try:
                 result = self.client.infer(MODEL_NAME, inputs, parameters={STREAM_PARAMETER: self.stream_id},
-                                           client_timeout=self.timeout)
+                                           headers={STREAM_HEADER: self.stream_id}, client_timeout=self.timeout)
                 break
             except self.grpc.InferenceServerException as exc:
                 if exc.status() not in UNREACHABLE or time.monotonic() > deadline:
