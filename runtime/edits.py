@@ -135,14 +135,14 @@ def apply_edits(tracker: Any, monitor: ObjectMonitor, frame: np.ndarray, result:
 def legend(mode: Mode, target: int | None = None, next_id: int | None = None) -> tuple[str, ...]:
     """The keys of ``mode`` as lines for the image (``target``: the object being corrected;
     ``next_id``: the id the next added box gets)."""
-    draw = ("click: sure foreground   right-click: sure background", "Enter: apply   u: undo   Esc: cancel")
+    draw = ("click: foreground   right-click: background", "Enter: apply   u: undo   Esc: cancel")
+    pick = ("or press its id (1-9)   Esc: cancel",)
     return {
-        "paused": ("PAUSED   a: add object   c: correct object   x: remove object",
-                   "u: undo last edit   space: resume tracking   q/Esc: quit"),
-        "add": (f"ADD: drag a box per new object (ids from {next_id})", *draw),
-        "pick_correct": ("CORRECT: click the object (or press its id 1-9)   Esc: cancel",),
-        "correct": (f"CORRECT object {target}: drag its new box (the last one counts)", *draw),
-        "pick_remove": ("REMOVE: click the object (or press its id 1-9)   Esc: cancel",),
+        "paused": ("PAUSED   a: add   c: correct   x: remove", "u: undo   space: resume   q/Esc: quit"),
+        "add": (f"ADD objects {next_id}, ...: drag a box each", *draw),
+        "pick_correct": ("CORRECT: click the object", *pick),
+        "correct": (f"CORRECT object {target}: drag its new box", *draw),
+        "pick_remove": ("REMOVE: click the object", *pick),
     }[mode]
 
 
@@ -153,7 +153,7 @@ class EditSession:
 
     bgr: np.ndarray
     ids: np.ndarray
-    objects: Sequence[int]
+    objects: list[int]                      # any sequence given; kept as a list, updated by the edits
     next_id: int
     config: GrabCutConfig = field(default_factory=GrabCutConfig)
     mode: Mode = "paused"

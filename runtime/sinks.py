@@ -73,10 +73,15 @@ def _put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float) ->
 def draw_legend(img: np.ndarray, lines: list[str] | tuple[str, ...], *, bottom: bool = True) -> np.ndarray:
     """Write ``lines`` (the keys of a window) into ``img`` ``uint8 [H, W, 3]`` in place, one per row at
     the left edge, the last row at the bottom (``bottom``) or the first at the top; returns ``img``.
-    The text scale follows the image's smaller side (0.4 at 240 px)."""
-    scale = max(0.4, min(img.shape[:2]) / 600.0)
+    The text scale follows the image's smaller side (0.4 at 240 px), smaller where the longest line
+    would not fit the width."""
+    widest = max((cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0] for line in lines), default=1)
+    scale = max(0.3, min(max(0.4, min(img.shape[:2]) / 600.0), (img.shape[1] - 24) / widest))
     step = int(round(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] * 1.9))
     first = img.shape[0] - 8 - step * (len(lines) - 1) if bottom else 8 + step
+    top, end = max(first - step, 0), min(first + step * (len(lines) - 1) + step // 2, img.shape[0])
+    right = min(int(widest * scale) + 16, img.shape[1])
+    img[top:end, :right] = img[top:end, :right] // 3          # a dark band under the text
     for row, line in enumerate(lines):
         _put_text(img, line, (8, first + row * step), scale)
     return img

@@ -174,8 +174,9 @@ def test_cancel_messages_and_quit(quad) -> None:
 def test_legend_on_the_image(quad) -> None:
     frame, gt = quad(0)
     session = EditSession(frame, gt, objects=[1, 2, 3, 4], next_id=5)
-    assert "a: add object" in legend("paused")[0] and "space: resume" in legend("paused")[1]
-    assert "ids from 5" in legend("add", next_id=5)[0] and "Enter: apply" in legend("add")[-1]
+    assert "a: add" in legend("paused")[0] and "space: resume" in legend("paused")[1]
+    assert "press its id" in legend("pick_remove")[1]
+    assert "objects 5," in legend("add", next_id=5)[0] and "Enter: apply" in legend("add")[-1]
     assert "object 2" in legend("correct", target=2)[0]
     plain = session.draw()
     session.on_key(ord("a"))
@@ -283,3 +284,13 @@ def test_edits_flow_into_tracker_monitor_json_and_masks(tmp_path: Path, quad, qu
     assert not any((frames[k] == 1).any() for k in range(4, 10))
     assert iou(frames[6] == 3, gt6 == 3) > 0.5
     assert (frames[9] == 5).sum() > 0.3 * (gt6 == 1).sum() and records[-1]["objects"][-1]["present"]
+
+
+def test_legends_fit_small_frames() -> None:
+    """Every mode's keys fit the width of a 214 px wide frame (the text shrinks to fit)."""
+    from mast.runtime.sinks import draw_legend
+
+    for mode in ("paused", "add", "pick_correct", "correct", "pick_remove"):
+        img = np.zeros((120, 214, 3), np.uint8)
+        draw_legend(img, legend(mode, target=12, next_id=100))   # type: ignore[arg-type]
+        assert img[:, -4:].max() == 0 and img[-40:].any()      # nothing reaches the right edge
