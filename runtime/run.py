@@ -354,6 +354,8 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> Any:
 
         if not cfg.stream_id:
             raise InputError("--server needs --stream-id NAME (this stream's name on the server)")
+        if cfg.model is not None or cfg.size is not None:
+            raise InputError("--model and --size are the server's with --server: give them to mast-serve")
         say(f"tracking on mast-serve at {cfg.server} as stream {cfg.stream_id!r}")
         return RemoteTracker(cfg.server, cfg.stream_id, say=say)
 

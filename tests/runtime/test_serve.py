@@ -21,9 +21,9 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient not i
 pytest.importorskip("pytriton", reason="nvidia-pytriton not installed (pip install -e '.[serve]')")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from mast.runtime.client import RemoteTracker, error_cause  # noqa: E402
+from mast.runtime.client import RemoteTracker, ServerError, error_cause  # noqa: E402
 from mast.runtime.factory import make_backend  # noqa: E402
-from mast.runtime.run import RunConfig, run  # noqa: E402
+from mast.runtime.run import main as run_main  # noqa: E402
 from mast.runtime.serve_process import ServeProcess, wait_port_free  # noqa: E402
 from mast.runtime.tracker import Tracker  # noqa: E402
 
@@ -117,17 +117,31 @@ def test_concurrent_streams_and_mast_run_client(server, dev_clip, tmp_path):
     threads = [threading.Thread(target=drive, args=(name,)) for name in clips]
     for t in threads:
         t.start()
-    cfg = RunConfig(frames=tmp_path / "frames", mask=tmp_path / "mask.png", server=server.url, stream_id="c",
-                    save_masks=tmp_path / "masks", display=False, max_frames=6)
-    summary = run(cfg, say=lambda line: None)
+    with pytest.raises(SystemExit) as done:
+        run_main(["--frames", str(tmp_path / "frames"), "--mask", str(tmp_path / "mask.png"), "--server", server.url,
+                  "--stream-id", "c", "--save-masks", str(tmp_path / "masks"), "--no-display", "--max-frames", "6"])
     for t in threads:
         t.join(timeout=120)
     assert not errors, errors
-    assert summary.frames == 6 and summary.exit_code == 0
+    assert done.value.code == 0
     masks = sorted((tmp_path / "masks").glob("*.png"))
     assert len(masks) == 6 and read_mask(masks[-1]).shape == (96, 171) and read_mask(masks[-1]).any()
     growth_mib = server.rss_mib() - rss_before
     assert growth_mib < 30, f"server RSS grew {growth_mib:.1f} MiB over 54 frames of 3 streams"
+
+
+def test_mast_run_server_options_are_checked(server, tmp_path, capsys):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    cv2.imwrite(str(tmp_path / "m.png"), mask)
+    cv2.imwrite(str(tmp_path / "00000.png"), np.zeros((16, 16, 3), np.uint8))
+    args = ["--frames", str(tmp_path), "--mask", str(tmp_path / "m.png"), "--server", server.url, "--no-display"]
+    for extra, message in (([], "--server needs --stream-id"), (["--stream-id", "x", "--size", "8x8"], "server's")):
+        with pytest.raises(SystemExit) as done:
+            run_main(args + extra)
+        assert done.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ServerError, match="no mast-serve at 127.0.0.1:1"):
+        RemoteTracker("127.0.0.1:1", "x", timeout=5)
 
 
 def test_restart_and_idle_timeout_cost_one_reanchor(tmp_path, dev_clip):
