@@ -78,7 +78,7 @@ def drive(url: str, stream: str, frames: list[np.ndarray], mask: np.ndarray, dea
 def run_n(n: int, args: argparse.Namespace, clips: dict[str, tuple[list[np.ndarray], np.ndarray]],
           workdir: Path) -> dict[str, object]:
     """One load level: a fresh server, ``n`` concurrent streams, its figures."""
-    server_args = ["--max-streams", "8", "--idle-timeout", "60", "--precision", args.precision]
+    server_args = ["--max-streams", "8", "--idle-timeout", "60", "--precision", args.precision, "--device", args.device]
     if args.size:
         server_args += ["--size", args.size]
     server = ServeProcess(workdir / f"serve-{n}.log", *server_args, threads=args.threads)
@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per load level")
     parser.add_argument("--size", default="240x427", help="the server's working size ('' = frame size)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the server's --device")
     parser.add_argument("--threads", type=int, default=1, help="the server's OMP_NUM_THREADS")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -141,7 +142,7 @@ def main() -> None:
             print(f"N={n}: {r['fps']:.2f} frames/s, p50 {r['p50_ms_mean']:.0f} ms, p95 {r['p95_ms_max']:.0f} ms, "
                   f"mean batch {r['mean_batch']}, RSS peak {r['rss_peak_mib']['main']:.0f} / "
                   f"{r['rss_peak_mib']['tree']:.0f} MiB", flush=True)
-    info = {"cpu": cpu_name(), "isa": cpu_isa(), "size": args.size, "precision": args.precision,
+    info = {"cpu": cpu_name(), "isa": cpu_isa(), "device": args.device, "size": args.size, "precision": args.precision,
             "threads": args.threads, "frames_per_stream": args.frames, "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(info))
     print("| streams | frames | aggregate frames/s | p50 latency (mean over streams) | p95 latency (worst stream) "
