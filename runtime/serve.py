@@ -152,8 +152,12 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
     (or Triton stops). Returns the exit code."""
     _pytriton()   # a missing PyTriton is said before the model loads
     backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, "model", cfg.precision)
+    fixed, size = backend.input_size, cfg.engine.size
+    if fixed is not None and size is not None and tuple(size) != tuple(fixed):
+        backend.close()
+        raise InputError(f"--size {size[0]}x{size[1]}: the exported model runs at {fixed[0]}x{fixed[1]}: drop --size")
     engine = Engine(backend, cfg.engine)
-    size = cfg.engine.size or backend.input_size
+    size = size or fixed
     say(f"backend: {factory.describe(backend)}, working size "
         + (f"{size[0]}x{size[1]}" if size else "= each stream's frame size")
         + f"; up to {cfg.engine.max_streams} streams, freed after {cfg.engine.idle_timeout:g} s idle")

@@ -154,3 +154,26 @@ print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 2, "torch": False}, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_engine_on_onnxruntime_equals_its_tracker(dev_clip, tmp_path):
+    """The torch-free backend forks too: two streams through the engine (frames resized to the
+    export's size) give the masks of one onnxruntime Tracker each."""
+    from mast.core.model import key_encoder
+    from mast.export.onnx_export import ExportConfig, write_models
+    from mast.runtime.ort_backend import OrtBackend
+
+    write_models(tmp_path, key_encoder("random"), ExportConfig(72, 128, max_objects=2), "random", "random")
+    backend = OrtBackend(tmp_path)
+    clips = {"camel": dev_clip("camel", 4, (96, 171)), "cows": dev_clip("cows", 4, (120, 214))}
+    engine = Engine(backend, EngineConfig(max_streams=2))
+    got = {name: [] for name in clips}
+    for k in range(4):
+        jobs = [Job(name, frames[k], mask if k == 0 else None) for name, (frames, mask) in clips.items()]
+        for job, out in zip(jobs, engine.step(jobs)):
+            got[job.stream_id].append(out)
+    for name, (frames, mask) in clips.items():
+        tracker = Tracker(backend.fork())
+        want = [tracker.start(frames[0], mask)] + [tracker.step(f) for f in frames[1:]]
+        assert all(np.array_equal(a, b) for a, b in zip(got[name], want)), name
