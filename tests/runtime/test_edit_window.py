@@ -196,7 +196,8 @@ def test_camera_without_mask_selects_then_tracks(request: pytest.FixtureRequest,
     gui_ = ScriptedGui(monkeypatch, [], fake=gui == "stand-in")
     gui_.script = [gui_.drag(mask_box(mask == 3)), 13, 13, NO_KEY, NO_KEY, ord("q")]   # the 1st NO_KEY: the
     # selection window's closing waitKey
-    result = CliRunner().invoke(run_module.app, ["--camera", "0", "--backend", "torch", "--save-masks", str(tmp_path / "m")])
+    result = CliRunner().invoke(run_module.app, ["--camera", "0", "--backend", "torch",
+                                                 "--save-masks", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     saved = [read_mask(p) for p in sorted((tmp_path / "m").glob("*.png"))]
     assert len(saved) == 2 and set(np.unique(saved[0]).tolist()) == {0, 1} and saved[1].max() <= 1
