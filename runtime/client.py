@@ -17,7 +17,7 @@ import numpy as np
 
 from mast.core.errors import DependencyError, InputError
 from mast.runtime.engine import UNKNOWN_STREAM
-from mast.runtime.serve import MODEL_NAME, STREAM_PARAMETER
+from mast.runtime.serve import ANCHOR_PARAMETER, MODEL_NAME, STREAM_PARAMETER
 
 UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 STREAM_HEADER = "mast-stream-id"   # the stream id again as a header: what a router hashes on (README)
@@ -74,11 +74,10 @@ class RemoteTracker:
         """Start the stream (or re-anchor it, if the server holds it already) at ``frame`` with ``mask``."""
         return self._send(frame, mask)
 
-    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = True) -> np.ndarray:
-        """Re-anchor: the server paints ``mask``'s objects over its prediction (``merge`` only)."""
-        if not merge:
-            raise InputError("the server re-anchors by merging (new ids added): anchor(merge=True)")
-        return self._send(frame, mask)
+    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = False) -> np.ndarray:
+        """Re-anchor at ``frame`` as :meth:`Tracker.anchor`: ``mask`` is complete (objects it lacks are
+        dropped), or with ``merge`` painted over the server's prediction (new ids added either way)."""
+        return self._send(frame, mask, {ANCHOR_PARAMETER: "merge" if merge else "replace"})
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         """The mask of the next frame; an unknown stream is started again with the last mask."""
@@ -97,13 +96,15 @@ class RemoteTracker:
     def close(self) -> None:
         self.client.close()
 
-    def _send(self, frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        """One request (retried while the server is unreachable); the returned mask becomes ``last_mask``."""
+    def _send(self, frame: np.ndarray, mask: np.ndarray | None, extra: dict[str, str] | None = None) -> np.ndarray:
+        """One request (``extra``: more request parameters), retried while the server is unreachable;
+        the returned mask becomes ``last_mask``."""
         inputs = [self._input("frame", frame)] + ([] if mask is None else [self._input("mask", mask)])
+        parameters = {STREAM_PARAMETER: self.stream_id, **(extra or {})}
         deadline, told = time.monotonic() + self.retry_s, False
         while True:
             try:
-                result = self.client.infer(MODEL_NAME, inputs, parameters={STREAM_PARAMETER: self.stream_id},
+                result = self.client.infer(MODEL_NAME, inputs, parameters=parameters,
                                            headers={STREAM_HEADER: self.stream_id}, client_timeout=self.timeout)
                 break
             except self.grpc.InferenceServerException as exc:

@@ -60,11 +60,13 @@ class EngineConfig:
 @dataclass
 class Job:
     """One request: ``frame`` BGR uint8 ``[H, W, 3]`` of stream ``stream_id``; ``mask`` uint8 ``[H, W]``
-    (object ids, optional): it starts the stream, or re-anchors it (new ids are added)."""
+    (object ids, optional): it starts the stream, or re-anchors it (new ids are added): ``merge``
+    paints its objects over the prediction, else it is the complete mask (``Tracker.anchor``)."""
 
     stream_id: str
     frame: np.ndarray
     mask: np.ndarray | None = None
+    merge: bool = True
 
 
 @dataclass
@@ -188,7 +190,7 @@ class Engine:
                 mask = tracker.start(job.frame, job.mask, key=item.key)
                 self.streams[job.stream_id] = Stream(tracker, job.frame.shape[:2], now)
             elif job.mask is not None:
-                mask = tracker.anchor(job.frame, job.mask, merge=True, key=item.key)
+                mask = tracker.anchor(job.frame, job.mask, merge=job.merge, key=item.key)
             else:
                 mask = tracker.step(job.frame, key=item.key)
         except MastError as exc:   # e.g. more objects than an exported model holds

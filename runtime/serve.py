@@ -9,8 +9,9 @@
 The contract (README, "Many cameras"; a stock ``tritonclient`` uses it, :mod:`mast.runtime.client`
 is one): model ``mast``; input ``frame`` UINT8 ``[H, W, 3]`` BGR; optional input ``mask`` UINT8
 ``[H, W]`` object ids (a stream's first request must carry it: it starts the stream; later it
-re-anchors, new ids added); request parameter ``stream_id`` (string); output ``mask`` UINT8
-``[H, W]``. A refused request gets an error response whose message names the cause
+re-anchors, new ids added); request parameter ``stream_id`` (string), optional ``anchor``
+(``merge``, the default: the mask's objects painted over the prediction; ``replace``: the mask is
+complete, objects it lacks are dropped); output ``mask`` UINT8 ``[H, W]``. A refused request gets an error response whose message names the cause
 (``UnknownStreamError: unknown stream 'cam-1': ...``, ``FrameSizeError``, ``TableFullError``,
 ``StreamError``; Triton itself refuses a wrong dtype or rank); the server keeps serving.
 
@@ -49,6 +50,8 @@ from mast.runtime.engine import Engine, EngineConfig, Job, StreamError
 
 MODEL_NAME = "mast"
 STREAM_PARAMETER = "stream_id"
+ANCHOR_PARAMETER = "anchor"   # optional: how a mask re-anchors a stream, "merge" (default) or "replace"
+ANCHOR_MODES = ("merge", "replace")
 POLL_S = 0.2   # how often the main thread checks for Ctrl-C and a dead server
 START_ATTEMPTS = 3
 
@@ -75,7 +78,11 @@ def request_job(request: Any) -> Job:
     if not isinstance(stream_id, str) or not stream_id:
         raise StreamError(f"the request has no {STREAM_PARAMETER!r} parameter (a non-empty string naming the "
                           "stream): pass parameters={'stream_id': NAME} with each request")
-    return Job(stream_id, request.data["frame"], request.data.get("mask"))
+    mode = request.parameters.get(ANCHOR_PARAMETER, "merge")
+    if mode not in ANCHOR_MODES:
+        raise StreamError(f"stream {stream_id!r}: request parameter {ANCHOR_PARAMETER!r} is {mode!r}, expected "
+                          f"{' or '.join(ANCHOR_MODES)}")
+    return Job(stream_id, request.data["frame"], request.data.get("mask"), merge=mode == "merge")
 
 
 def infer_function(batcher: Batcher, say: Callable[[str], None]) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:

@@ -31,14 +31,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = (72, 128)
 
 
-def infer(client, frame: np.ndarray, stream: str | None, mask: np.ndarray | None = None, dtype: str = "UINT8"):
+def infer(client, frame: np.ndarray, stream: str | None, mask: np.ndarray | None = None, dtype: str = "UINT8",
+          **more: str):
     """One request as any tritonclient user writes it; the output mask."""
     inputs = [grpcclient.InferInput("frame", list(frame.shape), dtype)]
     inputs[0].set_data_from_numpy(frame)
     if mask is not None:
         inputs.append(grpcclient.InferInput("mask", list(mask.shape), "UINT8"))
         inputs[1].set_data_from_numpy(mask)
-    parameters = {} if stream is None else {"stream_id": stream}
+    parameters = ({} if stream is None else {"stream_id": stream}) | more
     return client.infer("mast", inputs, parameters=parameters, client_timeout=60).as_numpy("mask")
 
 
@@ -58,8 +59,8 @@ def server(tmp_path_factory):
 
 
 def test_two_streams_match_local_trackers_and_reanchor(server, dev_clip):
-    """Two streams of different frame sizes, interleaved: start, steps, a re-anchor (merge) of one;
-    the masks equal local Trackers' at the same working size, bit for bit."""
+    """Two streams of different frame sizes, interleaved: start, steps, a re-anchor of each (merge,
+    the default; replace); the masks equal local Trackers' at the same working size, bit for bit."""
     client = grpcclient.InferenceServerClient(server.url)
     a_frames, a_mask = dev_clip("camel", 5, (96, 171))
     b_frames, b_mask = dev_clip("dog", 5, (120, 214))
@@ -72,6 +73,9 @@ def test_two_streams_match_local_trackers_and_reanchor(server, dev_clip):
                 got, want = infer(client, frames[0], name, mask), local[name].start(frames[0], mask)
             elif (name, k) == ("a", 3):
                 got, want = infer(client, frames[k], name, mask), local[name].anchor(frames[k], mask, merge=True)
+            elif (name, k) == ("b", 2):
+                got = infer(client, frames[k], name, mask, anchor="replace")
+                want = local[name].anchor(frames[k], mask)
             else:
                 got, want = infer(client, frames[k], name), local[name].step(frames[k])
             assert got.dtype == np.uint8 and got.shape == frames[k].shape[:2]
@@ -84,6 +88,7 @@ def test_refusals_name_the_cause_and_the_server_keeps_serving(server, dev_clip):
     frames, mask = dev_clip("cows", 2, (96, 171))
     assert "UnknownStreamError: unknown stream 'nobody'" in refused(client, frames[0], "nobody")
     assert "stream_id" in refused(client, frames[0], None, mask)
+    assert "'anchor' is 'both'" in refused(client, frames[0], "c", mask, anchor="both")
     assert "FP32" in refused(client, frames[0].astype(np.float32), "c", dtype="FP32")          # Triton: dtype
     assert "frame" in refused(client, frames[0][..., 0].copy(), "c")                            # Triton: rank
     assert "FrameSizeError" in refused(client, frames[0], "c", mask[:50])                       # mask size
@@ -162,6 +167,8 @@ def test_restart_and_idle_timeout_cost_one_reanchor(tmp_path, dev_clip):
         assert tracker.step(frames[3]).any() and tracker.reanchors == 1
         time.sleep(3.0)   # the client disappears for longer than the idle timeout
         assert tracker.step(frames[4]).any() and tracker.reanchors == 2
+        assert np.array_equal(tracker.anchor(frames[5], mask), mask)         # anchor="replace"
+        assert tracker.step(frames[6]).any() and tracker.reanchors == 2
         assert any("re-sent the last mask" in line for line in said)
         tracker.close()
     finally:
