@@ -143,13 +143,15 @@ def main() -> None:
                   f"mean batch {r['mean_batch']}, RSS peak {r['rss_peak_mib']['main']:.0f} / "
                   f"{r['rss_peak_mib']['tree']:.0f} MiB", flush=True)
     info = {"cpu": cpu_name(), "isa": cpu_isa(), "device": args.device, "size": args.size, "precision": args.precision,
-            "threads": args.threads, "frames_per_stream": args.frames, "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "threads": args.threads, "frames_per_stream": args.frames,
+            "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(info))
     print("| streams | frames | aggregate frames/s | p50 latency (mean over streams) | p95 latency (worst stream) "
           "| mean batch | server RSS peak (process / with Triton) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['streams']} | {r['frames']} | {r['fps']:.2f} | {r['p50_ms_mean']:.0f} ms | {r['p95_ms_max']:.0f} ms "
+        print(f"| {r['streams']} | {r['frames']} | {r['fps']:.2f} | {r['p50_ms_mean']:.0f} ms "
+              f"| {r['p95_ms_max']:.0f} ms "
               f"| {r['mean_batch']} | {r['rss_peak_mib']['main']:.0f} / {r['rss_peak_mib']['tree']:.0f} MiB |")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=1))

@@ -163,7 +163,8 @@ class Engine:
             if len(self.streams) + opening >= self.config.max_streams:
                 raise TableFullError(
                     f"stream {sid!r}: the stream table is full ({self.config.max_streams} streams, --max-streams): "
-                    f"streams idle for {self.config.idle_timeout:g} s are freed (--idle-timeout), or use another server")
+                    f"streams idle for {self.config.idle_timeout:g} s are freed (--idle-timeout), "
+                    "or use another server")
             tracker = Tracker(self.backend.fork(), self.model, size=self.config.size)
             return _Work(index, job, tracker, tracker.work_frame(frame), new=True)
         if stream.frame_size != (h, w):

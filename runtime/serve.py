@@ -11,7 +11,8 @@ is one): model ``mast``; input ``frame`` UINT8 ``[H, W, 3]`` BGR; optional input
 ``[H, W]`` object ids (a stream's first request must carry it: it starts the stream; later it
 re-anchors, new ids added); request parameter ``stream_id`` (string), optional ``anchor``
 (``merge``, the default: the mask's objects painted over the prediction; ``replace``: the mask is
-complete, objects it lacks are dropped); output ``mask`` UINT8 ``[H, W]``. A refused request gets an error response whose message names the cause
+complete, objects it lacks are dropped); output ``mask`` UINT8 ``[H, W]``. A refused request gets
+an error response whose message names the cause
 (``UnknownStreamError: unknown stream 'cam-1': ...``, ``FrameSizeError``, ``TableFullError``,
 ``StreamError``; Triton itself refuses a wrong dtype or rank); the server keeps serving.
 
@@ -176,7 +177,8 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
     try:
         with ExitStack() as stack:
             triton = start_triton(cfg, log, infer_function(batcher, say), stack, say)
-            say(f"serving model {MODEL_NAME!r}: HTTP {cfg.address}:{cfg.http_port}, gRPC {cfg.address}:{cfg.grpc_port}, "
+            say(f"serving model {MODEL_NAME!r}: HTTP {cfg.address}:{cfg.http_port}, "
+                f"gRPC {cfg.address}:{cfg.grpc_port}, "
                 f"metrics :{cfg.metrics_port} (Triton log: {log}); Ctrl-C stops")
             while triton.is_alive() and not (interrupt is not None and interrupt.requested):
                 time.sleep(POLL_S)
@@ -223,7 +225,8 @@ def cli(
         cfg = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, address=address,
                           backend=backend.value, model=checkpoint or model, device=device.value if device else None,
                           precision=precision.value, triton_log=triton_log,
-                          engine=EngineConfig(max_streams=max_streams, idle_timeout=idle_timeout, size=parse_size(size)))
+                          engine=EngineConfig(max_streams=max_streams, idle_timeout=idle_timeout,
+                                              size=parse_size(size)))
         with Interrupt(signals=(SIGINT, SIGTERM)) as interrupt:
             code = serve(cfg, console.print, interrupt)
     raise typer.Exit(code=code)
