@@ -1,15 +1,22 @@
 """``mast-mask`` quality: mean IoU of first-frame masks made from ground-truth boxes.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mask.py [--davis ../shared/data/davis2016-val-dev]
+        [--frame 0] [--seeds 5] [--only NAME ...]
 
 For the first frame of every sequence (``JPEGImages/480p/<seq>/00000.jpg``, ground truth
-``Annotations/480p/<seq>/00000.png``, 0/255, one object), the box is the ground truth's extent
-(X1/Y1 exclusive) and each method's mask is scored by IoU against the ground truth:
+``Annotations/480p/<seq>/00000.png``: 0/255, one object, or a palette PNG, every id an object, e.g.
+``../shared/data/multiobject-dev``; ``--frame K``: frame K instead, a held-out check), the box is
+each object's extent in the ground truth (X1/Y1 exclusive) and each method's mask is scored by IoU
+against the ground truth:
 
 - **box**: the box itself, filled;
 - **plain GrabCut**: ``cv2.grabCut`` on the whole image, ``GC_INIT_WITH_RECT``, 5 iterations;
-- ablations of :mod:`mast.runtime.boxmask` (local context alone, clean-up alone);
+- ablations of :mod:`mast.runtime.boxmask` (local context alone, clean-up alone, a context of 1.0
+  instead of 0.5: tried, not kept);
 - **mast-mask**: :func:`mast.runtime.boxmask.boxes_to_mask` with its defaults.
+
+``--only`` runs the methods whose names contain one of the given strings (the IoUs are
+deterministic for a seed, so rows can be measured separately).
 
 GrabCut starts its colour models with k-means from OpenCV's RNG, which moves single IoUs by a few
 points: every GrabCut method runs with RNG seeds 0..``--seeds``-1 and its IoU per sequence is the
@@ -60,6 +67,7 @@ METHODS: dict[str, Method] = {
     "plain GrabCut (5 it.)": plain_grabcut,
     "+ local context only": boxmask_method(clean=False),
     "+ clean-up only": boxmask_method(context=-1.0),
+    "context 1.0 + clean-up (tried)": boxmask_method(context=1.0),
     "**mast-mask** (context + clean-up)": boxmask_method(),
 }
 
@@ -72,16 +80,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, default=DEFAULT_DAVIS, help="DAVIS-2016 style root")
     parser.add_argument("--seeds", type=int, default=5, help="RNG seeds per GrabCut method")
+    parser.add_argument("--frame", type=int, default=0, help="score this frame of every sequence")
+    parser.add_argument("--only", action="append", default=[], help="run the methods whose names contain this")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     seqs = sorted(p.name for p in (args.davis / "JPEGImages" / "480p").iterdir() if p.is_dir())
-    frames = [(cv2.imread(str(args.davis / "JPEGImages" / "480p" / s / "00000.jpg")),
-               read_mask(args.davis / "Annotations" / "480p" / s / "00000.png") > 0) for s in seqs]
-    print(f"CPU: {cpu_name()}, 1 OpenCV thread; {len(seqs)} sequences of {args.davis}; "
+    stem = f"{args.frame:05d}"
+    frames, names = [], []          # one (frame, object mask) per object of every sequence
+    for s in seqs:
+        bgr = cv2.imread(str(args.davis / "JPEGImages" / "480p" / s / f"{stem}.jpg"))
+        ids = read_mask(args.davis / "Annotations" / "480p" / s / f"{stem}.png")
+        objects = np.unique(ids[ids > 0]).tolist()
+        frames += [(bgr, ids == k) for k in objects]
+        names += [s] if len(objects) == 1 else [f"{s}:{k}" for k in objects]
+    print(f"CPU: {cpu_name()}, 1 OpenCV thread; frame {args.frame} of {len(seqs)} sequences of {args.davis}; "
           f"GrabCut IoUs: mean over RNG seeds 0..{args.seeds - 1}\n")
-    print("| method | " + " | ".join(seqs) + " | **mean IoU** | min-max over seeds | s / frame |")
-    print("|---" * (len(seqs) + 4) + "|")
+    print("| method | " + " | ".join(names) + " | **mean IoU** | min-max over seeds | s / frame |")
+    print("|---" * (len(names) + 4) + "|")
     for name, method in METHODS.items():
+        if args.only and not any(part in name for part in args.only):
+            continue
         seeds = range(1 if method is box_mask else args.seeds)
         t0 = time.perf_counter()
         scores = np.array([[iou(method(bgr, mask_box(gt), seed), gt) for bgr, gt in frames] for seed in seeds])
