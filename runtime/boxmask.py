@@ -22,8 +22,8 @@ centre, the box's inner border as probable background, a downscaled pass refined
 GrabCut on a box grown by 5-10 % (then clipped), a second pass with the first mask's eroded core as
 sure foreground, picking the best of several contexts and seeds (even an oracle gains only 3 points),
 a colour start (box pixels whose colour is more frequent around the box than in it start as probable
-background: no gain on the first frames), a context of 1.0 (+1 point on the first frames, none on
-frames 25 and 40, -7 to -16 points on two objects of multiobject-dev quad-1).
+background: no gain on the first frames), a context of 1.0 (+1.0 / +2.3 / +0.3 points on frames 0,
+25, 40 of davis2016-val-dev, -5.4 on the tiled multiobject-dev clips).
 
 Torch-free; errors are :class:`~mast.core.errors.InputError` with a one-line message.
 """
