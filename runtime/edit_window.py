@@ -26,7 +26,7 @@ class EditWindow(WindowSink):
     """A window showing the tracked frames; space pauses and opens the edit mode (see
     :mod:`mast.runtime.edits` for the keys). ``grabcut`` configures the segmentation of drawn boxes."""
 
-    legend = ("space: pause to add / correct / remove objects   q/Esc: quit",)
+    legend = ("space: pause and edit objects   q/Esc: quit",)
 
     def __init__(self, title: str = "mast", *, alpha: float = 0.5, grabcut: GrabCutConfig = GrabCutConfig()) -> None:
         super().__init__(title, alpha=alpha)

@@ -135,13 +135,13 @@ def apply_edits(tracker: Any, monitor: ObjectMonitor, frame: np.ndarray, result:
 def legend(mode: Mode, target: int | None = None, next_id: int | None = None) -> tuple[str, ...]:
     """The keys of ``mode`` as lines for the image (``target``: the object being corrected;
     ``next_id``: the id the next added box gets)."""
-    draw = ("click: foreground   right-click: background", "Enter: apply   u: undo   Esc: cancel")
+    draw = ("click: fg   right-click: bg", "Enter: apply   u: undo   Esc: cancel")
     pick = ("or press its id (1-9)   Esc: cancel",)
     return {
         "paused": ("PAUSED   a: add   c: correct   x: remove", "u: undo   space: resume   q/Esc: quit"),
-        "add": (f"ADD objects {next_id}, ...: drag a box each", *draw),
+        "add": (f"ADD {next_id}, ...: drag a box each", *draw),
         "pick_correct": ("CORRECT: click the object", *pick),
-        "correct": (f"CORRECT object {target}: drag its new box", *draw),
+        "correct": (f"CORRECT {target}: drag its new box", *draw),
         "pick_remove": ("REMOVE: click the object", *pick),
     }[mode]
 

@@ -76,7 +76,7 @@ def draw_legend(img: np.ndarray, lines: list[str] | tuple[str, ...], *, bottom: 
     The text scale follows the image's smaller side (0.4 at 240 px), smaller where the longest line
     would not fit the width."""
     widest = max((cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0] for line in lines), default=1)
-    scale = max(0.3, min(max(0.4, min(img.shape[:2]) / 600.0), (img.shape[1] - 24) / widest))
+    scale = max(0.2, min(max(0.4, min(img.shape[:2]) / 600.0), (img.shape[1] - 24) / widest))
     step = int(round(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] * 1.9))
     first = img.shape[0] - 8 - step * (len(lines) - 1) if bottom else 8 + step
     top, end = max(first - step, 0), min(first + step * (len(lines) - 1) + step // 2, img.shape[0])

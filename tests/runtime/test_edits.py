@@ -176,8 +176,8 @@ def test_legend_on_the_image(quad) -> None:
     session = EditSession(frame, gt, objects=[1, 2, 3, 4], next_id=5)
     assert "a: add" in legend("paused")[0] and "space: resume" in legend("paused")[1]
     assert "press its id" in legend("pick_remove")[1]
-    assert "objects 5," in legend("add", next_id=5)[0] and "Enter: apply" in legend("add")[-1]
-    assert "object 2" in legend("correct", target=2)[0]
+    assert "ADD 5, ..." in legend("add", next_id=5)[0] and "Enter: apply" in legend("add")[-1]
+    assert "CORRECT 2:" in legend("correct", target=2)[0]
     plain = session.draw()
     session.on_key(ord("a"))
     drag(session, mask_box(gt == 1))
@@ -293,4 +293,4 @@ def test_legends_fit_small_frames() -> None:
     for mode in ("paused", "add", "pick_correct", "correct", "pick_remove"):
         img = np.zeros((120, 214, 3), np.uint8)
         draw_legend(img, legend(mode, target=12, next_id=100))   # type: ignore[arg-type]
-        assert img[:, -4:].max() == 0 and img[-40:].any()      # nothing reaches the right edge
+        assert img[:, -4:].max() == 0 and img[-40:].any()      # nothing reaches the right edge (any OpenCV font)
