@@ -262,8 +262,9 @@ def track_stream(tracker: Any, source: FrameSource, make_mask: FirstMask, sinks:
                  say: Callable[[str], None] = print, warn: Callable[[str], None] = to_stderr) -> RunSummary:
     """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)`` (ids), step
     it through the following frames (:func:`stream_masks`, with ``editor`` the window), and hand every
-    frame and its ids to every sink. Returns the summary; Ctrl-C, a window quit and a source failing after the first frame (a
-    stalled camera, an unreadable frame) end the loop without raising. A failure before any frame raises."""
+    frame and its ids to every sink. Returns the summary; Ctrl-C, a window quit and a source failing
+    after the first frame (a stalled camera, an unreadable frame) end the loop without raising. A
+    failure before any frame raises."""
     summary, t0, last_report = RunSummary(), 0.0, time.perf_counter()
     monitor = monitor or ObjectMonitor()
     try:
