@@ -20,7 +20,7 @@ Resuming with edits gives an :class:`EditResult`; :func:`apply_edits` re-anchors
 paused frame with it (the paused frame, edited, becomes the long-term anchor of every object; a new
 id reallocates the bank from it) and updates the :class:`~mast.runtime.objects.ObjectMonitor`:
 added and corrected objects are anchored with their new areas, removed ones forgotten. Ids are never
-reused. Removing the last object is refused (quit instead).
+reused. Removing the last object with pixels is refused (quit instead).
 """
 from __future__ import annotations
 
@@ -252,8 +252,8 @@ class EditSession:
         elif self.mode == "pick_correct":
             self._to("correct")
             self.target = k
-        elif len(self.objects) == 1:
-            self._to("paused", f"object {k} is the last one: it cannot be removed (q quits)")
+        elif not ((self.ids != k) & (self.ids > 0)).any():
+            self._to("paused", f"object {k} is the last one with pixels: it cannot be removed (q quits)")
         else:
             self._commit([Edit("remove", k)])
 

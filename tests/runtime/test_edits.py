@@ -147,6 +147,13 @@ def test_remove_undo_and_the_last_object(quad) -> None:
     single.on_key(ord("x"))
     single.on_key(ord("2"))
     assert single.result() is None and "last one" in single.message
+    lost_other = EditSession(frame, (gt == 2).astype(np.uint8) * 2, objects=[2, 3], next_id=5)   # 3: no pixel
+    lost_other.on_key(ord("x"))
+    lost_other.on_key(ord("2"))
+    assert lost_other.result() is None and "last one with pixels" in lost_other.message
+    lost_other.on_key(ord("x"))
+    lost_other.on_key(ord("3"))                            # the lost one can go
+    assert lost_other.result().removed == (3,)
 
 
 def test_cancel_messages_and_quit(quad) -> None:
