@@ -65,13 +65,13 @@ class Tracker:
         if merge and self.t < 0:
             raise InputError("anchor(merge=True) before start(): give the first frame and its mask with start()")
         given, full = mask, frame.shape[:2]
-        frame, mask = self.work_frame(frame), self._to_work_size(mask, nearest=True)
+        mask = self._to_work_size(mask, nearest=True)
         self.t += 1
-        key = self.backend.encode(frame) if key is None else key
+        key = self._encode(frame) if key is None else key
         if not merge:
             self.backend.read(key, [], [])   # an anchor frame reads nothing (see Backend: one read per frame)
         else:
-            predicted = self.ids[self.backend.decode(self._read(key), frame.shape[:2])]
+            predicted = self.ids[self.backend.decode(self._read(key), mask.shape)]
             mask = np.where(mask > 0, mask, predicted)
             given = np.where(given > 0, given, self._to_size(predicted, full))
         new = np.setdiff1d(np.unique(mask), self.ids)
@@ -98,15 +98,12 @@ class Tracker:
             self._check_mask(frame, memory_mask)
             memory_mask = self._to_work_size(memory_mask, nearest=True)
         full = frame.shape[:2]
-        with self._stage("preprocess"):
-            frame = self.work_frame(frame)
         self.t += 1
-        with self._stage("encoder"):
-            key = self.backend.encode(frame) if key is None else key
+        key = self._encode(frame) if key is None else key
         with self._stage("attention"):
             probs = self._read(key)
         with self._stage("postprocess"):
-            mask = self.ids[self.backend.decode(probs, frame.shape[:2])]
+            mask = self.ids[self.backend.decode(probs, self._work_shape(full))]
             self._store(key, mask if memory_mask is None else memory_mask)
             mask = self._to_size(mask, full)
         return mask
@@ -119,10 +116,22 @@ class Tracker:
         """``frame`` ``[H, W, 3]`` at the working size (area interpolation): what the encoder takes."""
         return self._to_work_size(frame)
 
+    def _work_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(H, W) a frame of ``shape`` (H, W, ...) is tracked at: the working size, or its own."""
+        return tuple(self.size) if self.size is not None else tuple(shape[:2])
+
     # -- internals ----------------------------------------------------------------------------
     def _stage(self, name: str) -> AbstractContextManager[Any]:
         """The timer's context for stage ``name`` (a no-op without a timer)."""
         return self.timer(name) if self.timer is not None else nullcontext()
+
+    def _encode(self, frame: np.ndarray) -> Any:
+        """The key of ``frame`` ``[H, W, 3]`` (resized to the working size, then encoded); a caller
+        that encoded it already (the batched engine) passes its key and skips both."""
+        with self._stage("preprocess"):
+            work = self.work_frame(frame)
+        with self._stage("encoder"):
+            return self.backend.encode(work)
 
     def _read(self, key: Any) -> Any:
         """Label distribution ``[L, h, w]`` of frame ``self.t`` read from the memory (kept in ``last_distribution``)."""
