@@ -3,7 +3,7 @@
     mast-train --data PATH [PATH ...] --out DIR --steps N [--stage pair|memory] [--size 256]
                [--batch-size B] [--lr LR] [--resume] [--init CKPT] [--save-every N]
                [--val-davis ROOT] [--workers N] [--device cpu|cuda] [--amp auto|off|bf16]
-               [--batchnorm train|frozen] [--trainable all|readout] [--framing squash|crop]
+               [--batchnorm train|frozen] [--trainable all|readout|stem] [--framing squash|crop]
 
 Two stages (paper Sec. 4): ``--stage pair`` from random weights, then ``--stage memory --init
 PAIR_RUN/encoder.pt`` into another --out folder. Multi-GPU / multi-node: ``torchrun
@@ -65,8 +65,9 @@ def train_command(
                                         "or 'colour-prior' (analytic colour-kernel weights; use with --batchnorm frozen)."),
     batchnorm: Optional[BatchNormMode] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
                                                   "or frozen (running statistics kept; for --init colour-prior)."),
-    trainable: Optional[Trainable] = typer.Option(None, "--trainable", help="all (default) or readout (only the "
-                                                  "post_convolution learns; the backbone stays as initialised)."),
+    trainable: Optional[Trainable] = typer.Option(None, "--trainable", help="all (default), readout (only the "
+                                                  "post_convolution learns; the backbone stays as initialised) or stem "
+                                                  "(conv1 and the read-out learn)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (default 500)."),
     val_davis: Optional[Path] = typer.Option(None, "--val-davis", help="DAVIS root: J&F of 2 sequences at 240x427 at each checkpoint."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default 0 on CPU, 4 on CUDA)."),

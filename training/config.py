@@ -10,7 +10,7 @@ from mast.training.data import STAGES, Framing
 
 STAGE_LR = {"pair": 1e-3, "memory": 2e-5}  # paper Sec. 4
 BatchNormMode = Literal["train", "frozen"]
-Trainable = Literal["all", "readout"]
+Trainable = Literal["all", "readout", "stem"]
 AmpMode = Literal["auto", "off", "bf16"]
 StageName = Literal["pair", "memory"]  # = mast.training.data.STAGES
 
@@ -52,7 +52,10 @@ class TrainConfig:
                   construction lives in those statistics).
     trainable:    "all" parameters, or only the "readout" (``post_convolution``, the 3x3 conv that
                   maps the backbone's 256 channels to the 64-dim keys: a metric learned over fixed
-                  features; the backbone gets no gradient, so a step costs about a forward pass).
+                  features; the backbone gets no gradient, so a step costs about a forward pass),
+                  or the "stem" and the read-out (``feature_extraction.conv1``: the 7x7 conv from the
+                  Lab pixels and its norm's affine, where filters other than local colour means can
+                  appear; the residual blocks stay as initialised).
     """
 
     data: tuple[str, ...]
@@ -138,8 +141,8 @@ def _problems(c: TrainConfig):
         yield f"batchnorm={c.batchnorm!r}: expected train or frozen"
     if c.framing not in get_args(Framing):
         yield f"framing={c.framing!r}: expected squash or crop"
-    if c.trainable not in ("all", "readout"):
-        yield f"trainable={c.trainable!r}: expected all or readout"
+    if c.trainable not in get_args(Trainable):
+        yield f"trainable={c.trainable!r}: expected all, readout or stem"
     if c.workers is not None and c.workers < 0:
         yield f"workers={c.workers}: expected >= 0"
     if c.val_sequences < 1 or len(c.val_size) != 2 or min(c.val_size) < 8:

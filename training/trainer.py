@@ -307,13 +307,18 @@ class _StepClock:
 
 
 def _trainable(model: Encoder, config: TrainConfig) -> list[nn.Parameter]:
-    """The parameters the optimiser updates; with ``trainable == "readout"`` the others are set to
-    ``requires_grad=False`` (no backbone gradient is computed at all)."""
+    """The parameters the optimiser updates; with ``trainable`` "readout" or "stem" the others are
+    set to ``requires_grad=False`` (no gradient is computed for them)."""
     if config.trainable == "all":
         return list(model.parameters())
     for parameter in model.feature_extraction.parameters():
         parameter.requires_grad_(False)
-    return list(model.post_convolution.parameters())
+    learned = list(model.post_convolution.parameters())
+    if config.trainable == "stem":
+        learned += list(model.feature_extraction.conv1.parameters())
+        for parameter in model.feature_extraction.conv1.parameters():
+            parameter.requires_grad_(True)
+    return learned
 
 
 def _device(name: str, info: DistInfo) -> torch.device:

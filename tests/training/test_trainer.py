@@ -198,3 +198,16 @@ def test_readout_only_training_leaves_the_backbone_as_initialised(one_thread, te
     prior, trained = colour_prior_encoder().state_dict(), load_encoder(tmp_path / "run" / "encoder.pt").state_dict()
     assert all(torch.equal(prior[k], trained[k]) for k in prior if k.startswith("feature_extraction."))
     assert not torch.equal(prior["post_convolution.weight"], trained["post_convolution.weight"])
+
+
+def test_stem_training_changes_conv1_and_the_readout_only(one_thread, texture_video, tmp_path):
+    from mast.core.checkpoint import load_encoder
+    from mast.training.prior import colour_prior_encoder
+
+    config = TrainConfig(data=(str(texture_video),), out=str(tmp_path / "run"), steps=2, size=32, batch_size=2,
+                         init="colour-prior", batchnorm="frozen", trainable="stem", lr=1e-4)
+    train(config, progress=False)
+    prior, trained = colour_prior_encoder().state_dict(), load_encoder(tmp_path / "run" / "encoder.pt").state_dict()
+    changed = {k for k in prior if not torch.equal(prior[k], trained[k])}
+    assert changed == {"feature_extraction.conv1.0.weight", "feature_extraction.conv1.1.weight",
+                       "feature_extraction.conv1.1.bias", "post_convolution.weight", "post_convolution.bias"}
