@@ -68,6 +68,15 @@ class PriorConfig:
     alpha:       DC gain of each residual branch relative to its input.
     mix:         DC gain of the channel mixing in each conv.
     seed:        the jitter of filters, gains and statistics.
+    texture:     conv1 channels given to rectified luminance edges instead of luminance ramps: pairs
+                 of opposite signs over ``texture // 2`` orientations, ``relu(dL/dn - knot)``; zero
+                 on constant colours, so the read-out's fit ignores them and training weighs them.
+                 0 (the default, and the parity fixture's) is the pure colour kernel.
+    texture_sigma: width (input pixels) of the edge channels' derivative-of-Gaussian filters.
+    texture_knot:  the edge channels' threshold (network-input L units per input pixel; 0.02 = one
+                 Lab L unit per pixel).
+    texture_gain:  the edge channels' gain relative to the ramps' (edges are ~0.03 on real frames,
+                 ramps ~0.5).
     """
 
     patch_sigma: tuple[float, float] = (3.0, 6.0)
@@ -76,6 +85,10 @@ class PriorConfig:
     alpha: float = 0.2
     mix: float = 0.02
     seed: int = 20260
+    texture: int = 0
+    texture_sigma: float = 1.0
+    texture_knot: float = 0.02
+    texture_gain: float = 10.0
 
 
 # A/B on the dev splits at 240x427 (README): patch_sigma 4/8 -> 3/6 -> 2/4 scored J&F 42.6 -> 44.4
@@ -132,15 +145,45 @@ def _positive_conv(g: torch.Generator, k: int, src: torch.Tensor, cin: int, conf
     return w
 
 
+def edge_channels(config: PriorConfig) -> torch.Tensor:
+    """The conv1 channels holding edges (``config.texture`` of them); backbone channel o descends
+    from conv1 channel ``o % 64``."""
+    start = COLOURS[0][2] - config.texture
+    return torch.arange(start, start + config.texture)
+
+
 def _conv1(sd: State, g: torch.Generator, config: PriorConfig) -> None:
-    """conv1: channel k smooths Lab channel c; its norm subtracts the knot t_k (the ReLU makes a ramp)."""
-    chans = torch.cat([torch.full((n,), c) for c, (_, _, n, _) in enumerate(COLOURS)])
-    knots = torch.cat([torch.linspace(lo, hi, n, dtype=torch.float64) for _, (lo, hi), n, _ in COLOURS])
+    """conv1: channel k smooths Lab channel c; its norm subtracts the knot t_k (the ReLU makes a ramp).
+    With ``config.texture`` the luminance ramps after the first ``22 - texture`` become edge channels."""
+    counts = [n for _, _, n, _ in COLOURS]
+    counts[0] -= config.texture                          # the edges take the last luminance ramps' places
+    chans = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    knots = torch.cat([torch.linspace(lo, hi, n, dtype=torch.float64) for (_, (lo, hi), _, _), n in zip(COLOURS, counts)])
     w = torch.zeros(64, 3, 7, 7, dtype=torch.float64)
-    w[torch.arange(64), chans] = _bell(g, 64, 7, config.conv1_sigma)
+    colour = torch.cat([torch.arange(counts[0]), torch.arange(counts[0] + config.texture, 64)])
+    w[colour, chans] = _bell(g, 64, 7, config.conv1_sigma)[colour]
+    edges = edge_channels(config)
+    w[edges, 0] = _edge_filters(config.texture, config.texture_sigma)
     sd["feature_extraction.conv1.0.weight"] = w
     gain = _uniform(g, 64, 0.5, 2.0)
+    gain[edges] *= config.texture_gain
+    knots = torch.cat([knots[:counts[0]], torch.full((config.texture,), config.texture_knot, dtype=torch.float64),
+                       knots[counts[0]:]])
     _batchnorm(sd, "feature_extraction.conv1.1", gain, -gain * knots, g)
+
+
+def _edge_filters(n: int, sigma: float) -> torch.Tensor:
+    """``[n, 7, 7]`` derivative-of-Gaussian filters, signs alternating, over ``n // 2`` orientations;
+    each answers 1 to a luminance ramp of slope 1 per pixel along its direction."""
+    r = torch.arange(7, dtype=torch.float64) - 3
+    y, x = torch.meshgrid(r, r, indexing="ij")
+    out = torch.zeros(n, 7, 7, dtype=torch.float64)
+    for j in range(n):
+        angle = math.pi * (j // 2) / max(1, n // 2)
+        along = x * math.cos(angle) + y * math.sin(angle)
+        f = along * torch.exp(-(x ** 2 + y ** 2) / (2 * sigma ** 2))
+        out[j] = (1 if j % 2 == 0 else -1) * f / (f * along).sum()
+    return out
 
 
 def _block(sd: State, g: torch.Generator, config: PriorConfig, name: str, cin: int, cout: int, stride: int) -> None:
@@ -190,7 +233,9 @@ def _embedding(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def _readout(sd: State, g: torch.Generator, config: PriorConfig) -> float:
     """post_convolution: each 3x3 tap reads its colour embedding (6 dims of its own) from all channels."""
     x = torch.stack([_uniform(g, FIT_COLOURS, lo, hi) for _, (lo, hi), _, _ in COLOURS], 1)
-    a = torch.cat([_dc_features(sd, x), torch.ones(FIT_COLOURS, 1, dtype=torch.float64)], 1)
+    # edge channels are fitted nothing (they carry offsets and mixing on constant colours)
+    colour = ~torch.isin(torch.arange(256) % 64, edge_channels(config))
+    a = torch.cat([_dc_features(sd, x) * colour, torch.ones(FIT_COLOURS, 1, dtype=torch.float64)], 1)
     q, _ = torch.linalg.qr(torch.randn(64, 54, generator=g, dtype=torch.float64))
     w, bias, err = torch.zeros(64, 256, 3, 3, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), 0.0
     for t in range(9):

@@ -37,3 +37,25 @@ def test_prior_keys_prefer_the_same_colour(one_thread):
     red, grey, blue = keys[:, 4, 2], keys[:, 4, 6], keys[:, 4, 10]
     assert red @ red > red @ grey > red @ blue
     assert blue @ blue > blue @ grey
+
+
+def test_texture_prior_adds_edge_channels_the_readout_starts_without(one_thread):
+    """``PriorConfig(texture=8)``: the edge channels are silent on flat colour, answer a luminance
+    step on their side, and get no read-out weight until training gives them some."""
+    from mast.training.prior import PriorConfig, edge_channels
+
+    config = PriorConfig(texture=8)
+    encoder, edges = colour_prior_encoder(config), edge_channels(config)
+    assert edges.tolist() == list(range(14, 22))
+    lab = torch.zeros(1, 3, 32, 48)
+    lab[:, 0, :, 24:] = 0.5                                  # a vertical luminance step (25 L units)
+    with torch.no_grad():
+        stem = encoder.feature_extraction.conv1(lab)[0]      # [64, 16, 24]
+    flat, step = stem[:, 8, 4], stem[:, 8, 12]
+    assert torch.all(flat[edges] == 0)
+    assert step[edges[0]] > 1 and step[edges[1]] == 0       # the rising-edge filter answers, its mirror not
+    readout = encoder.post_convolution.weight                # [64, 256, 3, 3]
+    from_edges = torch.isin(torch.arange(256) % 64, edges)
+    assert readout[:, from_edges].abs().max() < 1e-9 and readout[:, ~from_edges].abs().sum() > 0
+    state, err = colour_prior_state(config)
+    assert err < 5e-3
