@@ -62,7 +62,8 @@ def train_command(
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam LR (default: pair 1e-3, memory 2e-5), halved at 40/60/80 %."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where last.pt left it."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these encoder weights (e.g. the pair run's encoder.pt), "
-                                        "or 'colour-prior' (analytic colour-kernel weights; use with --batchnorm frozen)."),
+                                        "or 'colour-prior' / 'texture-prior' (constructed colour-kernel weights, the latter with edge "
+                                        "channels; use with --batchnorm frozen)."),
     batchnorm: Optional[BatchNormMode] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
                                                   "or frozen (running statistics kept; for --init colour-prior)."),
     trainable: Optional[Trainable] = typer.Option(None, "--trainable", help="all (default), readout (only the "

@@ -105,16 +105,16 @@ def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfi
 
 def _encoder(name: str) -> nn.Module:
     from mast.core.checkpoint import load_encoder
-    from mast.training.prior import PRIOR_NAME, colour_prior_encoder
+    from mast.training.prior import PRIORS, colour_prior_encoder
 
-    return colour_prior_encoder() if name == PRIOR_NAME else load_encoder(name)
+    return colour_prior_encoder(PRIORS[name]) if name in PRIORS else load_encoder(name)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Print the held-out loss of each checkpoint next to the identity and zero predictors."""
     parser = argparse.ArgumentParser(description="Held-out reconstruction loss of MAST checkpoints.")
     parser.add_argument("--davis", required=True, help="DAVIS root whose frames are held out")
-    parser.add_argument("checkpoints", nargs="+", help="encoder .pt files, or colour-prior")
+    parser.add_argument("checkpoints", nargs="+", help="encoder .pt files, or colour-prior / texture-prior")
     args = parser.parse_args(argv)
     pairs = holdout_pairs(args.davis)
     print(f"{len(pairs)} held-out pairs from {args.davis}")

@@ -39,7 +39,6 @@ import torch
 
 from mast.core.encoder import Encoder
 
-PRIOR_NAME = "colour-prior"  # the value of ``--init`` that selects these weights
 
 BN_EPS = 1e-5             # BatchNorm2d eps
 # per Lab channel: (unit of the network input, knot range, number of ramps, frequency w_c);
@@ -94,6 +93,10 @@ class PriorConfig:
 # A/B on the dev splits at 240x427 (README): patch_sigma 4/8 -> 3/6 -> 2/4 scored J&F 42.6 -> 44.4
 # -> 44.1 on multiobject-dev; conv1_sigma 1.0 instead of 1.5: 43.3.
 PARITY_PRIOR = PriorConfig(patch_sigma=(4.0, 8.0))
+# the colour kernel plus 8 edge channels whose weight the read-out learns (README: A/B of texture=8)
+TEXTURE_PRIOR = PriorConfig(texture=8)
+# the names ``mast-train --init`` and ``mast.training.holdout`` accept for constructed weights
+PRIORS = {"colour-prior": PriorConfig(), "texture-prior": TEXTURE_PRIOR}
 
 
 def colour_prior_encoder(config: PriorConfig = PriorConfig()) -> Encoder:

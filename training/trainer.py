@@ -51,7 +51,7 @@ from mast.training.distributed import (
 from mast.training.monitor import MetricsLog, TrainProgress
 from mast.training.holdout import HoldoutConfig, holdout_losses, holdout_pairs
 from mast.training.objective import ObjectiveConfig, dropped_channels, reconstruction_loss
-from mast.training.prior import PRIOR_NAME, colour_prior_encoder
+from mast.training.prior import PRIORS, colour_prior_encoder
 from mast.training.state import StepSchedule, load_state, remove_stale_temps, save_state, set_rng_state
 from mast.training.validate import validate_davis, validation_sequences
 
@@ -140,15 +140,15 @@ class Trainer:
         return ClipDataset(load_corpus(list(c.data), data), data, c.stage)
 
     def _model(self, use_init: bool) -> Encoder:
-        """The encoder: seeded initialisation, then ``--init`` weights (a checkpoint, or
-        ``colour-prior``: ``mast.training.prior``; a resumed run loads its own); batch norms in eval
+        """The encoder: seeded initialisation, then ``--init`` weights (a checkpoint, or a
+        name of ``mast.training.prior.PRIORS``: colour-prior, texture-prior; a resumed run loads its own); batch norms in eval
         mode when ``batchnorm == "frozen"``.
         channels_last: oneDNN (and cuDNN) convolve NHWC without reordering every activation; on CPU
         a training step is 15-35 % faster (BENCHMARKS.md, training throughput)."""
         torch.manual_seed(self.config.seed)
         model = Encoder()
-        if self.config.init == PRIOR_NAME and use_init:
-            model.load_state_dict(colour_prior_encoder().state_dict())
+        if self.config.init in PRIORS and use_init:
+            model.load_state_dict(colour_prior_encoder(PRIORS[self.config.init]).state_dict())
         elif self.config.init and use_init:
             model.load_state_dict(load_encoder(self.config.init).state_dict())
         model = model.to(self.device, memory_format=torch.channels_last).train()

@@ -188,14 +188,16 @@ def test_torchrun_two_processes(texture_video, tmp_path):
     assert load_state(out / "last.pt")["step"] == 2
 
 
-def test_readout_only_training_leaves_the_backbone_as_initialised(one_thread, texture_video, tmp_path):
+@pytest.mark.parametrize("init", ["colour-prior", "texture-prior"])
+def test_readout_only_training_leaves_the_backbone_as_initialised(one_thread, texture_video, tmp_path, init):
     from mast.core.checkpoint import load_encoder
-    from mast.training.prior import colour_prior_encoder
+    from mast.training.prior import PRIORS, colour_prior_encoder
 
     config = TrainConfig(data=(str(texture_video),), out=str(tmp_path / "run"), steps=2, size=32, batch_size=2,
-                         init="colour-prior", batchnorm="frozen", trainable="readout", lr=1e-4)
+                         init=init, batchnorm="frozen", trainable="readout", lr=1e-4)
     train(config, progress=False)
-    prior, trained = colour_prior_encoder().state_dict(), load_encoder(tmp_path / "run" / "encoder.pt").state_dict()
+    prior = colour_prior_encoder(PRIORS[init]).state_dict()
+    trained = load_encoder(tmp_path / "run" / "encoder.pt").state_dict()
     assert all(torch.equal(prior[k], trained[k]) for k in prior if k.startswith("feature_extraction."))
     assert not torch.equal(prior["post_convolution.weight"], trained["post_convolution.weight"])
 
