@@ -3,7 +3,7 @@
     mast-train --data PATH [PATH ...] --out DIR --steps N [--stage pair|memory] [--size 256]
                [--batch-size B] [--lr LR] [--resume] [--init CKPT] [--save-every N]
                [--val-davis ROOT] [--workers N] [--device cpu|cuda] [--amp auto|off|bf16]
-               [--batchnorm train|frozen] [--trainable all|readout|stem] [--framing squash|crop]
+               [--batchnorm train|frozen] [--trainable all|readout|stem] [--seed N] [--framing squash|crop]
 
 Two stages (paper Sec. 4): ``--stage pair`` from random weights, then ``--stage memory --init
 PAIR_RUN/encoder.pt`` into another --out folder. Multi-GPU / multi-node: ``torchrun
@@ -73,6 +73,8 @@ def train_command(
     val_davis: Optional[Path] = typer.Option(None, "--val-davis", help="DAVIS root: J&F of 2 sequences at 240x427 at each checkpoint."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default 0 on CPU, 4 on CUDA)."),
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu (default) or cuda."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed of initialisation, sample draws and dropped "
+                                       "channels (default 0); runs differing only in it measure the recipe's noise."),
     amp: Optional[AmpMode] = typer.Option(None, "--amp", help="Mixed precision: auto (default: float16 on CUDA, "
                                       "off on CPU), off, or bf16 (~3x faster on CPUs with AMX)."),
 ) -> None:
@@ -91,7 +93,7 @@ def train_command(
                    "lr": lr, "init": str(init) if init else None, "save_every": save_every,
                    "val_davis": str(val_davis) if val_davis else None, "workers": workers,
                    "device": device.value if device else None, "amp": amp,
-                   "batchnorm": batchnorm,
+                   "batchnorm": batchnorm, "seed": seed,
                    "trainable": trainable}
         if resume and init is not None:
             err.print(Text("warning: --init is ignored with --resume (the run's own weights are used)", style="yellow"))

@@ -84,3 +84,13 @@ def test_plot_loss_writes_a_png(tmp_path):
     assert done.value.code == 0
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert moving_average([1.0, 3.0, 5.0], 2).tolist() == [1.0, 2.0, 4.0]
+
+
+def test_seed_texture_prior_and_stem_reach_the_run(texture_video, tmp_path):
+    from mast.training.state import load_state
+
+    result = run_cli("--data", texture_video, "--out", tmp_path / "run", "--steps", "1", "--seed", "3",
+                     "--init", "texture-prior", "--batchnorm", "frozen", "--trainable", "stem", *TINY)
+    assert result.returncode == 0, result.stderr
+    config = load_state(tmp_path / "run" / "last.pt")["config"]
+    assert (config["seed"], config["init"], config["trainable"]) == (3, "texture-prior", "stem")
