@@ -26,6 +26,11 @@ davis2016-val-dev at 240x427 (README), and training adds what colour cannot tell
 Training from it keeps the batch norms in eval mode (``TrainConfig.batchnorm = "frozen"``): the
 construction relies on the running statistics it sets; batch statistics would undo it.
 
+With ``PriorConfig.texture`` (``TEXTURE_PRIOR``, ``--init texture-prior``) some conv1 channels hold
+rectified luminance edges ``relu(dL/dn - knot)`` instead of luminance ramps: what a colour kernel
+cannot see (a grey goat on grey rock). They get no read-out weight in the construction (a hand-set
+edge correlation pulls labels onto any texture: README); read-out training learns their weight.
+
 Deterministic: float64 arithmetic from a fixed seed, then float32. ``PriorConfig`` holds the
 construction's free parameters (the defaults are the parity fixture's).
 """
