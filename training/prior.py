@@ -44,7 +44,6 @@ import torch
 
 from mast.core.encoder import Encoder
 
-
 BN_EPS = 1e-5             # BatchNorm2d eps
 # per Lab channel: (unit of the network input, knot range, number of ramps, frequency w_c);
 # the network input is ((L - 50) / 50, a / 127, b / 127)
@@ -93,6 +92,10 @@ class PriorConfig:
     texture_sigma: float = 1.0
     texture_knot: float = 0.02
     texture_gain: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.texture % 2 or not 0 <= self.texture <= COLOURS[0][2] - 2:
+            raise ValueError(f"texture={self.texture}: expected an even number of edge channels, 0 to {COLOURS[0][2] - 2}")
 
 
 # A/B on the dev splits at 240x427 (README): patch_sigma 4/8 -> 3/6 -> 2/4 scored J&F 42.6 -> 44.4

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
 import torch
 
 from mast.core.encoder import Encoder
@@ -59,3 +60,6 @@ def test_texture_prior_adds_edge_channels_the_readout_starts_without(one_thread)
     assert readout[:, from_edges].abs().max() < 1e-9 and readout[:, ~from_edges].abs().sum() > 0
     state, err = colour_prior_state(config)
     assert err < 5e-3
+    for bad in (3, 22):
+        with pytest.raises(ValueError, match="texture"):
+            PriorConfig(texture=bad)
