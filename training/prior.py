@@ -157,29 +157,27 @@ def _positive_conv(g: torch.Generator, k: int, src: torch.Tensor, cin: int, conf
 
 
 def edge_channels(config: PriorConfig) -> torch.Tensor:
-    """The conv1 channels holding edges (``config.texture`` of them); backbone channel o descends
-    from conv1 channel ``o % 64``."""
+    """The conv1 channels holding edges (``config.texture`` of them, in place of the last luminance
+    ramps); backbone channel o descends from conv1 channel ``o % 64``."""
     start = COLOURS[0][2] - config.texture
     return torch.arange(start, start + config.texture)
 
 
 def _conv1(sd: State, g: torch.Generator, config: PriorConfig) -> None:
     """conv1: channel k smooths Lab channel c; its norm subtracts the knot t_k (the ReLU makes a ramp).
-    With ``config.texture`` the luminance ramps after the first ``22 - texture`` become edge channels."""
-    counts = [n for _, _, n, _ in COLOURS]
-    counts[0] -= config.texture                          # the edges take the last luminance ramps' places
-    chans = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
-    knots = torch.cat([torch.linspace(lo, hi, n, dtype=torch.float64) for (_, (lo, hi), _, _), n in zip(COLOURS, counts)])
-    w = torch.zeros(64, 3, 7, 7, dtype=torch.float64)
-    colour = torch.cat([torch.arange(counts[0]), torch.arange(counts[0] + config.texture, 64)])
-    w[colour, chans] = _bell(g, 64, 7, config.conv1_sigma)[colour]
+    The ``edge_channels`` filter luminance instead, with the knot ``texture_knot``."""
+    counts = [n - (config.texture if c == 0 else 0) for c, (_, _, n, _) in enumerate(COLOURS)]
     edges = edge_channels(config)
+    colour = ~torch.isin(torch.arange(64), edges)
+    w = torch.zeros(64, 3, 7, 7, dtype=torch.float64)
+    w[colour, torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])] = _bell(g, 64, 7, config.conv1_sigma)[colour]
     w[edges, 0] = _edge_filters(config.texture, config.texture_sigma)
     sd["feature_extraction.conv1.0.weight"] = w
+    knots = torch.full((64,), config.texture_knot, dtype=torch.float64)
+    knots[colour] = torch.cat([torch.linspace(lo, hi, n, dtype=torch.float64)
+                               for (_, (lo, hi), _, _), n in zip(COLOURS, counts)])
     gain = _uniform(g, 64, 0.5, 2.0)
     gain[edges] *= config.texture_gain
-    knots = torch.cat([knots[:counts[0]], torch.full((config.texture,), config.texture_knot, dtype=torch.float64),
-                       knots[counts[0]:]])
     _batchnorm(sd, "feature_extraction.conv1.1", gain, -gain * knots, g)
 
 
