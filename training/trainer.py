@@ -109,6 +109,8 @@ class Trainer:
         self.out = Path(config.out)
         self.device = _device(config.device, self.info)
         self._check_out(resume)
+        if not resume:
+            _check_init(config.init)
         self.dataset = self._dataset()
         self.val_sequences = (validation_sequences(config.val_davis, config.val_sequences)
                               if config.val_davis and self.info.is_main else [])
@@ -319,6 +321,13 @@ def _trainable(model: Encoder, config: TrainConfig) -> list[nn.Parameter]:
         for parameter in model.feature_extraction.conv1.parameters():
             parameter.requires_grad_(True)
     return learned
+
+
+def _check_init(init: str | None) -> None:
+    """Fail before the corpus is decoded when ``--init`` names neither a file nor a constructed prior."""
+    if init and init not in PRIORS and not Path(init).is_file():
+        raise InputError(f"--init {init}: no such checkpoint file, and not a constructed prior "
+                         f"({', '.join(PRIORS)}); give an encoder .pt file or one of those names")
 
 
 def _device(name: str, info: DistInfo) -> torch.device:

@@ -43,6 +43,12 @@ def test_bad_init_checkpoint_is_a_one_line_error(texture_video, tmp_path):
     assert_one_line_error(result, "bad.pt")
 
 
+def test_unknown_init_name_is_a_one_line_error_naming_the_priors(texture_video, tmp_path):
+    result = run_cli("--data", texture_video, "--out", tmp_path / "run", "--steps", "2", "--init", "texture-prio", *TINY)
+    assert_one_line_error(result, "texture-prio", "colour-prior", "texture-prior")
+    assert "decoding" not in result.stderr  # refused before the corpus is read
+
+
 def test_pair_then_memory_stage_then_guarded_out_folder(texture_video, tmp_path):
     pair = run_cli("--data", texture_video, "--out", tmp_path / "pair", "--steps", "2", *TINY)
     assert pair.returncode == 0, pair.stderr
