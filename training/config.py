@@ -56,6 +56,8 @@ class TrainConfig:
                   or the "stem" and the read-out (``feature_extraction.conv1``: the 7x7 conv from the
                   Lab pixels and its norm's affine, where filters other than local colour means can
                   appear; the residual blocks stay as initialised).
+    cycle_weight: weight of the round-trip term added to the reconstruction loss
+                  (``mast.training.objective.cycle_spread``, key pixels^2); 0 = the paper's loss.
     """
 
     data: tuple[str, ...]
@@ -81,6 +83,7 @@ class TrainConfig:
     augment: bool = True
     batchnorm: BatchNormMode = "train"
     trainable: Trainable = "all"
+    cycle_weight: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(p) for p in self.data))
@@ -118,7 +121,7 @@ class TrainConfig:
 
 # what a resumed run must share with the stored one for "continues exactly" to hold
 RESUME_FIXED = ("stage", "size", "framing", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp",
-                "batchnorm", "trainable")
+                "batchnorm", "trainable", "cycle_weight")
 
 
 def _problems(c: TrainConfig):
@@ -143,6 +146,8 @@ def _problems(c: TrainConfig):
         yield f"framing={c.framing!r}: expected squash or crop"
     if c.trainable not in get_args(Trainable):
         yield f"trainable={c.trainable!r}: expected all, readout or stem"
+    if not c.cycle_weight >= 0:
+        yield f"cycle_weight={c.cycle_weight}: expected >= 0 (0 = reconstruction only)"
     if c.workers is not None and c.workers < 0:
         yield f"workers={c.workers}: expected >= 0"
     if c.val_sequences < 1 or len(c.val_size) != 2 or min(c.val_size) < 8:

@@ -24,6 +24,13 @@ For every sample (T frames, references first, target last, uint8 BGR):
    ``huber_scale`` = 20 first: with chroma values ~0.1, an unscaled Huber loss is a pure squared
    error; the scale makes errors above 1/20 (6 units of a or b) count linearly (robust) as the
    paper's Huber loss intends. The reported loss is in these scaled units.
+6. **Cycle term** (ours, off by default: ``cycle_weight`` = 0). Reconstructing a colour rewards
+   reading *any* pixel of that colour, so it never asks the keys to tell a grey goat from grey rock;
+   tracking does. With ``cycle_weight`` > 0 the loss adds that weight times the expected squared
+   displacement, in key pixels, of a round trip target -> first reference -> target through the
+   same attention (``cycle_spread``: a random walk of Jabri et al. 2020's kind, read out with
+   coordinate values instead of a matrix product): 0 when every pixel reads exactly its own match
+   and back, large when labels spread or drift.
 """
 from __future__ import annotations
 
@@ -54,6 +61,8 @@ class ObjectiveConfig:
     rescale_input: multiply the input by 3/2 after dropping the channel (published code); False
                    keeps the input as inference sees it.
     seed:          seed of the per-sample channel choice.
+    cycle_weight:  weight of the round-trip term (``cycle_spread``, key pixels^2) added to the
+                   Huber loss; 0 = the paper's objective.
     """
 
     radius: int = 6
@@ -61,6 +70,7 @@ class ObjectiveConfig:
     huber_scale: float = 20.0
     rescale_input: bool = False
     seed: int = 0
+    cycle_weight: float = 0.0
 
     @property
     def attention(self) -> AttentionConfig:
@@ -114,6 +124,30 @@ def huber_loss(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.
     return F.smooth_l1_loss(pred * scale, target * scale, reduction="mean")
 
 
+def cycle_spread(keys: torch.Tensor, distances: torch.Tensor, cfg: AttentionConfig) -> torch.Tensor:
+    """Mean expected squared round-trip displacement (key pixels^2) target -> reference -> target.
+
+    keys:      ``[B, T, C, h, w]`` (target last; the round trip uses the first reference, at
+               distances ``[:, 0]``).
+    distances: int ``[B, T-1]``.
+    A walker at target pixel p steps to reference pixel q with the attention of p over the
+    reference, then back to target pixel p' with the attention of q over the target; returns the
+    mean over p and the batch of E|p' - p|^2. Computed with two attention reads of the values
+    (y, x, y^2 + x^2) (centred coordinates), so it costs two reads of 3 channels. Scalar, float32.
+    """
+    b, _, _, h, w = keys.shape
+    ys = torch.arange(h, device=keys.device, dtype=torch.float32) - (h - 1) / 2
+    xs = torch.arange(w, device=keys.device, dtype=torch.float32) - (w - 1) / 2
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack([y, x, y * y + x * x])                                 # [3, h, w]
+    d = distances[:, :1]
+    target, reference = keys[:, -1], keys[:, 0]
+    back = batched_memory_attention(reference, target[:, None], coords.expand(b, 1, 3, h, w), d, cfg)
+    there = batched_memory_attention(target, reference[:, None], back[:, None], d, cfg)  # [B, 3, h, w]
+    spread = there[:, 2] - 2 * (y * there[:, 0] + x * there[:, 1]) + coords[2]
+    return spread.mean()
+
+
 def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: torch.Tensor,
                         channels: torch.Tensor, cfg: ObjectiveConfig = ObjectiveConfig(),
                         amp_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -125,11 +159,40 @@ def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: tor
     channels:  int64 ``[B]``, dropped chroma channel per sample (``dropped_channels``).
     amp_dtype: run the encoder under autocast to this dtype (float16 on CUDA, bfloat16); the
                attention and the loss run in float32.
-    Returns the scalar loss (float32). All T frames of the batch go through the encoder in one
-    call, so BatchNorm (train mode) normalises over all B*T frames.
+    Returns the scalar loss (float32): Huber, plus ``cfg.cycle_weight`` x ``cycle_spread`` when
+    that weight is not 0. All T frames of the batch go through the encoder in one call, so
+    BatchNorm (train mode) normalises over all B*T frames.
     """
-    pred, dropped = predict_dropped(encoder, frames, distances, channels, cfg, amp_dtype)
-    return huber_loss(pred, dropped[:, -1], cfg.huber_scale)
+    keys, dropped = encode(encoder, frames, channels, cfg, amp_dtype)
+    pred = _read(keys, dropped, distances, cfg, frames.shape[-2:])
+    loss = huber_loss(pred, dropped[:, -1], cfg.huber_scale)
+    if cfg.cycle_weight:
+        loss = loss + cfg.cycle_weight * cycle_spread(keys, distances, cfg.attention)
+    return loss
+
+
+def encode(encoder: nn.Module, frames: torch.Tensor, channels: torch.Tensor,
+           cfg: ObjectiveConfig = ObjectiveConfig(), amp_dtype: torch.dtype | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys of the channel-dropped frames and the dropped channel.
+
+    frames: uint8 BGR ``[B, T, 3, H, W]``. Returns (keys ``[B, T, C, H/4, W/4]`` float32,
+    dropped channel of every frame ``[B, T, 1, H, W]``).
+    """
+    b, t, _, h, w = frames.shape
+    inp, dropped = split_channel(frames_to_lab(frames), channels, cfg.rescale_input)
+    amp = nullcontext() if amp_dtype is None else torch.autocast(frames.device.type, dtype=amp_dtype)
+    with amp:
+        keys = encoder(inp.reshape(b * t, 3, h, w))
+    return keys.float().reshape(b, t, *keys.shape[1:]), dropped
+
+
+def _read(keys: torch.Tensor, dropped: torch.Tensor, distances: torch.Tensor, cfg: ObjectiveConfig,
+          size: tuple[int, int]) -> torch.Tensor:
+    """The target's dropped channel read from the references, upsampled to ``size``: ``[B, 1, H, W]``."""
+    values = dropped[:, :-1, :, ::STRIDE, ::STRIDE]
+    pred = reconstruct(keys, values, distances, cfg.attention)
+    return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def predict_dropped(encoder: nn.Module, frames: torch.Tensor, distances: torch.Tensor,
@@ -141,12 +204,5 @@ def predict_dropped(encoder: nn.Module, frames: torch.Tensor, distances: torch.T
     Returns (prediction ``[B, 1, H, W]`` upsampled bilinearly from ``[B, 1, H/4, W/4]``,
     dropped channel of every frame ``[B, T, 1, H, W]``), float32.
     """
-    b, t, _, h, w = frames.shape
-    inp, dropped = split_channel(frames_to_lab(frames), channels, cfg.rescale_input)
-    amp = nullcontext() if amp_dtype is None else torch.autocast(frames.device.type, dtype=amp_dtype)
-    with amp:
-        keys = encoder(inp.reshape(b * t, 3, h, w))
-    keys = keys.float().reshape(b, t, *keys.shape[1:])
-    values = dropped[:, :-1, :, ::STRIDE, ::STRIDE]
-    pred = reconstruct(keys, values, distances, cfg.attention)
-    return F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=False), dropped
+    keys, dropped = encode(encoder, frames, channels, cfg, amp_dtype)
+    return _read(keys, dropped, distances, cfg, frames.shape[-2:]), dropped

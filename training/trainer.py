@@ -122,7 +122,7 @@ class Trainer:
         self.schedule = StepSchedule(config.learning_rate, config.milestones(), config.lr_gamma)
         self.amp_dtype = _amp_dtype(config)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.objective = ObjectiveConfig(seed=config.seed)
+        self.objective = ObjectiveConfig(seed=config.seed, cycle_weight=config.cycle_weight)
         self.step = self._restore() if resume else 0
         self._warn_oversubscribed()
 

@@ -8,8 +8,11 @@ import torch
 from mast.core.encoder import Encoder
 from mast.training.config import TrainConfig
 from mast.training.monitor import read_metrics
+from mast.core.config import AttentionConfig
 from mast.training.objective import (
     ObjectiveConfig,
+    cycle_spread,
+    encode,
     dropped_channels,
     frames_to_lab,
     reconstruction_loss,
@@ -70,3 +73,64 @@ def test_loss_falls_on_a_moving_texture(one_thread, texture_video, tmp_path):
     losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def _dense_cycle_spread(keys: np.ndarray, r: int) -> float:
+    """E|p' - p|^2 of the round trip target -> reference -> target, built candidate by candidate
+    (float64): windows of radius r, out-of-frame candidates score 0 and carry value 0 (zero
+    padding), which in centred coordinates reads as the frame centre with |.|^2 = 0."""
+    ref, tgt = keys  # [C, h, w] each
+    _, h, w = ref.shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    coords = np.zeros((3, h, w))
+    for y in range(h):
+        for x in range(w):
+            coords[:, y, x] = (y - cy, x - cx, (y - cy) ** 2 + (x - cx) ** 2)
+
+    def read(query, memory, values):
+        out = np.zeros((values.shape[0], h, w))
+        for y in range(h):
+            for x in range(w):
+                scores, vals = [], []
+                for dy in range(-r, r + 1):
+                    for dx in range(-r, r + 1):
+                        yy, xx = y + dy, x + dx
+                        inside = 0 <= yy < h and 0 <= xx < w
+                        scores.append(query[:, y, x] @ memory[:, yy, xx] if inside else 0.0)
+                        vals.append(values[:, yy, xx] if inside else np.zeros(values.shape[0]))
+                p = np.exp(np.array(scores) - max(scores))
+                out[:, y, x] = (p / p.sum()) @ np.array(vals)
+        return out
+
+    there = read(tgt, ref, read(ref, tgt, coords))
+    ys, xs = coords[0], coords[1]
+    return float((there[2] - 2 * (ys * there[0] + xs * there[1]) + coords[2]).mean())
+
+
+def test_cycle_spread_matches_the_round_trip_built_candidate_by_candidate():
+    keys = torch.randn(1, 2, 4, 5, 6, dtype=torch.float64)
+    ours = cycle_spread(keys, torch.tensor([[3]]), AttentionConfig(radius=2))
+    assert abs(float(ours) - _dense_cycle_spread(keys[0].numpy(), 2)) < 1e-3
+
+
+def test_cycle_spread_is_zero_when_every_pixel_reads_its_own_match_and_large_when_labels_spread():
+    h, w = 6, 7
+    position = torch.eye(h * w, dtype=torch.float64).reshape(h * w, h, w) * 50  # one key per pixel
+    exact = cycle_spread(position.expand(1, 2, -1, -1, -1), torch.tensor([[1]]), AttentionConfig(radius=2))
+    flat = cycle_spread(torch.zeros(1, 2, 4, h, w, dtype=torch.float64), torch.tensor([[1]]), AttentionConfig(radius=2))
+    assert abs(float(exact)) < 1e-3
+    assert float(flat) > 4.0  # two uniform steps over 5x5 windows: 4 x 2 = 8 px^2 inside the frame
+
+
+def test_cycle_weight_adds_the_round_trip_to_the_reconstruction_loss(one_thread):
+    torch.manual_seed(0)
+    encoder = Encoder().eval()
+    frames = torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8)
+    distances, channels = torch.tensor([[2], [5]]), torch.tensor([1, 2])
+    with torch.no_grad():
+        plain = reconstruction_loss(encoder, frames, distances, channels, ObjectiveConfig())
+        both = reconstruction_loss(encoder, frames, distances, channels, ObjectiveConfig(cycle_weight=0.5))
+        keys, _ = encode(encoder, frames, channels)
+        spread = cycle_spread(keys, distances, ObjectiveConfig().attention)
+    assert float(spread) > 0
+    assert torch.allclose(both, plain + 0.5 * spread, rtol=1e-5)
