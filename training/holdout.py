@@ -11,6 +11,10 @@ identity  the reference's dropped channel copied at the same pixel: what a "trac
           correspondence at this frame gap.
 zero      the neutral chroma (grey) everywhere: the scale of the task.
 
+Beside the loss: the encoder's round-trip spread on the same pairs ("spread", key pixels^2,
+``mast.training.objective.cycle_spread``): how far a pixel lands from itself after reading the
+reference and back; the term ``mast-train --cycle-weight`` trains against.
+
 Both chroma channels are scored for every pair (no random draw), so the figure is deterministic.
 Pairs: (t, t + gap) for t = 0, every, 2 every, ... in each sequence, resized to ``size`` (H, W;
 the 16:9 default keeps DAVIS's aspect) with ``cv2.INTER_AREA``.
@@ -30,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mast.core.errors import InputError
-from mast.training.objective import ObjectiveConfig, huber_loss, predict_dropped
+from mast.core.errors import InputError, MastError
+from mast.training.objective import ObjectiveConfig, cycle_spread, encode, huber_loss, read_dropped
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def _read(path: Path, size: tuple[int, int]) -> np.ndarray:
 def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfig = HoldoutConfig(),
                    objective: ObjectiveConfig = ObjectiveConfig()) -> dict[str, float]:
     """Mean x20-Huber loss over ``pairs`` and both chroma channels of the encoder's reconstruction
-    ("loss"), the identity predictor ("identity") and the zero predictor ("zero").
+    ("loss"), the identity predictor ("identity") and the zero predictor ("zero"); and the mean
+    round-trip spread of the encoder's keys ("spread", key pixels^2, ``cycle_spread``).
 
     The encoder runs in eval mode on its own device; each module's mode is restored afterwards (a
     run with frozen batch norms keeps them in eval mode).
@@ -84,7 +89,7 @@ def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfi
     modes = {module: module.training for module in encoder.modules()}
     encoder.eval()
     device = next(encoder.parameters()).device
-    totals = {"loss": 0.0, "identity": 0.0, "zero": 0.0}
+    totals = {"loss": 0.0, "identity": 0.0, "zero": 0.0, "spread": 0.0}
     count = 0
     try:
         for start in range(0, len(pairs), config.batch):
@@ -93,7 +98,9 @@ def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfi
                 n = len(frames)
                 channels = torch.full((n,), channel, dtype=torch.int64)
                 distances = torch.full((n, 1), config.gap, dtype=torch.int64)
-                pred, dropped = predict_dropped(encoder, frames, distances, channels, objective)
+                keys, dropped = encode(encoder, frames, channels, objective)
+                pred = read_dropped(keys, dropped, distances, objective, frames.shape[-2:])
+                totals["spread"] += n * float(cycle_spread(keys, distances, objective.attention))
                 for name, guess in (("loss", pred), ("identity", dropped[:, 0]), ("zero", torch.zeros_like(pred))):
                     totals[name] += n * float(huber_loss(guess, dropped[:, -1], objective.huber_scale))
                 count += n
@@ -116,11 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--davis", required=True, help="DAVIS root whose frames are held out")
     parser.add_argument("checkpoints", nargs="+", help="encoder .pt files, or colour-prior / texture-prior")
     args = parser.parse_args(argv)
-    pairs = holdout_pairs(args.davis)
-    print(f"{len(pairs)} held-out pairs from {args.davis}")
-    for name in args.checkpoints:
-        figures = holdout_losses(_encoder(name), pairs)
-        print(f"{name}: loss {figures['loss']:.4f}  identity {figures['identity']:.4f}  zero {figures['zero']:.4f}")
+    try:
+        pairs = holdout_pairs(args.davis)
+        print(f"{len(pairs)} held-out pairs from {args.davis}")
+        for name in args.checkpoints:
+            figures = holdout_losses(_encoder(name), pairs)
+            print(f"{name}: loss {figures['loss']:.4f}  identity {figures['identity']:.4f}  zero {figures['zero']:.4f}"
+                  f"  round-trip spread {figures['spread']:.2f} px^2", flush=True)
+    except MastError as exc:
+        parser.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,7 +164,7 @@ def reconstruction_loss(encoder: nn.Module, frames: torch.Tensor, distances: tor
     BatchNorm (train mode) normalises over all B*T frames.
     """
     keys, dropped = encode(encoder, frames, channels, cfg, amp_dtype)
-    pred = _read(keys, dropped, distances, cfg, frames.shape[-2:])
+    pred = read_dropped(keys, dropped, distances, cfg, frames.shape[-2:])
     loss = huber_loss(pred, dropped[:, -1], cfg.huber_scale)
     if cfg.cycle_weight:
         loss = loss + cfg.cycle_weight * cycle_spread(keys, distances, cfg.attention)
@@ -187,9 +187,11 @@ def encode(encoder: nn.Module, frames: torch.Tensor, channels: torch.Tensor,
     return keys.float().reshape(b, t, *keys.shape[1:]), dropped
 
 
-def _read(keys: torch.Tensor, dropped: torch.Tensor, distances: torch.Tensor, cfg: ObjectiveConfig,
-          size: tuple[int, int]) -> torch.Tensor:
-    """The target's dropped channel read from the references, upsampled to ``size``: ``[B, 1, H, W]``."""
+def read_dropped(keys: torch.Tensor, dropped: torch.Tensor, distances: torch.Tensor, cfg: ObjectiveConfig,
+                       size: tuple[int, int]) -> torch.Tensor:
+    """The target's dropped channel read from the references, upsampled to ``size``: ``[B, 1, H, W]``.
+
+    keys ``[B, T, C, h, w]`` and dropped ``[B, T, 1, H, W]`` as ``encode`` returns them."""
     values = dropped[:, :-1, :, ::STRIDE, ::STRIDE]
     pred = reconstruct(keys, values, distances, cfg.attention)
     return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
@@ -205,4 +207,4 @@ def predict_dropped(encoder: nn.Module, frames: torch.Tensor, distances: torch.T
     dropped channel of every frame ``[B, T, 1, H, W]``), float32.
     """
     keys, dropped = encode(encoder, frames, channels, cfg, amp_dtype)
-    return _read(keys, dropped, distances, cfg, frames.shape[-2:]), dropped
+    return read_dropped(keys, dropped, distances, cfg, frames.shape[-2:]), dropped

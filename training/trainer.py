@@ -276,8 +276,9 @@ class Trainer:
         figures = validate_davis(c.val_davis, self.val_sequences, self.out / ENCODER, self.out / "val",
                                  c.val_size, c.device)
         log.write({"step": self.step, "val_loss": losses["loss"], "val_identity": losses["identity"],
-                   "val_zero": losses["zero"], **figures})
-        self.say(f"step {self.step}: held-out loss {losses['loss']:.4f} (identity {losses['identity']:.4f}); "
+                   "val_zero": losses["zero"], "val_spread": losses["spread"], **figures})
+        self.say(f"step {self.step}: held-out loss {losses['loss']:.4f} (identity {losses['identity']:.4f}), "
+                 f"round-trip spread {losses['spread']:.2f} px^2; "
                  f"J&F {100 * figures['val_jf']:.1f} on {', '.join(self.val_sequences)} "
                  f"at {c.val_size[0]}x{c.val_size[1]} ({figures['val_s']:.0f} s)")
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mast.core.encoder import Encoder
-from mast.training.holdout import HoldoutConfig, holdout_losses, holdout_pairs
+from mast.training.holdout import HoldoutConfig, holdout_losses, holdout_pairs, main
+from mast.training.objective import ObjectiveConfig, cycle_spread, encode
 
 
 def _huber(x: np.ndarray) -> float:
@@ -58,3 +59,25 @@ def test_holdout_pairs_read_a_davis_root(shared_dir):
     pairs = holdout_pairs(root, config)
     assert pairs.dtype == torch.uint8 and pairs.shape[1:] == (2, 3, 32, 56)
     assert len(pairs) >= 8  # at least one pair per sequence
+
+
+def test_holdout_reports_the_round_trip_spread_of_both_channels(one_thread):
+    torch.manual_seed(0)
+    encoder = Encoder().eval()
+    pairs = torch.randint(0, 256, (3, 2, 3, 16, 24), dtype=torch.uint8)
+    figures = holdout_losses(encoder, pairs, HoldoutConfig(size=(16, 24), gap=2, batch=2))
+    with torch.no_grad():
+        direct = [float(cycle_spread(encode(encoder, pairs, torch.full((3,), c))[0], torch.full((3, 1), 2),
+                                     ObjectiveConfig().attention)) for c in (1, 2)]
+    assert figures["spread"] == pytest.approx(np.mean(direct), rel=1e-5)
+
+
+def test_holdout_command_reports_a_missing_checkpoint_in_one_line(shared_dir, tmp_path, capsys):
+    root = shared_dir / "data" / "davis2016-val-dev"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    with pytest.raises(SystemExit) as done:
+        main(["--davis", str(root), str(tmp_path / "missing.pt")])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2
+    assert err.startswith("error: checkpoint not found") and "\n" not in err

@@ -159,6 +159,7 @@ def test_validation_logs_j_and_f(one_thread, texture_video, tmp_path):
     val = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_jf" in r]
     assert [r["step"] for r in val] == [0, 2] and all(0.0 <= r["val_jf"] <= 1.0 for r in val)
     assert all(r["val_loss"] > 0 and r["val_zero"] > r["val_identity"] > 0 for r in val)
+    assert all(r["val_spread"] >= 0 for r in val)
     assert not (tmp_path / "run" / "val").exists()  # the tracked masks are scratch
 
 
