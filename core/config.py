@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mast.core.errors import InputError
+
 Precision = Literal["fp32", "bf16", "fp16"]
 """The torch backend's encoder precision (its weights and activations; keys leave the encoder as float32, or as float16
 into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; fp16: CUDA (slow on CPU)."""
@@ -75,9 +77,21 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoder geometry: keys have ``key_dim`` channels at 1/``stride`` of the frame size."""
+    """Encoder geometry: keys have ``key_dim`` channels at 1/``stride`` of the frame size.
+
+    label_offset: where in each ``stride x stride`` cell the memory reads a mask's label
+                  (``mast.core.labels``): 1 (default) keeps the labels where the prediction is put
+                  back; 0 is the published code (``PUBLISHED_LABEL_OFFSET``), whose masks drift
+                  1.5 px per frame; what the parity tests use.
+    """
 
     key_dim: int = 64
     stride: int = 4
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    label_offset: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.label_offset < self.stride:
+            raise InputError(f"label_offset={self.label_offset}: expected 0..{self.stride - 1} "
+                             f"(a pixel of the {self.stride}x{self.stride} cell; 0 = the published code)")

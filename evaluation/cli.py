@@ -5,7 +5,7 @@ Two modes:
 - ``mast-eval --davis ROOT --results DIR``: score existing predictions ``DIR/<seq>/<frame>.png``
   (no torch needed).
 - ``mast-eval --davis ROOT --out DIR [--checkpoint FILE] [--keys model|lab|random] [--device cpu|cuda]
-  [--size HxW] [--precision fp32|bf16|fp16]``: track every selected sequence from its first mask into ``DIR``, then score ``DIR``.
+  [--size HxW] [--precision fp32|bf16|fp16] [--label-offset 0..3]``: track every selected sequence from its first mask into ``DIR``, then score ``DIR``.
 
 ``--sequences`` selects sequences; all of these work::
 
@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mast.core.cli import DeviceOpt, KeysOpt, PrecisionOpt, exit_on_error, parse_size
+from mast.core.config import ModelConfig
 from mast.core.errors import InputError, MastError
 from mast.evaluation.davis import GLOBAL_COLUMNS, DavisDataset, EvaluationResult, evaluate_semisupervised, write_csvs
 
@@ -130,9 +131,10 @@ def _track(
     device: str,
     size: Optional[tuple[int, int]],
     precision: Optional[str] = None,
+    config: ModelConfig = ModelConfig(),
 ) -> dict[str, float]:
     """Run the tracker over ``sequences`` into ``out_dir`` (torch is imported only here).
-    ``precision``: the torch encoder's (None: fp32)."""
+    ``precision``: the torch encoder's (None: fp32); ``config``: the tracker's."""
     try:
         from mast.evaluation.track import track_davis  # lazy: scoring alone must not import torch
     except ImportError as exc:
@@ -151,11 +153,13 @@ def _track(
         kwargs["precision"] = precision
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
-        return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress), **kwargs)
+        return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress),
+                           config=config, **kwargs)
 
 
 def _track_exported(console: Console, root: Path, sequences: list[str], out_dir: Path, model: Path,
-                    backend: str, device: str, size: Optional[tuple[int, int]]) -> dict[str, float]:
+                    backend: str, device: str, size: Optional[tuple[int, int]],
+                    config: ModelConfig = ModelConfig()) -> dict[str, float]:
     """Track with an exported model folder (``--model DIR --backend onnxruntime``): torch-free."""
     from mast.evaluation.track import track_davis_backend  # noqa: PLC0415 - lazy: only this mode needs the runtime backends
 
@@ -163,7 +167,8 @@ def _track_exported(console: Console, root: Path, sequences: list[str], out_dir:
         raise InputError(f"--model {model} is not a folder (give the folder mast-export wrote)")
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
-        return track_davis_backend(root, sequences, out_dir, model, backend, device, _TrackProgress(progress), size)
+        return track_davis_backend(root, sequences, out_dir, model, backend, device, _TrackProgress(progress), size,
+                                   config=config)
 
 
 def _score(
@@ -204,6 +209,10 @@ def evaluate(
     ),
     model: Optional[Path] = typer.Option(None, "--model", help="Exported model folder (mast-export) to track with."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend for --model: onnxruntime (default) or tensorrt."),
+    label_offset: Optional[int] = typer.Option(
+        None, "--label-offset", min=0, max=3, help="Pixel of each 4x4 cell whose label the memory stores: 1 (default) "
+        "or 0, the published MAST code (its masks drift 1.5 px per frame; what the parity tests reproduce)."
+    ),
 ) -> None:
     """Score DAVIS predictions (--results), or track the sequences into --out and score them."""
     console = Console()
@@ -224,7 +233,8 @@ def evaluate(
             given = [
                 flag
                 for flag, value in (("--checkpoint", checkpoint), ("--out", out), ("--keys", keys),
-                                    ("--device", device), ("--size", size), ("--precision", precision))
+                                    ("--device", device), ("--size", size), ("--precision", precision),
+                                    ("--label-offset", label_offset))
                 if value is not None
             ]
             if given:
@@ -237,6 +247,7 @@ def evaluate(
             if out is None:
                 raise InputError("tracking needs --out DIR for the masks (or give --results DIR to score existing ones)")
             start = time.perf_counter()
+            config = ModelConfig() if label_offset is None else ModelConfig(label_offset=label_offset)
             if model is not None:
                 if checkpoint is not None or keys is not None:
                     raise InputError("--model (an exported folder) and --checkpoint/--keys exclude each other: give one")
@@ -244,7 +255,7 @@ def evaluate(
                     raise InputError("--precision applies when tracking with a checkpoint (torch): an exported model "
                                      "keeps the precision it was exported with; drop --precision")
                 seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
-                                                    (device or DeviceOpt.cpu).value, parse_size(size))
+                                                    (device or DeviceOpt.cpu).value, parse_size(size), config)
             else:
                 seconds_per_frame = _track(
                     console,
@@ -256,6 +267,7 @@ def evaluate(
                     (device or DeviceOpt.cpu).value,
                     parse_size(size),
                     precision.value if precision is not None else None,
+                    config,
                 )
             console.print(f"tracked {len(chosen)} sequence(s) into {out} in {time.perf_counter() - start:.1f} s")
             scored_dir = out

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mast.core.config import ModelConfig
 from mast.core.errors import InputError
 from mast.core.masks import write_mask
 from mast.evaluation.davis import DavisDataset, read_image
@@ -61,17 +62,19 @@ def track_sequence(tracker: Tracker, dataset: DavisDataset, sequence: str, out_d
 
 def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Path | None,
                 keys: str = "model", device: str = "cpu", progress: Progress | None = None,
-                size: tuple[int, int] | None = None, precision: str = "fp32") -> dict[str, float]:
+                size: tuple[int, int] | None = None, precision: str = "fp32",
+                config: ModelConfig = ModelConfig()) -> dict[str, float]:
     """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the torch backend
     (``checkpoint``, or the shipped weights when None; ``keys`` and ``precision`` as
     :func:`~mast.runtime.factory.make_backend` takes them); seconds per frame per sequence.
-    ``size`` (H, W): working size (frames resized, masks back)."""
+    ``size`` (H, W): working size (frames resized, masks back); ``config``: the tracker's (its
+    ``label_offset``: 0 reproduces the published code)."""
     from mast.runtime.factory import make_backend  # noqa: PLC0415 - lazy: the torch backend imports torch
 
     backend = make_backend("torch", model=checkpoint, device=device, keys=keys, precision=precision)
     try:
         dataset = DavisDataset(root)
-        tracker = Tracker(backend, size=size)
+        tracker = Tracker(backend, config, size=size)
         return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
     finally:
         backend.close()
@@ -79,12 +82,14 @@ def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Pat
 
 def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: Path,
                         backend: str = "onnxruntime", device: str = "cpu", progress: Progress | None = None,
-                        size: tuple[int, int] | None = None, make: Callable[..., Any] | None = None) -> dict[str, float]:
+                        size: tuple[int, int] | None = None, make: Callable[..., Any] | None = None,
+                        config: ModelConfig = ModelConfig()) -> dict[str, float]:
     """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the exported model
     folder ``model`` on ``backend`` (onnxruntime, or any name ``make_backend`` takes) and ``device``.
 
     ``size`` (H, W): must be the model's input size when given (an exported model has one fixed
-    size; frames are resized to it and masks back). Returns seconds per frame per sequence.
+    size; frames are resized to it and masks back); ``config`` as :func:`track_davis`'s. Returns
+    seconds per frame per sequence.
     """
     if make is None:
         from mast.runtime.factory import make_backend as make  # noqa: PLC0415 - torch-free, lazy by design
@@ -95,7 +100,7 @@ def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: 
             raise InputError(f"--size {size[0]}x{size[1]} but the model {model} was exported for "
                              f"{fixed[0]}x{fixed[1]}: drop --size, or re-export with mast-export --height/--width")
         dataset = DavisDataset(root)
-        tracker = Tracker(engine, size=fixed or size)
+        tracker = Tracker(engine, config, size=fixed or size)
         return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
     finally:
         engine.close()

@@ -14,6 +14,7 @@ import numpy as np
 
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError
+from mast.core.labels import feature_labels
 from mast.runtime.backend import Backend
 from mast.runtime.memory import SlotTable
 
@@ -147,11 +148,13 @@ class Tracker:
         return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
     def _store(self, key: Any, mask: np.ndarray) -> None:
-        """Write frame ``self.t``'s key and label channels (strided centres) to its slots."""
+        """Write frame ``self.t``'s key and label channels (one sample per stride cell,
+        ``mast.core.labels``) to its slots."""
         stride = self.config.stride
         channel = np.zeros(256, np.int64)
         channel[self.ids] = np.arange(len(self.ids))
-        labels = channel[mask[::stride, ::stride]]
+        shape = (-(-mask.shape[0] // stride), -(-mask.shape[1] // stride))
+        labels = channel[feature_labels(mask, stride, self.config.label_offset, shape)]
         for slot in self.slots.write_slots(self.t):
             self.backend.write(slot, key, labels)
 

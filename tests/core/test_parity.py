@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from mast.core.checkpoint import load_encoder
+from mast.core.config import ModelConfig
+from mast.core.labels import PUBLISHED_LABEL_OFFSET
 from mast.core.masks import read_mask
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
@@ -38,7 +40,7 @@ def test_one_step_distribution_matches_published_code(parity_dir, parity_weights
     """
     frames, ref = _frames(parity_dir, seq), _reference(parity_dir, seq)
     soft = np.load(parity_dir / "reference" / seq / "soft.npz")["soft"]
-    tracker = Tracker(TorchBackend(load_encoder(parity_weights)))
+    tracker = Tracker(TorchBackend(load_encoder(parity_weights)), ModelConfig(label_offset=PUBLISHED_LABEL_OFFSET))
     tracker.start(frames[0], ref[0])
     errors, outliers = [], []
     for k in range(len(frames) - 1):
@@ -54,14 +56,16 @@ def test_one_step_distribution_matches_published_code(parity_dir, parity_weights
 
 
 def test_mast_eval_reproduces_published_masks(parity_dir, parity_weights, tmp_path):
-    """`mast-eval --davis parity --checkpoint W` writes the published code's masks (IoU >= 0.95)."""
+    """`mast-eval --davis parity --checkpoint W --label-offset 0` writes the published code's masks
+    (IoU >= 0.95)."""
     from typer.testing import CliRunner
 
     from mast.evaluation.cli import app
 
     out = tmp_path / "pred"
     result = CliRunner().invoke(app, ["--davis", str(parity_dir), "--checkpoint", str(parity_weights),
-                                      "--out", str(out), "--csv-dir", str(tmp_path / "csv")])
+                                      "--out", str(out), "--csv-dir", str(tmp_path / "csv"),
+                                      "--label-offset", str(PUBLISHED_LABEL_OFFSET)])
     assert result.exit_code == 0, result.output
     for seq in SEQUENCES:
         ref = _reference(parity_dir, seq)

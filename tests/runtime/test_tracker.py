@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mast.core.config import MemoryConfig
+from mast.core.config import MemoryConfig, ModelConfig
 from mast.core.errors import InputError
 from mast.core.masks import read_mask
 from mast.core.model import key_encoder
@@ -211,3 +211,30 @@ def test_anchor_merge_needs_a_started_stream() -> None:
     mask[10:20, 10:20] = 1
     with pytest.raises(InputError, match="before start"):
         tracker.anchor(frame, mask, merge=True)
+
+
+# -- label alignment (mast.core.labels) ----------------------------------------------------------------
+def test_a_static_scene_keeps_its_mask_with_the_default_label_offset_and_drifts_with_the_published_one() -> None:
+    """The same frame 12 times: the published sampling (offset 0, the cell's top-left pixel) moves
+    the mask down and right by > 1 px and shrinks it; the default keeps it in place."""
+    rng = np.random.default_rng(0)
+    frame = np.ascontiguousarray(np.kron(rng.integers(0, 256, (12, 12, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask[32:64, 32:64] = 1
+    centroids = {}
+    for offset in (0, ModelConfig().label_offset):
+        tracker = Tracker(TorchBackend(key_encoder("model")), ModelConfig(label_offset=offset))
+        tracker.start(frame, mask)
+        for _ in range(12):
+            out = tracker.step(frame)
+        ys, xs = np.nonzero(out == 1)
+        centroids[offset] = (ys.mean() - 47.5, xs.mean() - 47.5, len(ys))
+    dy, dx, area = centroids[0]
+    assert dy > 1 and dx > 0.75 and area < 0.92 * 1024, centroids
+    dy, dx, area = centroids[ModelConfig().label_offset]
+    assert abs(dy) < 0.5 and abs(dx) < 0.5 and area > 0.97 * 1024, centroids
+
+
+def test_label_offset_outside_the_cell_is_refused() -> None:
+    with pytest.raises(InputError, match="label_offset=4"):
+        ModelConfig(label_offset=4)
