@@ -4,7 +4,7 @@
                [--batch-size B] [--lr LR] [--resume] [--init CKPT] [--save-every N]
                [--val-davis ROOT] [--workers N] [--device cpu|cuda] [--amp auto|off|bf16]
                [--batchnorm train|frozen] [--trainable all|readout|stem] [--seed N] [--framing squash|crop]
-               [--cycle-weight W]
+               [--cycle-weight W] [--label-offset 0..3]
 
 Two stages (paper Sec. 4): ``--stage pair`` from random weights, then ``--stage memory --init
 PAIR_RUN/encoder.pt`` into another --out folder. Multi-GPU / multi-node: ``torchrun
@@ -79,6 +79,9 @@ def train_command(
     cycle_weight: Optional[float] = typer.Option(None, "--cycle-weight", min=0.0, help="Add W x the expected squared "
                                                  "round-trip displacement (target -> reference -> target, key pixels^2) "
                                                  "to the loss (default 0: reconstruction only)."),
+    label_offset: Optional[int] = typer.Option(None, "--label-offset", min=0, max=3, help="Pixel of each 4x4 cell "
+                                               "whose value the references give: 1 (default, where inference reads "
+                                               "mask labels) or 0 (the published code)."),
     amp: Optional[AmpMode] = typer.Option(None, "--amp", help="Mixed precision: auto (default: float16 on CUDA, "
                                       "off on CPU), off, or bf16 (~3x faster on CPUs with AMX)."),
 ) -> None:
@@ -98,7 +101,8 @@ def train_command(
                    "val_davis": str(val_davis) if val_davis else None, "workers": workers,
                    "device": device.value if device else None, "amp": amp,
                    "batchnorm": batchnorm, "seed": seed,
-                   "trainable": trainable, "cycle_weight": cycle_weight}
+                   "trainable": trainable, "cycle_weight": cycle_weight,
+                   "label_offset": label_offset}
         if resume and init is not None:
             err.print(Text("warning: --init is ignored with --resume (the run's own weights are used)", style="yellow"))
         config = resolve_config(options, resume)

@@ -58,6 +58,8 @@ class TrainConfig:
                   appear; the residual blocks stay as initialised).
     cycle_weight: weight of the round-trip term added to the reconstruction loss
                   (``mast.training.objective.cycle_spread``, key pixels^2); 0 = the paper's loss.
+    label_offset: pixel of each 4x4 cell whose value the references give (1 = where inference reads
+                  mask labels; 0 = the published code). Runs stored before the field existed used 0.
     """
 
     data: tuple[str, ...]
@@ -84,6 +86,7 @@ class TrainConfig:
     batchnorm: BatchNormMode = "train"
     trainable: Trainable = "all"
     cycle_weight: float = 0.0
+    label_offset: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(p) for p in self.data))
@@ -113,6 +116,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        values = {"label_offset": 0, **values}  # runs stored before the field existed sampled at offset 0
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
 
     def with_(self, **changes: Any) -> "TrainConfig":
@@ -121,7 +125,7 @@ class TrainConfig:
 
 # what a resumed run must share with the stored one for "continues exactly" to hold
 RESUME_FIXED = ("stage", "size", "framing", "batch_size", "lr", "lr_milestones", "lr_gamma", "seed", "augment", "amp",
-                "batchnorm", "trainable", "cycle_weight")
+                "batchnorm", "trainable", "cycle_weight", "label_offset")
 
 
 def _problems(c: TrainConfig):
@@ -148,6 +152,8 @@ def _problems(c: TrainConfig):
         yield f"trainable={c.trainable!r}: expected all, readout or stem"
     if not c.cycle_weight >= 0:
         yield f"cycle_weight={c.cycle_weight}: expected >= 0 (0 = reconstruction only)"
+    if not 0 <= c.label_offset < 4:
+        yield f"label_offset={c.label_offset}: expected 0..3 (a pixel of the 4x4 cell; 0 = the published code)"
     if c.workers is not None and c.workers < 0:
         yield f"workers={c.workers}: expected >= 0"
     if c.val_sequences < 1 or len(c.val_size) != 2 or min(c.val_size) < 8:

@@ -122,7 +122,8 @@ class Trainer:
         self.schedule = StepSchedule(config.learning_rate, config.milestones(), config.lr_gamma)
         self.amp_dtype = _amp_dtype(config)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.objective = ObjectiveConfig(seed=config.seed, cycle_weight=config.cycle_weight)
+        self.objective = ObjectiveConfig(seed=config.seed, cycle_weight=config.cycle_weight,
+                                        label_offset=config.label_offset)
         self.step = self._restore() if resume else 0
         self._warn_oversubscribed()
 
@@ -272,7 +273,7 @@ class Trainer:
         if not self.val_sequences or log is None:
             return
         c = self.config
-        losses = holdout_losses(self.model, self.holdout, HOLDOUT)
+        losses = holdout_losses(self.model, self.holdout, HOLDOUT, self.objective)
         figures = validate_davis(c.val_davis, self.val_sequences, self.out / ENCODER, self.out / "val",
                                  c.val_size, c.device)
         log.write({"step": self.step, "val_loss": losses["loss"], "val_identity": losses["identity"],

@@ -70,7 +70,7 @@ def test_pair_then_memory_stage_then_guarded_out_folder(texture_video, tmp_path)
     assert_one_line_error(missing, "no checkpoint to resume")
 
 
-@pytest.mark.parametrize("flag", ["--steps 0", "--size 30", "--cycle-weight -1"])
+@pytest.mark.parametrize("flag", ["--steps 0", "--size 30", "--cycle-weight -1", "--label-offset 4"])
 def test_invalid_numbers_are_rejected(texture_video, tmp_path, flag):
     result = run_cli("--data", texture_video, "--out", tmp_path / "run", *(["--steps", "2"] if "steps" not in flag else []),
                      *flag.split())
@@ -97,7 +97,8 @@ def test_seed_texture_prior_and_stem_reach_the_run(texture_video, tmp_path):
 
     result = run_cli("--data", texture_video, "--out", tmp_path / "run", "--steps", "1", "--seed", "3",
                      "--init", "texture-prior", "--batchnorm", "frozen", "--trainable", "stem",
-                     "--cycle-weight", "0.01", *TINY)
+                     "--cycle-weight", "0.01", "--label-offset", "2", *TINY)
     assert result.returncode == 0, result.stderr
     config = load_state(tmp_path / "run" / "last.pt")["config"]
-    assert (config["seed"], config["init"], config["trainable"], config["cycle_weight"]) == (3, "texture-prior", "stem", 0.01)
+    assert (config["seed"], config["init"], config["trainable"], config["cycle_weight"], config["label_offset"]) == (
+        3, "texture-prior", "stem", 0.01, 2)

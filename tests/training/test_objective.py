@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from mast.core.encoder import Encoder
 from mast.training.config import TrainConfig
@@ -13,6 +14,7 @@ from mast.training.objective import (
     ObjectiveConfig,
     cycle_spread,
     encode,
+    read_dropped,
     dropped_channels,
     frames_to_lab,
     reconstruction_loss,
@@ -134,3 +136,16 @@ def test_cycle_weight_adds_the_round_trip_to_the_reconstruction_loss(one_thread)
         spread = cycle_spread(keys, distances, ObjectiveConfig().attention)
     assert float(spread) > 0
     assert torch.allclose(both, plain + 0.5 * spread, rtol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_references_give_the_value_of_the_cells_pixel_at_label_offset(offset):
+    """Keys that match each pixel only with itself: the read is the reference's dropped channel at
+    (4i + offset, 4j + offset), upsampled."""
+    h, w = 3, 4
+    keys = (torch.eye(h * w).reshape(h * w, h, w) * 50).expand(1, 2, -1, -1, -1)
+    dropped = torch.arange(2 * 12 * 16, dtype=torch.float32).reshape(1, 2, 1, 12, 16)
+    cfg = ObjectiveConfig(label_offset=offset, radius=1)
+    got = read_dropped(keys, dropped, torch.tensor([[1]]), cfg, (12, 16))
+    cells = dropped[:, 0, :, offset::4, offset::4]
+    assert torch.allclose(got, F.interpolate(cells, size=(12, 16), mode="bilinear", align_corners=False), atol=1e-3)

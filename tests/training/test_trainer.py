@@ -65,6 +65,13 @@ def test_lr_halves_after_40_60_80_percent():
     assert TrainConfig(data=("x",), out="o", steps=5, stage="memory").learning_rate == 2e-5
 
 
+def test_a_run_stored_before_label_offset_existed_resumes_with_the_published_sampling():
+    stored = TrainConfig(data=("x",), out="o", steps=5).to_dict()
+    assert stored["label_offset"] == 1
+    del stored["label_offset"]
+    assert TrainConfig.from_dict(stored).label_offset == 0
+
+
 def test_ranks_take_disjoint_slices_of_each_step():
     ranks = [StepBatches(3, 6, 4, DistInfo(r, 2)) for r in range(2)]
     per_rank = [list(b) for b in ranks]
