@@ -22,6 +22,9 @@ the 16:9 default keeps DAVIS's aspect) with ``cv2.INTER_AREA``.
 Command line (scores checkpoints side by side; ``colour-prior`` names the analytic prior)::
 
     python -m mast.training.holdout --davis ../shared/data/davis2016-val-dev core/weights/mast.pt colour-prior
+
+(``--label-offset 0``: the references' values at the cells' top-left pixels, as the published code
+and every figure measured before the option existed.)
 """
 from __future__ import annotations
 
@@ -122,12 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Held-out reconstruction loss of MAST checkpoints.")
     parser.add_argument("--davis", required=True, help="DAVIS root whose frames are held out")
     parser.add_argument("checkpoints", nargs="+", help="encoder .pt files, or colour-prior / texture-prior")
+    parser.add_argument("--label-offset", type=int, default=ObjectiveConfig().label_offset, choices=range(4),
+                        help="pixel of each 4x4 cell the references' values are read at (default 1; 0 = the "
+                             "published code, what figures measured before the option existed used)")
     args = parser.parse_args(argv)
+    objective = ObjectiveConfig(label_offset=args.label_offset)
     try:
         pairs = holdout_pairs(args.davis)
         print(f"{len(pairs)} held-out pairs from {args.davis}")
         for name in args.checkpoints:
-            figures = holdout_losses(_encoder(name), pairs)
+            figures = holdout_losses(_encoder(name), pairs, objective=objective)
             print(f"{name}: loss {figures['loss']:.4f}  identity {figures['identity']:.4f}  zero {figures['zero']:.4f}"
                   f"  round-trip spread {figures['spread']:.2f} px^2", flush=True)
     except MastError as exc:
