@@ -127,7 +127,7 @@ def batched_memory_attention(query: torch.Tensor, keys: torch.Tensor, values: to
     query:     ``[B, C, h, w]`` keys of the frames being reconstructed.
     keys:      ``[B, M, C, h, w]`` keys of their M references.
     values:    ``[B, M, L, h, w]`` the references' values (training: the dropped chroma channel
-               at the strided centres).
+               once per 4x4 cell, ``ObjectiveConfig.label_offset``).
     distances: int ``[B, M]`` frame distances target - reference (>= 1); per sample, d >
                cfg.roi_threshold selects ROI localisation with dilation cfg.dilation(d).
     Returns ``[B, L, h, w]`` in the query's dtype (float32 or float64); equals
