@@ -207,8 +207,8 @@ def test_error_option_misuse(davis: Path, tmp_path: Path):
 def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path, monkeypatch):
     calls = []
 
-    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress):
-        calls.append((root, list(sequences), out_dir, checkpoint, keys, device))
+    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, config):
+        calls.append((root, list(sequences), out_dir, checkpoint, keys, device, config.label_offset))
         for seq in sequences:
             pngs = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))
             (out_dir / seq).mkdir(parents=True, exist_ok=True)
@@ -224,8 +224,11 @@ def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path
     out = tmp_path / "tracked"
     res = run("--davis", davis, "--out", out, "--keys", "lab", "--sequences", "s1", "--csv-dir", tmp_path / "csv")
     assert res.exit_code == 0, res.output
-    assert calls == [(davis, ["s1"], out, None, "lab", "cpu")]
+    assert calls == [(davis, ["s1"], out, None, "lab", "cpu", 1)]
     assert sorted(p.name for p in (out / "s1").iterdir()) == [f"{100 + i:05d}.png" for i in range(4)]
+    res = run("--davis", davis, "--out", out, "--sequences", "s1", "--label-offset", "0", "--csv-dir", tmp_path / "csv")
+    assert res.exit_code == 0, res.output
+    assert calls[-1][-1] == 0  # the published code's sampling point
     g = read_global(tmp_path / "csv")
     assert 0 < g["J&F-Mean"] < 100
     assert "s/frame" in res.output
@@ -240,7 +243,7 @@ def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path
 def test_precision_reaches_the_tracker_and_is_refused_where_it_does_not_apply(davis: Path, tmp_path: Path, monkeypatch):
     calls = []
 
-    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, precision="fp32"):
+    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, precision="fp32", config=None):
         calls.append(precision)
         for seq in sequences:
             pngs = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))
@@ -259,6 +262,7 @@ def test_precision_reaches_the_tracker_and_is_refused_where_it_does_not_apply(da
     assert calls == ["bf16", "fp32"]
     results = copy_gt(davis, tmp_path / "res")
     assert_one_line_error(run("--davis", davis, "--results", results, "--precision", "bf16"), "--precision")
+    assert_one_line_error(run("--davis", davis, "--results", results, "--label-offset", "0"), "--label-offset")
     assert_one_line_error(run("--davis", davis, "--out", out, "--model", tmp_path, "--precision", "fp16"),
                           "--precision")
 
