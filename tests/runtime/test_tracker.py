@@ -216,7 +216,7 @@ def test_anchor_merge_needs_a_started_stream() -> None:
 # -- label alignment (mast.core.labels) ----------------------------------------------------------------
 def test_a_static_scene_keeps_its_mask_with_the_default_label_offset_and_drifts_with_the_published_one() -> None:
     """The same frame 12 times: the published sampling (offset 0, the cell's top-left pixel) moves
-    the mask down and right by > 1 px and shrinks it; the default keeps it in place."""
+    the mask down and right by > 1.5 px in all and shrinks it; the default keeps it in place."""
     rng = np.random.default_rng(0)
     frame = np.ascontiguousarray(np.kron(rng.integers(0, 256, (12, 12, 3)), np.ones((8, 8, 1))).astype(np.uint8))
     mask = np.zeros(frame.shape[:2], np.uint8)
@@ -230,7 +230,7 @@ def test_a_static_scene_keeps_its_mask_with_the_default_label_offset_and_drifts_
         ys, xs = np.nonzero(out == 1)
         centroids[offset] = (ys.mean() - 47.5, xs.mean() - 47.5, len(ys))
     dy, dx, area = centroids[0]
-    assert dy > 1 and dx > 0.75 and area < 0.92 * 1024, centroids
+    assert dy > 0.5 and dx > 0.5 and dy + dx > 1.5 and area < 0.92 * 1024, centroids
     dy, dx, area = centroids[ModelConfig().label_offset]
     assert abs(dy) < 0.5 and abs(dx) < 0.5 and area > 0.97 * 1024, centroids
 
