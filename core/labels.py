@@ -18,14 +18,19 @@ PUBLISHED_LABEL_OFFSET = 0
 """The published code's sample point in each stride cell (its top-left pixel): the parity setting."""
 
 
+def cell_points(size: int, cells: int, stride: int, offset: int) -> np.ndarray:
+    """Pixel index ``stride * i + offset`` of each of ``cells`` cells along an axis of ``size``
+    pixels (int64 ``[cells]``); a point past the last pixel (a partial last cell) is that pixel."""
+    return np.minimum(np.arange(cells) * stride + offset, size - 1)
+
+
 def feature_labels(mask: np.ndarray, stride: int, offset: int, shape: tuple[int, int]) -> np.ndarray:
     """The mask read at ``(stride * i + offset, stride * j + offset)`` for every key pixel (i, j).
 
     mask:   ``[H, W]`` (ids or label channels, any dtype) at the working size.
     shape:  (h, w) of the key map, ``ceil(H / stride)``, ``ceil(W / stride)``.
-    Returns ``[h, w]``, same dtype. A sample point past the last row or column (a partial last cell
-    and ``offset`` > 0) reads that last row or column.
+    Returns ``[h, w]``, same dtype (``cell_points`` on each axis).
     """
-    rows = np.minimum(np.arange(shape[0]) * stride + offset, mask.shape[0] - 1)
-    cols = np.minimum(np.arange(shape[1]) * stride + offset, mask.shape[1] - 1)
+    rows = cell_points(mask.shape[0], shape[0], stride, offset)
+    cols = cell_points(mask.shape[1], shape[1], stride, offset)
     return mask[np.ix_(rows, cols)]

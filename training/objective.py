@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mast.core.config import AttentionConfig
+from mast.core.labels import cell_points
 from mast.core.lab_torch import bgr_to_lab_torch
 from mast.training.attention import batched_memory_attention
 
@@ -198,9 +199,9 @@ def read_dropped(keys: torch.Tensor, dropped: torch.Tensor, distances: torch.Ten
     """The target's dropped channel read from the references, upsampled to ``size``: ``[B, 1, H, W]``.
 
     keys ``[B, T, C, h, w]`` and dropped ``[B, T, 1, H, W]`` as ``encode`` returns them."""
-    h, w = keys.shape[-2:]
-    rows = (torch.arange(h, device=keys.device) * STRIDE + cfg.label_offset).clamp(max=dropped.shape[-2] - 1)
-    cols = (torch.arange(w, device=keys.device) * STRIDE + cfg.label_offset).clamp(max=dropped.shape[-1] - 1)
+    (h, w), (big_h, big_w) = keys.shape[-2:], dropped.shape[-2:]
+    rows = torch.from_numpy(cell_points(big_h, h, STRIDE, cfg.label_offset)).to(keys.device)
+    cols = torch.from_numpy(cell_points(big_w, w, STRIDE, cfg.label_offset)).to(keys.device)
     values = dropped[:, :-1][..., rows[:, None], cols]
     pred = reconstruct(keys, values, distances, cfg.attention)
     return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
