@@ -7,7 +7,7 @@ Keys: the shipped weights (bf16 encoder) on DAVIS camel frames 0, 5, 55, 57, 59 
 60 under the default schedule: distances 60, 55 read through their ROI at dilation 4, and 5, 3, 1
 through restricted windows) and frame 60 as the query; 3 one-hot labels. Prints the fastest of
 ``--repeats`` runs (ms) of the whole read and of one coarse search. ``--against`` loads another
-version of ``core/attention.py`` (e.g. ``git show REV:core/attention.py > /tmp/old.py``) and times
+version of ``mast/core/attention.py`` (e.g. ``git show REV:core/attention.py > /tmp/old.py``) and times
 both in turn in this process, twice, with the max abs difference of their outputs: an A/B on a
 noisy host.
 """
@@ -52,10 +52,10 @@ def main() -> None:
     ap.add_argument("--size", default="240x427")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--against", type=Path, help="another core/attention.py to time in turn with this one")
+    ap.add_argument("--against", type=Path, help="another mast/core/attention.py to time in turn with this one")
     a = ap.parse_args()
     if a.against is not None and not a.against.is_file():
-        ap.error(f"--against {a.against}: no such file (expected a copy of core/attention.py, e.g. "
+        ap.error(f"--against {a.against}: no such file (expected a copy of mast/core/attention.py, e.g. "
                  "git show REV:core/attention.py > /tmp/old.py)")
     if not CLIP.is_dir():
         ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")

@@ -44,7 +44,7 @@ class Choice:
 
 # -- environment probes (no torch import unless a torch choice is being considered) ---------------
 def shipped_weights() -> Path | None:
-    """``core/weights/mast.pt`` when the package ships it, else None (found without importing torch)."""
+    """``mast/core/weights/mast.pt`` when the package ships it, else None (found without importing torch)."""
     spec = importlib.util.find_spec("mast.core")
     for base in (spec.submodule_search_locations or []) if spec else []:
         path = Path(base) / "weights" / "mast.pt"
@@ -160,7 +160,7 @@ def _torch_checkpoint(model: Path | None, keys: KeySource) -> Path | None:
         return ckpt
     ckpt = model or shipped_weights()
     if ckpt is None:
-        raise InputError("no model: no --model given and no shipped weights (core/weights/mast.pt) in this "
+        raise InputError("no model: no --model given and no shipped weights (mast/core/weights/mast.pt) in this "
                          "package: pass --model CHECKPOINT.pt or an export folder, or --keys lab")
     return ckpt
 

@@ -115,7 +115,7 @@ def load_encoder(req: Request):
         return key_encoder("random"), ("random", "random-seed-0")
     path = req.checkpoint or default_checkpoint()
     if path is None:
-        raise InputError("no --checkpoint given and no shipped weights in this package (core/weights/mast.pt): "
+        raise InputError("no --checkpoint given and no shipped weights in this package (mast/core/weights/mast.pt): "
                          "pass --checkpoint FILE from mast-train (or --keys random for a test export)")
     return key_encoder("model", path), (Path(path).name, file_hash(path))
 

@@ -21,7 +21,7 @@ the 16:9 default keeps DAVIS's aspect) with ``cv2.INTER_AREA``.
 
 Command line (scores checkpoints side by side; ``colour-prior`` names the analytic prior)::
 
-    python -m mast.training.holdout --davis ../shared/data/davis2016-val-dev core/weights/mast.pt colour-prior
+    python -m mast.training.holdout --davis ../shared/data/davis2016-val-dev mast/core/weights/mast.pt colour-prior
 
 (``--label-offset 0``: the references' values at the cells' top-left pixels, as the published code
 and every figure measured before the option existed.)

@@ -91,7 +91,7 @@ def default_clip() -> tuple[Path, Path]:
         frames = Path(base) / "demo" / "clip" / "JPEGImages" / "240p" / "camel"
         if frames.is_dir():
             return frames, Path(base) / "demo" / "clip" / "Annotations" / "240p" / "camel" / "00000.png"
-    shared = Path(os.environ.get("MAST_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    shared = Path(os.environ.get("MAST_SHARED", Path(__file__).resolve().parents[3] / "shared"))
     frames = shared / "data" / "davis2016-val-dev" / "JPEGImages" / "480p" / "blackswan"
     if frames.is_dir():
         return frames, shared / "data" / "davis2016-val-dev" / "Annotations" / "480p" / "blackswan" / "00000.png"
