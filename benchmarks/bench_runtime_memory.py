@@ -27,7 +27,9 @@ from pathlib import Path
 from mast.core.errors import MastError
 from mast.runtime import factory
 from mast.runtime.bench import clip_frames, cpu_name
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, conform_mask, load_mask, parse_size
+from mast.core.cli import parse_size
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.stream import conform_mask, load_mask
 from mast.runtime.tracker import Tracker
 
 TOLERANCE = 0.05

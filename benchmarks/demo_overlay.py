@@ -3,7 +3,7 @@
     mast-run --demo --save-masks mast-demo/masks            # the bundled clip, shipped weights
     python benchmarks/demo_overlay.py --masks mast-demo/masks --out docs/demo_overlay.png
 
-Frames come from the bundled clip (``mast.runtime.run.DEMO_FRAMES``) unless ``--frames`` names
+Frames come from the bundled clip (``mast.runtime.demo_clip.DEMO_FRAMES``) unless ``--frames`` names
 another folder; each tile is the frame with its mask's objects tinted and the frame number.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def tile(frame: np.ndarray, mask: np.ndarray, label: str) -> np.ndarray:
 
 
 def main() -> None:
-    from mast.runtime.run import DEMO_FRAMES
+    from mast.runtime.demo_clip import DEMO_FRAMES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--masks", required=True, type=Path, help="folder of tracked masks (00000.png ...)")

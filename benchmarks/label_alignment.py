@@ -25,7 +25,7 @@ import numpy as np
 from mast.core.config import ModelConfig
 from mast.core.masks import read_mask
 from mast.core.model import key_encoder
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 

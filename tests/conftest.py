@@ -60,6 +60,16 @@ def parity_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tol():
+    """tests/tolerance.py: numeric tolerances derived from the float32 rounding of the computation
+    (they hold on AVX2, AVX-512 and AMX CPUs alike)."""
+    spec = importlib.util.spec_from_file_location("mast_test_tolerance", Path(__file__).with_name("tolerance.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def parity_weights(parity_dir: Path, tmp_path_factory) -> Path:
     """Official-format weights made by the parity fixture's own script (deterministic, a colour
     similarity kernel: they track real clips, unlike random weights)."""
@@ -81,7 +91,7 @@ def demo_clip():
     import cv2
 
     from mast.core.masks import read_mask
-    from mast.runtime.run import DEMO_FRAMES, DEMO_MASK
+    from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 
     def load(n: int, size: tuple[int, int]):
         frames = [cv2.resize(cv2.imread(str(DEMO_FRAMES / f"{i:05d}.jpg")), size[::-1], interpolation=cv2.INTER_AREA)

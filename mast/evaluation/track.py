@@ -18,7 +18,7 @@ from mast.core.config import ModelConfig
 from mast.core.errors import InputError
 from mast.core.masks import write_mask
 from mast.evaluation.davis import DavisDataset, read_image
-from mast.runtime.tracker import Tracker
+from mast.runtime.tracker import Tracker, working_size
 
 Progress = Callable[[str, int, int], None]
 
@@ -95,12 +95,9 @@ def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: 
         from mast.runtime.factory import make_backend as make  # noqa: PLC0415 - torch-free, lazy by design
     engine = make(backend, model=Path(model), device=device)
     try:
-        fixed = engine.input_size
-        if size is not None and fixed is not None and tuple(size) != tuple(fixed):
-            raise InputError(f"--size {size[0]}x{size[1]} but the model {model} was exported for "
-                             f"{fixed[0]}x{fixed[1]}: drop --size, or re-export with mast-export --height/--width")
+        size = working_size(size, engine.input_size, model)   # the one --size rule of every command
         dataset = DavisDataset(root)
-        tracker = Tracker(engine, config, size=fixed or size)
+        tracker = Tracker(engine, config, size=size)
         return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
     finally:
         engine.close()

@@ -49,7 +49,8 @@ from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles
 from mast.core.errors import InputError
 from mast.runtime import factory
 from mast.runtime.backend import Backend
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, conform_mask, load_mask
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.stream import conform_mask, load_mask
 from mast.runtime.sources import IMAGE_SUFFIXES
 
 STAGES = ("decode", "preprocess", "encoder", "attention", "postprocess")
@@ -271,7 +272,7 @@ class BenchConfig:
 
 def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
     """Warm up, then time ``cfg.frames`` frames stage by stage (see the module docstring)."""
-    from mast.runtime.tracker import Tracker  # noqa: PLC0415
+    from mast.runtime.tracker import Tracker, working_size  # noqa: PLC0415
 
     backend = backend or factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
     if cfg.threads and backend.name == "torch":
@@ -279,8 +280,7 @@ def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
         torch.set_num_threads(cfg.threads)
     sync, gpu_peak = _cuda_tools(backend)
     clock = StageClock(sync)
-    fixed = backend.input_size
-    tracker = Tracker(backend, size=None if fixed else cfg.size, timer=clock)
+    tracker = Tracker(backend, size=working_size(cfg.size, backend.input_size, cfg.model), timer=clock)
     frames = clip_frames(Path(cfg.clip))
     first = next(frames)
     mask, _ = conform_mask(load_mask(cfg.mask), first.shape[:2])

@@ -37,6 +37,7 @@ from mast.runtime.boxmask import Box, Click, GrabCutConfig, box_contains, clip_b
 from mast.runtime.objects import ObjectMonitor
 from mast.runtime.selection import BoxSelector
 from mast.runtime.sinks import draw_legend, render
+from mast.runtime.tracker import ObjectTracker
 
 EditKind = Literal["add", "correct", "remove"]
 Mode = Literal["paused", "add", "pick_correct", "correct", "pick_remove"]
@@ -118,7 +119,7 @@ def apply_edit(bgr: np.ndarray, ids: np.ndarray, edit: Edit,
     return out, result.warning
 
 
-def apply_edits(tracker: Any, monitor: ObjectMonitor, frame: np.ndarray, result: EditResult) -> np.ndarray:
+def apply_edits(tracker: ObjectTracker, monitor: ObjectMonitor, frame: np.ndarray, result: EditResult) -> np.ndarray:
     """Re-anchor ``tracker`` on ``frame`` (the paused frame, given once more as the stream's next frame)
     with the complete edited mask ``result.ids`` (``Tracker.anchor``: it becomes the long-term anchor;
     new ids reallocate the bank; removed objects have no pixel left in any frame the tracker reads) and

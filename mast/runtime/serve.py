@@ -48,6 +48,7 @@ from mast.core.errors import DependencyError, InputError
 from mast.runtime import factory
 from mast.runtime.batcher import Batcher
 from mast.runtime.engine import Engine, EngineConfig, Job, StreamError
+from mast.runtime.tracker import working_size
 
 MODEL_NAME = "mast"
 STREAM_PARAMETER = "stream_id"
@@ -160,12 +161,12 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
     (or Triton stops). Returns the exit code."""
     _pytriton()   # a missing PyTriton is said before the model loads
     backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, "model", cfg.precision)
-    fixed, size = backend.input_size, cfg.engine.size
-    if fixed is not None and size is not None and tuple(size) != tuple(fixed):
+    try:
+        size = working_size(cfg.engine.size, backend.input_size, cfg.model)   # the one --size rule of every command
+    except InputError:
         backend.close()
-        raise InputError(f"--size {size[0]}x{size[1]}: the exported model runs at {fixed[0]}x{fixed[1]}: drop --size")
+        raise
     engine = Engine(backend, cfg.engine)
-    size = size or fixed
     say(f"backend: {factory.describe(backend)}, working size "
         + (f"{size[0]}x{size[1]}" if size else "= each stream's frame size")
         + f"; up to {cfg.engine.max_streams} streams, freed after {cfg.engine.idle_timeout:g} s idle")

@@ -1,13 +1,17 @@
 """The streaming tracker: ``start(frame, mask)``, ``step(frame) -> mask``, ``anchor(frame, mask)``.
 
-Written once for every backend (torch-free): the backend encodes and reads; this class keeps the
-label set, the slot table and the per-frame step of docs/DESIGN.md (hard propagation).
+Written once for every backend (torch-free): the backend encodes and reads; :class:`Tracker` keeps
+the label set, the slot table and the per-frame step of docs/DESIGN.md (hard propagation).
+:class:`ObjectTracker` is the interface it shares with the client of ``mast-serve``
+(:class:`mast.runtime.client.RemoteTracker`); :func:`track` runs either over a sequence of frames;
+:func:`working_size` is the one rule for a requested working size against an exported model's
+fixed size (``mast-run``, ``mast-serve``, ``mast-eval``, ``mast-bench`` and :func:`mast.open_tracker`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -23,13 +27,72 @@ StageTimer = Callable[[str], AbstractContextManager[Any]]
 returns a context manager wrapped around that stage of ``step`` (e.g. ``mast.runtime.bench``)."""
 
 
+@runtime_checkable
+class ObjectTracker(Protocol):
+    """What follows objects through a stream, locally (:class:`Tracker`) or on a ``mast-serve``
+    (:class:`mast.runtime.client.RemoteTracker`). Frames are BGR ``uint8 [H, W, 3]``; masks are
+    ``uint8 [H, W]`` object ids (0 = background, 1..255 objects) at the frame's size."""
+
+    def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Begin a stream at ``frame`` with its ``mask``; returns the mask stored."""
+        ...
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        """The mask of the next frame of the stream."""
+        ...
+
+    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = False) -> np.ndarray:
+        """Take the next ``frame`` with a given or corrected ``mask`` (complete, or with ``merge``
+        painted over the prediction); it becomes the long-term anchor. Returns the mask stored."""
+        ...
+
+    def close(self) -> None:
+        """Release what the tracker holds (backend, connection)."""
+        ...
+
+
+def working_size(requested: tuple[int, int] | None, fixed: tuple[int, int] | None,
+                 model: object = None) -> tuple[int, int] | None:
+    """The working size (H, W) in pixels for a ``requested`` size (``--size``; None = not given) and
+    a backend's ``fixed`` input size (an exported model's; None = any size).
+
+    The one rule of every command: a fixed size is used as it is; a requested size that differs from
+    it is refused (InputError naming ``model``), since the exported graph runs at that size only.
+    None for both: each frame is tracked at its own size.
+    """
+    if fixed is None:
+        return None if requested is None else (int(requested[0]), int(requested[1]))
+    if requested is not None and tuple(requested) != tuple(fixed):
+        what = f"the model {model}" if model is not None else "the exported model"
+        raise InputError(f"--size {requested[0]}x{requested[1]} but {what} was exported for "
+                         f"{fixed[0]}x{fixed[1]} (it runs at that size only): drop --size, or re-export "
+                         f"with mast-export --height {requested[0]} --width {requested[1]}")
+    return int(fixed[0]), int(fixed[1])
+
+
+def track(tracker: ObjectTracker, frames: Iterable[np.ndarray], first_mask: np.ndarray) -> Iterator[np.ndarray]:
+    """Start ``tracker`` on the first of ``frames`` (BGR ``uint8 [H, W, 3]``) with ``first_mask``
+    (ids ``uint8 [H, W]``, the first frame's size), then step it: yields one mask ``uint8 [H, W]`` per
+    frame, the first frame's (as stored) included. Lazy: a frame is tracked when its mask is taken."""
+    started = False
+    for frame in frames:
+        if not started:
+            started = True
+            yield tracker.start(frame, first_mask)
+        else:
+            yield tracker.step(frame)
+    if not started:
+        raise InputError("no frame to track (the frames are empty): give at least the first frame")
+
+
 class Tracker:
     """Follows every object of a mask through a frame stream with a fixed-size memory bank.
 
     Masks are uint8 ``[H, W]`` object ids (0 = background). Each frame is encoded exactly once.
-    ``size`` (H, W), or the backend's ``input_size`` when it has a fixed one: frames are resized
-    to it (area interpolation), given masks too (nearest), and predicted masks back to the
-    frame's own size (nearest). None: work at each frame's own size.
+    ``size`` (H, W) in pixels, or the backend's ``input_size`` when it has a fixed one (a different
+    ``size`` is then refused: :func:`working_size`): frames are resized to it (area interpolation),
+    given masks too (nearest), and predicted masks back to the frame's own size (nearest). None:
+    work at each frame's own size.
     ``timer`` (optional :data:`StageTimer`) times the stages of ``step``; it changes no result.
     """
 
@@ -38,7 +101,7 @@ class Tracker:
         self.backend = backend
         self.timer = timer
         self.config = config
-        self.size = size or backend.input_size
+        self.size = working_size(size, backend.input_size)
         self.slots = SlotTable(config.memory)
         self.ids = np.zeros(1, np.uint8)   # [L] object id of each label channel (channel 0 = background)
         self.t = -1                        # index of the last frame seen
@@ -109,9 +172,20 @@ class Tracker:
             mask = self._to_size(mask, full)
         return mask
 
+    def track(self, frames: Iterable[np.ndarray], first_mask: np.ndarray) -> Iterator[np.ndarray]:
+        """Masks ``uint8 [H, W]`` of ``frames`` (BGR ``uint8 [H, W, 3]``), the first one's being
+        ``first_mask`` (ids): :func:`track` on this tracker (it starts a new stream)."""
+        return track(self, frames, first_mask)
+
     def close(self) -> None:
         """Release the backend (its bank, sessions or device buffers)."""
         self.backend.close()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def work_frame(self, frame: np.ndarray) -> np.ndarray:
         """``frame`` ``[H, W, 3]`` at the working size (area interpolation): what the encoder takes."""

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mast.core.masks import read_mask
 from mast.core.model import key_encoder
 from mast.runtime.bench import STAGES, StageClock, app, clip_frames, split_torch_preprocess
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 

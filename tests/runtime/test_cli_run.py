@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 
 from mast.core.masks import read_mask, write_mask
 from mast.runtime import factory
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, RunConfig, app, conform_mask, run
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.run import RunConfig, app, run
+from mast.runtime.stream import conform_mask
 from mast.runtime.sources import CameraSource, VideoSource
 
 H, W = 64, 112

@@ -17,7 +17,7 @@ from mast.core.masks import read_mask
 from mast.runtime.boxmask import Box, mask_box
 from mast.runtime.edits import Edit, EditResult, EditSession, Signal, legend
 from mast.runtime.objects import LossConfig, ObjectMonitor
-from mast.runtime.run import first_mask, track_stream
+from mast.runtime.stream import first_mask, track_stream
 from mast.runtime.sinks import JsonLinesSink, MaskPngSink
 from mast.runtime.sources import FrameFolderSource
 

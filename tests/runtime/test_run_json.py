@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from mast.core.masks import read_mask, write_mask
 from mast.runtime.boxmask import mask_box
 from mast.runtime.objects import LossConfig, ObjectMonitor
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, RunConfig, app, iter_records, run
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.run import RunConfig, app, run
+from mast.runtime.stream import iter_records
 from mast.runtime.sinks import JsonLinesSink
 from mast.runtime.sources import FrameFolderSource
 

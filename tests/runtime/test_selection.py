@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from mast.core.masks import read_mask
 from mast.runtime.boxmask import mask_box
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, app
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.run import app
 from mast.runtime.selection import Action, BoxSelector
 
 H, W = 96, 128

@@ -25,7 +25,7 @@ def test_bf16_tracks_as_well_as_fp32(demo_clip):
     rounding moves softmax weights, and the chaotic propagation drifts apart over frames (mask IoU
     bf16 vs fp32 0.82 after one step, ~0.6 after seven at this size; dev J&F 53.0 vs 53.4)."""
     from mast.core.masks import read_mask
-    from mast.runtime.run import DEMO_MASK
+    from mast.runtime.demo_clip import DEMO_MASK
 
     frames, mask = demo_clip(8, SIZE)
     truth = [cv2.resize(read_mask(DEMO_MASK.parent / f"{k:05d}.png"), SIZE[::-1], interpolation=cv2.INTER_NEAREST) > 0

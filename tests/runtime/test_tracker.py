@@ -19,7 +19,8 @@ from mast.core.masks import read_mask
 from mast.core.model import key_encoder
 from mast.runtime.bench import clip_frames
 from mast.runtime.memory import SlotTable
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK, conform_mask
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.stream import conform_mask
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 

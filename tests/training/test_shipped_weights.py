@@ -10,7 +10,7 @@ import torch
 from mast.core.checkpoint import load_encoder
 from mast.core.masks import read_mask
 from mast.core.model import default_checkpoint, key_encoder
-from mast.runtime.run import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 from mast.training.prior import colour_prior_encoder
