@@ -36,7 +36,7 @@ from mast.core.errors import InputError
 from mast.runtime.boxmask import Box, Click, GrabCutConfig, box_contains, clip_box, segment_box
 from mast.runtime.objects import ObjectMonitor
 from mast.runtime.selection import BoxSelector
-from mast.runtime.sinks import draw_legend, render
+from mast.runtime.drawing import draw_legend, render
 from mast.runtime.tracker import ObjectTracker
 
 EditKind = Literal["add", "correct", "remove"]
@@ -207,7 +207,7 @@ class EditSession:
 
     # -- drawing -----------------------------------------------------------------------------------
     def draw(self, alpha: float = 0.5) -> np.ndarray:
-        """The paused frame with the edited mask (:func:`mast.runtime.sinks.render`), the boxes and
+        """The paused frame with the edited mask (:func:`mast.runtime.drawing.render`), the boxes and
         clicks being drawn, the last message (top) and the keys of the mode (bottom): ``uint8 [H, W, 3]``."""
         out = render(self.bgr, self.ids, alpha)
         if self.mode in ("add", "correct"):

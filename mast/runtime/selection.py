@@ -20,7 +20,8 @@ import numpy as np
 
 from mast.core.errors import InputError
 from mast.runtime.boxmask import Box, Click, boxes_to_mask
-from mast.runtime.sinks import NoDisplayError, _put_text, display_available, draw_legend, render
+from mast.runtime.drawing import draw_legend, put_text, render
+from mast.runtime.sinks import NoDisplayError, display_available
 
 DRAG_MIN_PX = 4          # a left-button move shorter than this (both axes) is a click, not a box
 HELP = "drag: box   click: fg   right-click: bg   Enter: done   u: undo   c: clear   q: cancel"
@@ -85,7 +86,7 @@ class BoxSelector:
         labels = labels if labels is not None else range(1, len(self.boxes) + 1)
         for k, (x0, y0, x1, y1) in zip(labels, self.boxes):
             cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 255), 2)
-            _put_text(img, str(k), (x0 + 4, y0 + 18), 0.6)
+            put_text(img, str(k), (x0 + 4, y0 + 18), 0.6)
         if self.drag_from is not None and self.drag_to is not None:
             cv2.rectangle(img, self.drag_from, self.drag_to, (255, 255, 0), 1)
         for x, y, fg in self.clicks:

@@ -295,7 +295,7 @@ def test_edits_flow_into_tracker_monitor_json_and_masks(tmp_path: Path, quad, qu
 
 def test_legends_fit_small_frames() -> None:
     """Every mode's keys fit the width of a 214 px wide frame (the text shrinks to fit)."""
-    from mast.runtime.sinks import draw_legend
+    from mast.runtime.drawing import draw_legend
 
     for mode in ("paused", "add", "pick_correct", "correct", "pick_remove"):
         img = np.zeros((120, 214, 3), np.uint8)

@@ -18,7 +18,6 @@ from mast.runtime.sinks import (
     WindowSignal,
     WindowSink,
     display_available,
-    draw_ids,
 )
 
 W, H = 96, 64
@@ -119,26 +118,6 @@ def test_video_sink_unwritable_path_fails_at_open(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is a folder"):
         VideoSink(tmp_path, fps=10, size=(W, H))
     assert blocker.read_text() == "x"
-
-
-# -- drawing -------------------------------------------------------------------------------------
-def test_centroids() -> None:
-    cents = sinks._centroids(_ids())
-    assert set(cents) == {1, 3, 200}
-    assert cents[1] == (17, 14) and cents[3] == (70, 44) and cents[200] == (14, 44)
-
-
-def test_draw_ids_marks_centroids_only() -> None:
-    frame = np.full((H, W, 3), 128, np.uint8)
-    before = frame.copy()
-    out = draw_ids(frame, _ids())
-    np.testing.assert_array_equal(frame, before)  # input untouched
-    changed = np.any(out != frame, axis=2)
-    assert changed[40:50, 60:80].any()  # text around id 3's centroid (70, 44)
-    assert not changed[:, 92:].any() and not changed[:2].any()
-    np.testing.assert_array_equal(draw_ids(frame, np.zeros((H, W), np.uint8)), frame)
-    with pytest.raises(ValueError, match="resize the mask"):
-        draw_ids(frame, np.zeros((10, 10), np.uint8))
 
 
 # -- display / window ----------------------------------------------------------------------------
