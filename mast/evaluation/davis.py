@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from mast.core.errors import InputError
+from mast.core.images import list_images
 from mast.core.masks import read_mask
 from mast.evaluation.metrics import db_eval_iou, db_statistics, f_measure
 
@@ -46,7 +46,6 @@ __all__ = [
     "DavisDataset",
     "ObjectScore",
     "EvaluationResult",
-    "read_image",
     "score_sequence",
     "evaluate_semisupervised",
     "write_global_csv",
@@ -56,23 +55,10 @@ __all__ = [
 
 DEFAULT_RESOLUTION = "480p"
 VOID_ID = 255
-IMAGE_SUFFIXES = (".jpg", ".jpeg")
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 PER_SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
 GLOBAL_CSV = "global_results.csv"
 PER_SEQUENCE_CSV = "per-sequence_results.csv"
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a frame as BGR uint8 ``[H, W, 3]``; InputError when missing or not a decodable image."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"frame not found: {path} (expected a JPEG image)")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise InputError(f"cannot read image {path}: not a decodable image (expected a JPEG; replace or remove the file)")
-    return image
 
 
 def _is_grayscale_png(path: Path) -> bool:
@@ -159,11 +145,12 @@ class DavisDataset:
         return chosen
 
     def frame_paths(self, sequence: str) -> list[Path]:
-        """Sorted JPEG frames of a sequence; InputError when there are none."""
+        """The frames of a sequence in natural name order (:func:`mast.core.images.list_images`);
+        InputError when there are none."""
         folder = self.image_dir / sequence
-        frames = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        frames = list_images(folder) if folder.is_dir() else []
         if not frames:
-            raise InputError(f"sequence {sequence!r} has no frames: expected JPEG images in {folder}")
+            raise InputError(f"sequence {sequence!r} has no frames: expected .jpg/.png images in {folder}")
         return frames
 
     def annotation_paths(self, sequence: str) -> list[Path]:

@@ -16,8 +16,9 @@ import numpy as np
 
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError
+from mast.core.images import read_image
 from mast.core.masks import write_mask
-from mast.evaluation.davis import DavisDataset, read_image
+from mast.evaluation.davis import DavisDataset
 from mast.runtime.tracker import Tracker, working_size
 
 Progress = Callable[[str, int, int], None]
@@ -29,7 +30,7 @@ def first_frame(dataset: DavisDataset, sequence: str) -> tuple[list[Path], np.nd
     frames = [p for p in dataset.frame_paths(sequence) if p.stem >= first.stem]
     if not frames or frames[0].stem != first.stem:
         raise InputError(f"{first} has no frame of the same name in {dataset.image_dir / sequence}")
-    mask, image = dataset.first_mask(sequence), read_image(frames[0])
+    mask, image = dataset.first_mask(sequence), read_image(frames[0], "frame")
     if mask.shape != image.shape[:2]:
         raise InputError(f"{first} is {mask.shape[1]}x{mask.shape[0]} but its frame {frames[0]} is "
                          f"{image.shape[1]}x{image.shape[0]}: masks must have their frame's size")
@@ -50,7 +51,7 @@ def track_sequence(tracker: Tracker, dataset: DavisDataset, sequence: str, out_d
     write_mask(folder / f"{frames[0].stem}.png", mask)
     spent = 0.0
     for i, path in enumerate(frames[1:], start=1):
-        image = read_image(path)
+        image = read_image(path, "frame")
         start = time.perf_counter()
         pred = tracker.step(image)
         spent += time.perf_counter() - start

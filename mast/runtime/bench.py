@@ -47,11 +47,11 @@ from rich.table import Table
 
 from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles, exit_on_error, parse_size
 from mast.core.errors import InputError
+from mast.core.images import list_images, read_image
 from mast.runtime import factory
 from mast.runtime.backend import Backend
 from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 from mast.runtime.stream import conform_mask, load_mask
-from mast.runtime.sources import IMAGE_SUFFIXES
 
 STAGES = ("decode", "preprocess", "encoder", "attention", "postprocess")
 
@@ -128,22 +128,15 @@ def clip_frames(clip: Path) -> Iterator[np.ndarray]:
     """An endless stream of BGR frames ``[H, W, 3]`` uint8 from ``clip``, decoded on every visit:
     a frame folder played back and forth, a video from the start again at its end."""
     if clip.is_dir():
-        files = sorted(p for p in clip.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = list_images(clip)
         if len(files) < 2:
             raise InputError(f"{clip} holds {len(files)} frame(s): a benchmark clip needs at least 2 (.jpg/.png)")
         order = list(range(len(files))) + list(range(len(files) - 2, 0, -1))
         while True:
             for i in order:
-                yield _imread(files[i])
+                yield read_image(files[i], "frame")
     else:
         yield from _looped_video(clip)
-
-
-def _imread(path: Path) -> np.ndarray:
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise InputError(f"cannot read frame {path} (expected a JPEG or PNG image)")
-    return frame
 
 
 def _looped_video(path: Path) -> Iterator[np.ndarray]:

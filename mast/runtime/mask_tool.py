@@ -16,24 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import cv2
 import numpy as np
 import typer
 
 from mast.core.cli import consoles, exit_on_error
 from mast.core.errors import InputError
+from mast.core.images import read_image
 from mast.core.masks import write_mask
 from mast.runtime.boxmask import GrabCutConfig, boxes_to_mask, parse_box, parse_click
-
-
-def read_image(path: Path) -> np.ndarray:
-    """The image at ``path`` as BGR ``uint8 [H, W, 3]``; InputError when missing or unreadable."""
-    if not path.is_file():
-        raise InputError(f"image not found: {path} (expected a .jpg/.png file)")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot read image {path} (not an image OpenCV can decode): give a .jpg/.png file")
-    return bgr
 
 
 def save_mask(path: Path, ids: np.ndarray) -> None:

@@ -17,7 +17,6 @@ the consumer always gets the newest one, so a tracker slower than the camera nev
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,10 +28,9 @@ import cv2
 import numpy as np
 
 from mast.core.errors import InputError
+from mast.core.images import list_images, read_image
 
 Frame = tuple[int, np.ndarray]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class SourceStalledError(InputError):
@@ -357,13 +355,9 @@ class VideoSource(FrameSource):
         self._cap.release()
 
 
-def _natural_key(path: Path) -> list[Any]:
-    """Sort key comparing digit runs as numbers: ``2.jpg`` before ``10.jpg``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
 class FrameFolderSource(FrameSource):
-    """A folder of ``.jpg``/``.jpeg``/``.png`` frames, in (natural) name order; not live.
+    """A folder of ``.jpg``/``.jpeg``/``.png`` frames, in natural name order
+    (:func:`mast.core.images.list_images`); not live.
 
     All frames must have the first frame's size. ``frame_name(i)`` is the i-th file's stem, so
     outputs keep the input's names (DAVIS ``00000.jpg`` -> ``00000.png``).
@@ -382,18 +376,15 @@ class FrameFolderSource(FrameSource):
         if not self.path.is_dir():
             raise InputError(f"frame folder not found: {self.path} (expected a folder of .jpg/.png "
                              "frames): check the path")
-        files = [p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        files = list_images(self.path)
         if not files:
             raise InputError(f"no frames in {self.path} (expected .jpg, .jpeg or .png files): "
                              "point to the folder that holds the images")
-        return sorted(files, key=_natural_key)
+        return files
 
     def _load(self, file: Path) -> np.ndarray:
         """Read one frame as BGR ``[H, W, 3]`` uint8; InputError naming the file when unreadable."""
-        frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise InputError(f"cannot read frame {file} (expected a valid JPEG or PNG image): "
-                             "replace or remove the file")
+        frame = read_image(file, "frame")
         if self.frame_size is not None and (frame.shape[1], frame.shape[0]) != self.frame_size:
             raise InputError(f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but the first frame "
                              f"is {self.frame_size[0]}x{self.frame_size[1]} (expected one size): "

@@ -15,7 +15,6 @@ from mast.evaluation.davis import (
     GLOBAL_COLUMNS,
     DavisDataset,
     evaluate_semisupervised,
-    read_image,
     write_csvs,
 )
 from mast.evaluation.metrics import db_eval_iou, f_measure
@@ -78,7 +77,6 @@ def test_reader_lists_sequences_frames_annotations(davis: Path):
     assert not ds.is_binary("aaa")
     assert ds.select(None) == ["aaa", "bbb"]
     assert ds.select(["bbb", "bbb"]) == ["bbb"]
-    assert read_image(frames[0]).shape == (H, W, 3)
 
 
 def test_reader_other_resolution_folder(tmp_path: Path):
@@ -113,15 +111,6 @@ def test_sequence_without_annotation(davis: Path, tmp_path: Path):
         evaluate_semisupervised(davis, results)
     # selecting only annotated sequences is fine
     assert len(evaluate_semisupervised(davis, results, ["aaa"]).objects) == 2
-
-
-def test_unreadable_image(tmp_path: Path):
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"this is not a jpeg")
-    with pytest.raises(InputError, match="cannot read image .*bad.jpg"):
-        read_image(bad)
-    with pytest.raises(InputError, match="frame not found"):
-        read_image(tmp_path / "missing.jpg")
 
 
 # ---------------------------------------------------------------- scoring
