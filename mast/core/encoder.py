@@ -52,8 +52,12 @@ class ResNet18(nn.Module):
 class Encoder(nn.Module):
     """Φ: ``feature_extraction`` (ResNet18) then ``post_convolution`` (3x3, 256 -> 64, bias)."""
 
+    arch = "mast-resnet18"
+    stride = 4
+
     def __init__(self, key_dim: int = 64) -> None:
         super().__init__()
+        self.key_dim = key_dim
         self.feature_extraction = ResNet18()
         self.post_convolution = nn.Conv2d(256, key_dim, 3, 1, 1)
 

@@ -126,7 +126,8 @@ def export(req: Request, console: Console) -> Path:
     from mast.export.parity import ParityConfig, check_parity  # noqa: PLC0415
 
     encoder, (name, digest) = load_encoder(req)
-    cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, "fp16" if req.fp16 else "fp32", ModelConfig())
+    model = ModelConfig(key_dim=getattr(encoder, "key_dim", ModelConfig.key_dim))   # the checkpoint's architecture
+    cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, "fp16" if req.fp16 else "fp32", model)
     tmp = req.out.parent / f".{req.out.name}.export-{os.getpid()}"
     try:
         start = time.perf_counter()
@@ -137,7 +138,7 @@ def export(req: Request, console: Console) -> Path:
         if req.parity_frames > 0:
             pcfg = ParityConfig(frames=req.parity_frames, clip=req.parity_clip, mask=req.parity_mask)
             console.print(f"checking parity with the torch reference ({req.parity_frames} frames) ...")
-            report = check_parity(tmp, encoder, pcfg, ModelConfig())
+            report = check_parity(tmp, encoder, pcfg, model)
             console.print(parity_table(report))
             failures = report.failures(pcfg, cfg.precision)
             if failures:

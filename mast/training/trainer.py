@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mast.core.checkpoint import load_encoder, save_checkpoint
+from mast.core.checkpoint import build_encoder, read_checkpoint, save_checkpoint
 from mast.core.cli import Interrupt
 from mast.core.encoder import Encoder
 from mast.core.errors import NO_CUDA_GPU, InputError, MastError
@@ -51,7 +51,7 @@ from mast.training.distributed import (
 from mast.training.monitor import MetricsLog, TrainProgress
 from mast.training.holdout import HoldoutConfig, holdout_losses, holdout_pairs
 from mast.training.objective import ObjectiveConfig, dropped_channels, reconstruction_loss
-from mast.training.prior import PRIORS, colour_prior_encoder
+from mast.training.pretrained import IMAGENET_INIT, INIT_NAMES, imagenet_weights_path, named_encoder
 from mast.training.state import StepSchedule, load_state, remove_stale_temps, save_state, set_rng_state
 from mast.training.validate import validate_davis, validation_sequences
 
@@ -142,18 +142,21 @@ class Trainer:
         data = DataConfig(size=c.size, framing=c.framing, seed=c.seed, augment=c.augment, progress=self.progress)
         return ClipDataset(load_corpus(list(c.data), data), data, c.stage)
 
-    def _model(self, use_init: bool) -> Encoder:
-        """The encoder: seeded initialisation, then ``--init`` weights (a checkpoint, or a
-        name of ``mast.training.prior.PRIORS``: colour-prior, texture-prior; a resumed run loads its own); batch norms in eval
-        mode when ``batchnorm == "frozen"``.
+    def _model(self, use_init: bool) -> nn.Module:
+        """The encoder: seeded initialisation, then ``--init`` weights (a checkpoint of either
+        architecture, or a name of :data:`mast.training.pretrained.INIT_NAMES`: colour-prior,
+        texture-prior, imagenet-mobilenetv2); a resumed run rebuilds the architecture its
+        ``last.pt`` records and loads its own weights; batch norms in eval mode when
+        ``batchnorm == "frozen"``.
         channels_last: oneDNN (and cuDNN) convolve NHWC without reordering every activation; on CPU
         a training step is 15-35 % faster (BENCHMARKS.md, training throughput)."""
         torch.manual_seed(self.config.seed)
-        model = Encoder()
-        if self.config.init in PRIORS and use_init:
-            model.load_state_dict(colour_prior_encoder(PRIORS[self.config.init]).state_dict())
-        elif self.config.init and use_init:
-            model.load_state_dict(load_encoder(self.config.init).state_dict())
+        if self.config.init and use_init:
+            model = named_encoder(self.config.init)
+        elif use_init:
+            model = Encoder()
+        else:
+            model = build_encoder(read_checkpoint(self.out / LAST).get("arch"), self.out / LAST)
         model = model.to(self.device, memory_format=torch.channels_last).train()
         if self.config.batchnorm == "frozen":
             for module in model.modules():
@@ -310,11 +313,14 @@ class _StepClock:
                 "time": time.perf_counter() - self.started}
 
 
-def _trainable(model: Encoder, config: TrainConfig) -> list[nn.Parameter]:
-    """The parameters the optimiser updates; with ``trainable`` "readout" or "stem" the others are
-    set to ``requires_grad=False`` (no gradient is computed for them)."""
+def _trainable(model: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
+    """The parameters the optimiser updates; with ``trainable`` "readout" or "stem" (ResNet-18
+    only) the others are set to ``requires_grad=False`` (no gradient is computed for them)."""
     if config.trainable == "all":
         return list(model.parameters())
+    if not isinstance(model, Encoder):
+        raise InputError(f"--trainable {config.trainable} names parts of the MAST ResNet-18; the "
+                         f"{getattr(model, 'arch', 'given')} encoder trains with --trainable all")
     for parameter in model.feature_extraction.parameters():
         parameter.requires_grad_(False)
     learned = list(model.post_convolution.parameters())
@@ -327,9 +333,11 @@ def _trainable(model: Encoder, config: TrainConfig) -> list[nn.Parameter]:
 
 def _check_init(init: str | None) -> None:
     """Fail before the corpus is decoded when ``--init`` names neither a file nor a constructed prior."""
-    if init and init not in PRIORS and not Path(init).is_file():
-        raise InputError(f"--init {init}: no such checkpoint file, and not a constructed prior "
-                         f"({', '.join(PRIORS)}); give an encoder .pt file or one of those names")
+    if init and init not in INIT_NAMES and not Path(init).is_file():
+        raise InputError(f"--init {init}: no such checkpoint file, and not a named initialisation "
+                         f"({', '.join(INIT_NAMES)}); give an encoder .pt file or one of those names")
+    if init == IMAGENET_INIT:
+        imagenet_weights_path()   # the package that carries the weights is installed
 
 
 def _device(name: str, info: DistInfo) -> torch.device:

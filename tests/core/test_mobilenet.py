@@ -1,0 +1,69 @@
+"""The compact encoder (mast.core.mobilenet): layout, geometry, key norm, colour kernel, Lab -> RGB."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mast.core.errors import CheckpointError
+from mast.core.lab import bgr_to_lab
+from mast.core.mobilenet import TAP_CHANNELS, CompactConfig, CompactEncoder, LabToRgb
+
+
+def test_state_dict_is_the_original_mobilenetv2_layout():
+    """Parameter names ``features.N.conv.K.*`` (the ImageNet file's), plus the temperature scalar."""
+    names = CompactEncoder(CompactConfig(taps=(4, 7))).state_dict()
+    assert "features.0.0.weight" in names and "features.6.conv.7.running_var" in names
+    assert "features.7.conv.0.weight" not in names   # only the blocks the taps need
+    assert names["temperature"].shape == () and float(names["temperature"]) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("size", [(240, 427), (33, 50), (17, 9)])
+def test_keys_are_at_stride_4_with_norm_sqrt_inverse_temperature(size):
+    torch.manual_seed(0)
+    model = CompactEncoder(CompactConfig(taps=(4, 7, 11), temperature=0.08)).eval()
+    keys = model(torch.randn(2, 3, *size))
+    h, w = -(-size[0] // 4), -(-size[1] // 4)
+    assert keys.shape == (2, TAP_CHANNELS[4] + TAP_CHANNELS[7] + TAP_CHANNELS[11], h, w) == (2, model.key_dim, h, w)
+    torch.testing.assert_close(keys.norm(dim=1), torch.full((2, h, w), math.sqrt(1 / 0.08)))
+
+
+def test_colour_channels_are_a_cosine_kernel_of_the_cell_mean():
+    """Two constant frames: the colour part of their key dot product is w/3 sum_c cos(f_c dLab_c)."""
+    model = CompactEncoder(CompactConfig(taps=(4,), colour_weight=3.0)).eval()
+    a, b = torch.tensor([0.2, -0.1, 0.3]), torch.tensor([-0.4, 0.25, 0.1])
+    with torch.no_grad():
+        ka = model(a.view(1, 3, 1, 1).expand(1, 3, 8, 8))[0, -6:, 0, 0]
+        kb = model(b.view(1, 3, 1, 1).expand(1, 3, 8, 8))[0, -6:, 0, 0]
+    freq = torch.tensor([math.pi / 2.2, math.pi / 1.2, math.pi / 1.2])
+    assert float(ka @ kb) == pytest.approx(float((torch.cos(freq * (a - b))).sum()), rel=1e-5)
+
+
+def test_lab_to_rgb_inverts_step_1(data_dir):
+    """OpenCV's Lab (a fixed-point table, ~4e-3 off the CIE formula) inverted by the CIE formula."""
+    bgr = cv2.imread(str(data_dir / "davis2016-val-dev/JPEGImages/480p/camel/00000.jpg"))
+    rgb = LabToRgb()(torch.from_numpy(bgr_to_lab(bgr))[None])[0].permute(1, 2, 0).numpy()
+    err = np.abs(rgb - bgr[..., ::-1] / 255.0)
+    assert err.max() < 1e-2 and err.mean() < 2e-3
+
+
+def test_half_precision_copy_keeps_float32_keys():
+    torch.manual_seed(0)
+    model = CompactEncoder().eval()
+    x = torch.randn(1, 3, 32, 48)
+    half = CompactEncoder().eval()
+    half.load_state_dict(model.state_dict())
+    out = half.to(torch.bfloat16)(x)
+    assert out.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(out, model(x), dim=1)
+    assert cos.min() > 0.98   # bf16 blocks (8-bit mantissa) through 6 blocks
+
+
+@pytest.mark.parametrize("settings", [{"taps": ()}, {"taps": (2,)}, {"taps": (40,)}, {"temperature": 0.0},
+                                      {"norm": "l1"}, {"colour_weight": -1.0}])
+def test_bad_settings_are_refused(settings):
+    with pytest.raises(CheckpointError):
+        CompactConfig(**settings)

