@@ -27,16 +27,17 @@ def test_default_kernel_follows_the_device():
         assert TorchBackend(LabKeys(), "cuda").kernel == "triton"
 
 
-def test_triton_kernel_tracks_as_the_reference(device, demo_clip):
+def test_triton_kernel_tracks_as_the_reference(device, demo_clip, tol):
     frames, mask = demo_clip(5, SIZE)
     kernel = Tracker(TorchBackend(LabKeys(), device, attention=SMALL, kernel="triton"))
     reference = Tracker(TorchBackend(LabKeys(), "cpu", attention=SMALL, kernel="reference"))
     kernel.start(frames[0], mask)
     reference.start(frames[0], mask)
     for f in frames[1:]:
+        atol = tol.tracker_read_atol(reference, f, SMALL)
         got, want = kernel.step(f), reference.step(f)
         np.testing.assert_allclose(kernel.last_distribution.cpu().numpy(),
-                                   reference.last_distribution.numpy(), atol=1e-4, rtol=0)
+                                   reference.last_distribution.numpy(), atol=atol, rtol=0)
         assert (got == want).mean() > 0.979
 
 
@@ -49,9 +50,10 @@ def test_lab_on_device_encodes_as_opencv(demo_clip):
     torch.testing.assert_close(device, host, atol=1e-5, rtol=0)
 
 
-def test_half_bank_reads_exactly_and_tracks_as_fp32(device, demo_clip):
+def test_half_bank_reads_exactly_and_tracks_as_fp32(device, demo_clip, tol):
     """fp16 encoder -> float16 bank for the kernel: each read equals the reference attention on the
-    bank's own (float16) keys to 1e-4, and the masks follow the fp32 reference tracker (> 97 % of
+    bank's own (float16) keys, evaluated in float64, within the float32 rounding bound of the read
+    (the kernel accumulates in float32; tests/tolerance.py), and the masks follow the fp32 reference tracker (> 97 % of
     the pixels: the shipped colour-prior keys score ~1e3, so float16 key rounding moves a few
     boundary pixels; 98.6 % measured on CPU under the Triton interpreter)."""
     frames, mask = demo_clip(5, SIZE)
@@ -64,10 +66,11 @@ def test_half_bank_reads_exactly_and_tracks_as_fp32(device, demo_clip):
     for f in frames[1:]:
         pairs = half.slots.read_slots(half.t + 1)
         keys = bank.keys.float().cpu()
-        values = F.one_hot(bank.labels.long().cpu(), bank.n_labels).permute(0, 3, 1, 2).float()
+        values = F.one_hot(bank.labels.long().cpu(), bank.n_labels).permute(0, 3, 1, 2).double()
+        atol = tol.tracker_read_atol(half, f, SMALL)
         got, want = half.step(f), full.step(f)
-        query = bank.encode(cv2.resize(f, SIZE[::-1])).float().cpu()
-        exact = roi_memory_attention(query, [keys[s] for s, _ in pairs], [values[s] for s, _ in pairs],
+        query = bank.encode(cv2.resize(f, SIZE[::-1])).double().cpu()
+        exact = roi_memory_attention(query, [keys[s].double() for s, _ in pairs], [values[s] for s, _ in pairs],
                                      [d for _, d in pairs], SMALL)
-        np.testing.assert_allclose(half.last_distribution.cpu().numpy(), exact.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(half.last_distribution.cpu().numpy(), exact.numpy(), atol=atol, rtol=0)
         assert (got == want).mean() > 0.97
