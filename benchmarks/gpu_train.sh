@@ -10,7 +10,7 @@
 #
 # What it does: installs the package (--no-deps: the GPU machine has torch, cv2, typer, rich),
 # then mast-train on CUDA (bf16 autocast) from the colour prior with frozen batch norms, read-out only
-# (the recipe of the shipped v3; README), or from
+# (the recipe of the shipped v3; docs/TRAINING.md), or from
 # .gpu_data/resume/encoder_fp16.pt), stopped by SIGINT after TRAIN_SECONDS (the trainer finishes
 # the step and saves), and writes into $OUT: encoder_fp16.pt (the official layout, ~10 MB: the
 # resume point and what mast-eval --checkpoint scores), metrics.jsonl, loss.png, gpu_train.log.

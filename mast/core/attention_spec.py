@@ -2,7 +2,7 @@
 float64, bilinear sampling written out. Slow and obviously correct: it is what every
 implementation is tested against (``tests/test_attention_matrix.py``), not what any backend runs.
 
-Implementations (README, "Exactness"): :func:`mast.core.attention.roi_memory_attention` (the
+Implementations (docs/RESULTS.md, "Exactness"): :func:`mast.core.attention.roi_memory_attention` (the
 reference, tiled, CPU), ``mast.training.attention.batched_memory_attention`` (batched,
 differentiable), ``memory_read.onnx`` (:mod:`mast.export.memory_graph`, standard ONNX operators)
 and the fused Triton kernel (:mod:`mast.plugins.roi_kernel`, also inside the TensorRT plugin).

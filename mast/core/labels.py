@@ -7,7 +7,7 @@ coordinate ``stride * i + (stride - 1) / 2`` (1.5 for stride 4): the cell's cent
 MAST code reads the labels at the cell's top-left pixel (``mask[::4, ::4]``, offset 0), 1.5 px
 before where the prediction is put back, so every propagated frame moves the mask 1.5 working
 pixels down and right, and the error compounds along the memory chain (a static video: IoU 0.85
-with the first mask after 30 frames instead of 0.94; README, "Label alignment"). ``offset`` 1
+with the first mask after 30 frames instead of 0.94; docs/RESULTS.md, "Label alignment"). ``offset`` 1
 samples half a pixel before the centre: the drift stops.
 """
 from __future__ import annotations

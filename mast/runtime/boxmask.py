@@ -5,7 +5,7 @@ whole ``W x H`` image). A click is ``(x, y, foreground)`` in pixels. :func:`boxe
 ids ``uint8 [H, W]``: 1..n in the order of the boxes, a later box wins where two overlap.
 
 What :func:`segment_box` adds to plain GrabCut (the whole image, the box as ``GC_INIT_WITH_RECT``,
-5 iterations), measured in ``benchmarks/bench_mask.py`` (README, "First masks from boxes"):
+5 iterations), measured in ``benchmarks/bench_mask.py`` (docs/USAGE.md, "First masks from boxes"):
 
 - **local context**: GrabCut runs on a crop of the box plus ``context`` x its size on every side, so
   the background colour model is learned from the box's surroundings, not from the whole image

@@ -95,6 +95,7 @@ class RunConfig:
     simulate_live: bool = False               # a video file played like a camera (drops stale frames)
     server: str | None = None                 # --server HOST:PORT: a mast-serve tracks the frames
     stream_id: str | None = None              # --stream-id: this stream's name on the server
+    token: str | None = None                  # --token / $MAST_TOKEN: the server's shared secret
 
 
 # -- wiring ------------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> ObjectTracker:
     if cfg.server is not None:
         if cfg.model is not None or cfg.size is not None:
             raise InputError("--model and --size are the server's with --server: give them to mast-serve")
-        tracker = connect_tracker(cfg.server, cfg.stream_id or "", say=say)
+        tracker = connect_tracker(cfg.server, cfg.stream_id or "", token=cfg.token)   # waits, re-anchors: stderr
         say(f"tracking on mast-serve at {cfg.server} as stream {cfg.stream_id!r}")
         return tracker
     tracker = open_tracker(cfg.model, cfg.backend, cfg.device, cfg.size, precision=cfg.precision, keys=cfg.keys)
@@ -253,7 +254,7 @@ def cli(
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
     save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
     save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),
-    save_json: Optional[Path] = typer.Option(None, "--save-json", help="Write one JSON line per frame here (ids, bbox, area, COCO RLE; see README)."),
+    save_json: Optional[Path] = typer.Option(None, "--save-json", help="Write one JSON line per frame here (ids, bbox, area, COCO RLE; see docs/USAGE.md)."),
     lost_fraction: float = typer.Option(LossConfig.fraction, "--lost-fraction", min=0.0, max=1.0, help="An object is lost when its area stays under this fraction of its anchored area ..."),
     lost_frames: int = typer.Option(LossConfig.frames, "--lost-frames", min=1, help="... for this many consecutive frames (reported once per loss on stderr)."),
     reanchor_on_loss: bool = typer.Option(False, "--reanchor-on-loss", help="Re-segment a lost object on the next frame inside its last good box (GrabCut) and re-anchor the tracker with it."),
@@ -263,6 +264,7 @@ def cli(
     demo: bool = typer.Option(False, "--demo", help="Track the bundled clip; overlay video + masks into ./mast-demo (or --save-*)."),
     server: Optional[str] = typer.Option(None, "--server", help="HOST:PORT of a mast-serve (its gRPC port): it tracks the frames (needs --stream-id); --backend/--model/--size are the server's."),
     stream_id: Optional[str] = typer.Option(None, "--stream-id", help="This stream's name on the --server."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="MAST_TOKEN", show_envvar=True, help="The --server's shared secret (mast-serve --token)."),
 ) -> None:
     """Track the objects of --mask through --camera, --video or --frames (or run --demo).
 
@@ -279,7 +281,7 @@ def cli(
                     keys=keys.value, precision=precision.value, save_masks=save_masks, save_video=save_video,
                     save_json=save_json, select=select, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
                     loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss),
-                    server=server, stream_id=stream_id)
+                    server=server, stream_id=stream_id, token=token)
     try:
         with exit_on_error(err):
             cfg.size = parse_size(size)

@@ -1,5 +1,5 @@
 """The shipped weights (mast/core/weights/mast.pt, v4): the colour prior's backbone with a read-out
-trained on raw video, as README says, and they track the bundled clip better than copying its first
+trained on raw video, as docs/RESULTS.md says, and they track the bundled clip better than copying its first
 mask (v1 did not)."""
 from __future__ import annotations
 
