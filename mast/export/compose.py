@@ -110,13 +110,15 @@ def _pick_nodes(i: int, pieces: Pieces, state_in: list[str], state_out: list[str
     return nodes
 
 
-def memory_read_model(pieces: Pieces, reads: int, roi_threshold: int, initial_state: tuple[np.ndarray, ...],
+def memory_read_model(pieces: Pieces, reads: int, roi_threshold: int, initial_peak: np.ndarray,
                       input_shapes: dict[str, tuple[int, ...]], output_shape: tuple[int, ...],
                       opset: int, ir_version: int) -> onnx.ModelProto:
     """The whole ``memory_read.onnx``: TopK over the distances, one ``If`` per pick, then Finish.
 
-    ``initial_state``: (peak, acc) arrays of the empty state; ``input_shapes``: shapes of
-    ``query``, ``keys``, ``labels``, ``distances``; ``output_shape``: of ``probs``."""
+    ``initial_peak``: ``[NT, tt]`` the empty state's running max; the empty ``acc`` is zeros
+    ``[NT, tt, l + 1]``, l = the bank's largest label id + 1 (the label channels read are data).
+    ``input_shapes``: shapes of ``query``, ``keys``, ``labels``, ``distances``; ``output_shape``:
+    of ``probs``."""
     types = {"query": TensorProto.FLOAT, "keys": TensorProto.FLOAT, "labels": TensorProto.INT64,
              "distances": TensorProto.INT64}
     inputs = [helper.make_tensor_value_info(n, types[n], input_shapes[n]) for n in MODEL_INPUTS]
@@ -124,9 +126,17 @@ def memory_read_model(pieces: Pieces, reads: int, roi_threshold: int, initial_st
               numpy_helper.from_array(np.array(0, np.int64), "zero"),
               numpy_helper.from_array(np.array(roi_threshold, np.int64), "roi_threshold")]
     consts += [numpy_helper.from_array(np.array(i, np.int64), f"index{i}") for i in range(reads)]
-    consts += [numpy_helper.from_array(a.astype(np.float32), f"state0_{s}") for a, s in zip(initial_state, STATE)]
+    consts += [numpy_helper.from_array(initial_peak.astype(np.float32), "state0_peak"),
+               numpy_helper.from_array(np.array([*initial_peak.shape, 2], np.int64), "acc0_shape_base"),
+               numpy_helper.from_array(np.array([0, 0, 1], np.int64), "acc0_shape_mask")]
     nodes = [helper.make_node("TopK", ["distances", "reads"], ["sorted_distances", "picked_slots"],
-                              axis=0, largest=1, sorted=1, name="pick_slots")]
+                              axis=0, largest=1, sorted=1, name="pick_slots"),
+             # acc0 = zeros [NT, tt, max(labels) + 2]
+             helper.make_node("ReduceMax", ["labels"], ["labels_max"], keepdims=0, name="labels_max"),
+             helper.make_node("Mul", ["acc0_shape_mask", "labels_max"], ["acc0_shape_add"], name="acc0_shape_add"),
+             helper.make_node("Add", ["acc0_shape_base", "acc0_shape_add"], ["acc0_shape"], name="acc0_shape"),
+             helper.make_node("ConstantOfShape", ["acc0_shape"], ["state0_acc"], name="acc0",
+                              value=numpy_helper.from_array(np.zeros(1, np.float32)))]
     state = [f"state0_{s}" for s in STATE]
     shared: dict[str, onnx.TensorProto] = {}
     for i in range(reads):

@@ -289,7 +289,8 @@ class SlotRead(nn.Module):
 
     Inputs: ``query`` ``[1, C, h, w]``, ``keys`` ``[S, C, h, w]``, ``labels`` ``[S, h, w]`` int64,
     ``slot`` and ``distance`` 0-d int64, and the state: ``peak`` ``[NT, tt]`` (running max score of
-    each query pixel) and ``acc`` ``[NT, tt, L+1]`` (sum of exp(score - peak) * value; the last
+    each query pixel) and ``acc`` ``[NT, tt, L+1]``, L = the bank's largest label id + 1 (sum of
+    exp(score - peak) * value; the last
     channel: of exp(score - peak), the softmax denominator), NT tiles of tt pixels
     (:attr:`ReadSpec.state_shape`). Returns the updated (peak, acc).
     ``roi``: read through ROI localisation (the caller picks it for d > roi_threshold).
@@ -304,8 +305,12 @@ class SlotRead(nn.Module):
         self.register_buffer("bias", bias, persistent=False)
         if roi:
             self.phases = phase_tables(spec.height, spec.width, cfg.tile, cfg.radius, cfg.max_dilation)
-            for name in ("ksrc", "qsrc", "top", "left", "pos"):
+            for name in ("qsrc", "top", "left", "pos"):
                 self.register_buffer(f"phase_{name}", torch.from_numpy(getattr(self.phases, name)), persistent=False)
+            # the key mosaic zero padded by R, as rows of the frame's channels-last map (h*w: zero row)
+            ph, r = self.phases, cfg.radius
+            kpad = np.pad(ph.ksrc.reshape(-1, ph.hm, ph.wm), ((0, 0), (r, r), (r, r)), constant_values=spec.height * spec.width)
+            self.register_buffer("phase_kpad", torch.from_numpy(kpad.reshape(kpad.shape[0], -1)), persistent=False)
             self.register_buffer("dy", dy, persistent=False)   # [tt, cells] offset of each cell
             self.register_buffer("dx", dx, persistent=False)
             self.max_shift = max(cfg.max_dilation, 1) * cfg.radius + 1      # bound on |floor(o_p)|
@@ -320,7 +325,9 @@ class SlotRead(nn.Module):
         spec, tiles = self.spec, self.tiles
         q = query[0]
         key = keys[slot].to(q.dtype)
-        channels = torch.arange(spec.max_labels)
+        # label channels 0 .. the bank's largest id (not max_labels): the value MatMuls, the corner
+        # grids and the state shrink with the objects tracked; Finish pads the output to max_labels
+        channels = torch.arange(labels.max() + 1)
         value = (labels[slot][None] == channels[:, None, None]).to(q.dtype)    # [L, h, w]
         q_pad = tiles.pad_query(q)
         if not self.roi:
@@ -331,8 +338,11 @@ class SlotRead(nn.Module):
                 s, weigh = frame.band(tiles.query(q_pad, ty0, ty1), ty0, ty1)
                 parts.append(_fold(s, weigh, peak[a:b], acc[a:b]))
             return torch.cat([p for p, _ in parts], 0), torch.cat([a for _, a in parts], 0)
-        frame = _FineFrame(key, value, self._coarse_offsets(q, key, distance), tiles, self.fine_pad, self.max_shift)
-        q_rows = q.reshape(q.shape[0], -1).t()                               # [N, C]
+        zero = torch.zeros(1, q.shape[0], dtype=q.dtype)
+        q_rows = torch.cat([q.reshape(q.shape[0], -1).t(), zero], 0)          # [N + 1, C], last: a zero row
+        k_rows = torch.cat([key.reshape(key.shape[0], -1).t(), zero], 0)
+        frame = _FineFrame(key, value, self._coarse_offsets(q_rows, k_rows, distance), tiles, self.fine_pad,
+                           self.max_shift)
         state_pos = self.state_pos[frame.pixels]                             # [NC, tt] rows of the state
         peak_rows, acc_rows = peak.reshape(-1), acc.reshape(-1, acc.shape[-1])
         parts, written = [], []
@@ -348,18 +358,18 @@ class SlotRead(nn.Module):
         acc_rows = acc_rows.scatter(0, pos[:, None].expand(-1, acc_rows.shape[1]), new_acc)
         return peak_rows.reshape(peak.shape), acc_rows.reshape(acc.shape)
 
-    def _coarse_offsets(self, q: torch.Tensor, key: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    def _coarse_offsets(self, q_rows: torch.Tensor, k_rows: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         """ROI centre offsets ``[2, h, w]`` (dy, dx in feature pixels): gamma * soft-argmax over the
-        dilated window, computed as the restricted window on the gamma phase mosaic."""
+        dilated window, computed as the restricted window on the gamma phase mosaic. ``q_rows``,
+        ``k_rows``: query and key ``[h*w + 1, C]`` channels-last, a zero row last (gathered by
+        row, a contiguous copy per cell)."""
         cfg, ph, t, r = self.spec.attention, self.phases, self.tiles.t, self.tiles.r
-        h, w, c = self.spec.height, self.spec.width, q.shape[0]
+        h, w, c = self.spec.height, self.spec.width, q_rows.shape[1]
         gamma = torch.clamp(torch.div(distance, cfg.dilation_step, rounding_mode="trunc") + 1,
                             MIN_DILATION, max(cfg.max_dilation, MIN_DILATION))
         g = gamma - MIN_DILATION
-        zero = torch.zeros(c, 1, dtype=q.dtype)
-        q_tiles = torch.cat([q.reshape(c, h * w), zero], 1)[:, self.phase_qsrc[g]]      # [C, NT*tt]
-        q_tiles = q_tiles.reshape(c, ph.n_tiles, t * t).permute(1, 2, 0)                # [NT, tt, C]
-        kmap = PaddedMap(torch.cat([key.reshape(c, h * w), zero], 1)[:, self.phase_ksrc[g]].reshape(c, ph.hm, ph.wm), r)
+        q_tiles = q_rows[self.phase_qsrc[g]].reshape(ph.n_tiles, t * t, c)             # [NT, tt, C]
+        kmap = PaddedMap.from_rows(k_rows[self.phase_kpad[g]], r, ph.wm + 2 * r)
         top, left = self.phase_top[g], self.phase_left[g]
         step = cfg.band_tiles * self.tiles.ntx
         parts = []
@@ -401,22 +411,27 @@ def _fold(s, weigh, peak, acc):
 
 
 class Finish(nn.Module):
-    """State ``acc`` ``[NT, tt, L+1]`` -> ``probs`` ``[L, h, w]``: values / denominator, tiles back
-    to the map (padding cropped)."""
+    """State ``acc`` ``[NT, tt, l+1]`` (l label channels read, <= L) -> ``probs`` ``[L, h, w]``:
+    values / denominator, tiles back to the map (padding cropped), zeros above channel l."""
 
     def __init__(self, spec: ReadSpec) -> None:
         super().__init__()
         self.tiles, self.labels = spec.tiles, spec.max_labels
 
     def forward(self, acc: torch.Tensor) -> torch.Tensor:
-        probs = acc[..., : self.labels] / acc[..., self.labels:]
-        return self.tiles.untile(probs, 0, self.tiles.nty).permute(2, 0, 1)
+        probs = acc[..., :-1] / acc[..., -1:]
+        probs = self.tiles.untile(probs, 0, self.tiles.nty).permute(2, 0, 1)        # [l, h, w], l read
+        # channels l .. max_labels - 1 (no such label in the bank) read the appended zero map
+        probs = torch.cat([probs, torch.zeros_like(probs[:1])], 0)
+        pick = torch.clamp(torch.arange(self.labels), max=probs.shape[0] - 1)
+        return probs[pick]
 
 
-def initial_state(spec: ReadSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The empty running-softmax state (peak ``[NT, tt]``, acc ``[NT, tt, L+1]``) of :class:`SlotRead`."""
+def initial_state(spec: ReadSpec, n_labels: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty running-softmax state (peak ``[NT, tt]``, acc ``[NT, tt, n_labels+1]``) of
+    :class:`SlotRead`; ``n_labels``: the bank's largest label id + 1."""
     nt, tt = spec.state_shape
-    return torch.full((nt, tt), NO_SCORE, dtype=dtype), torch.zeros(nt, tt, spec.max_labels + 1, dtype=dtype)
+    return torch.full((nt, tt), NO_SCORE, dtype=dtype), torch.zeros(nt, tt, n_labels + 1, dtype=dtype)
 
 
 class MemoryRead(nn.Module):
@@ -430,7 +445,7 @@ class MemoryRead(nn.Module):
 
     def forward(self, query, keys, labels, distances):
         dist, pick = torch.topk(distances, self.spec.reads)
-        peak, acc = initial_state(self.spec, query.dtype)
+        peak, acc = initial_state(self.spec, int(labels.max()) + 1, query.dtype)
         for d, slot in zip(dist, pick):
             if d <= 0:
                 continue

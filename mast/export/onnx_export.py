@@ -79,13 +79,16 @@ class ExportConfig:
                                    self.max_objects + 1, self.model.key_dim)
 
 
-def trace(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str], opset: int) -> onnx.ModelProto:
-    """``module`` traced on ``args`` into an in-memory ONNX model (TorchScript exporter)."""
+def trace(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str], opset: int,
+          dynamic: dict[str, dict[int, str]] | None = None) -> onnx.ModelProto:
+    """``module`` traced on ``args`` into an in-memory ONNX model (TorchScript exporter);
+    ``dynamic``: axes of inputs/outputs left symbolic (torch's ``dynamic_axes``)."""
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), args, buf, dynamo=False, opset_version=opset,
-                          input_names=inputs, output_names=outputs, do_constant_folding=True)
+                          input_names=inputs, output_names=outputs, do_constant_folding=True,
+                          dynamic_axes=dynamic)
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -102,15 +105,19 @@ def memory_read_pieces(spec: ReadSpec, opset: int) -> Pieces:
     g = torch.Generator().manual_seed(0)
     query = torch.randn(1, spec.key_dim, spec.height, spec.width, generator=g)
     keys = torch.randn(spec.n_slots, spec.key_dim, spec.height, spec.width, generator=g)
-    labels = torch.zeros(spec.n_slots, spec.height, spec.width, dtype=torch.int64)
-    peak, acc = initial_state(spec)
+    # the label channels are data (the bank's largest id + 1): traced with 3, any count runs
+    labels = torch.randint(0, 3, (spec.n_slots, spec.height, spec.width), generator=g)
+    labels[0, 0, 0] = 2
+    peak, acc = initial_state(spec, 3)
     names = ["query", "keys", "labels", "slot", "distance", "peak", "acc"]
     outs = ["peak_out", "acc_out"]
     slot = torch.tensor(0)
-    local = trace(SlotRead(spec, roi=False), (query, keys, labels, slot, torch.tensor(1), peak, acc), names, outs, opset)
+    channels = {"acc": {2: "channels"}, "acc_out": {2: "channels"}}
+    local = trace(SlotRead(spec, roi=False), (query, keys, labels, slot, torch.tensor(1), peak, acc), names, outs, opset,
+                  channels)
     far = torch.tensor(spec.attention.roi_threshold + 1)
-    roi = trace(SlotRead(spec, roi=True), (query, keys, labels, slot, far, peak, acc), names, outs, opset)
-    finish = trace(Finish(spec), (acc,), ["acc"], ["probs"], opset)
+    roi = trace(SlotRead(spec, roi=True), (query, keys, labels, slot, far, peak, acc), names, outs, opset, channels)
+    finish = trace(Finish(spec), (acc,), ["acc"], ["probs"], opset, {"acc": {2: "channels"}})
     return Pieces(local, roi, finish)
 
 
@@ -119,9 +126,9 @@ def memory_model(spec: ReadSpec, opset: int, ir_version: int) -> onnx.ModelProto
     shapes = {"query": (1, spec.key_dim, spec.height, spec.width),
               "keys": (spec.n_slots, spec.key_dim, spec.height, spec.width),
               "labels": (spec.n_slots, spec.height, spec.width), "distances": (spec.n_slots,)}
-    state = tuple(x.numpy() for x in initial_state(spec))
+    peak = initial_state(spec, 1)[0].numpy()
     model = memory_read_model(memory_read_pieces(spec, opset), spec.reads, spec.attention.roi_threshold,
-                              state, shapes, (spec.max_labels, spec.height, spec.width), opset, ir_version)
+                              peak, shapes, (spec.max_labels, spec.height, spec.width), opset, ir_version)
     onnx.checker.check_model(model)
     return model
 

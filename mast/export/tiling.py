@@ -19,9 +19,18 @@ class PaddedMap:
     def __init__(self, x: torch.Tensor, pad: int, ones: bool = False) -> None:
         self.pad = pad
         self.width = x.shape[2] + 2 * pad
-        self.rows = F.pad(x, (pad, pad, pad, pad)).flatten(1).t()
+        # transposed before padding: one small Transpose and a contiguous Pad in the graph (a Transpose
+        # of the padded map costs several times more)
+        self.rows = F.pad(x.permute(1, 2, 0), (0, 0, pad, pad, pad, pad)).reshape(-1, x.shape[0])
         if ones:
             self.rows = torch.cat([self.rows, torch.ones_like(self.rows[:, :1])], 1)
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, pad: int, width: int) -> PaddedMap:
+        """A map whose padded channels-last rows ``[(h+2p)(w+2p), C]`` (``width`` = w + 2p) are given."""
+        out = cls.__new__(cls)
+        out.pad, out.width, out.rows = pad, width, rows
+        return out
 
     def cells(self, top: torch.Tensor, left: torch.Tensor, side) -> torch.Tensor:
         """Row indices ``[n, side^2]`` of the squares with top-left corners (top, left) ``[n]``
