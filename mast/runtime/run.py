@@ -163,7 +163,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource 
         require_display(window_allowed=cfg.display)
         make_mask: FirstMask = select_mask
     else:
-        make_mask = first_mask(load_mask(cfg.mask) if cfg.mask is not None else None, cfg.boxes, say)
+        make_mask = first_mask(load_mask(cfg.mask) if cfg.mask is not None else None, cfg.boxes, warn)
     monitor = ObjectMonitor(cfg.loss)
     with ExitStack() as stack:
         source = stack.enter_context(source or open_input(cfg))
@@ -298,7 +298,7 @@ def cli(
         err.print("interrupted before the first frame: nothing written")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
     for line in summary_lines(summary):
-        say(line)
+        (err.print if line.startswith("stopped early") else say)(line)   # warnings on stderr, the summary on stdout
     raise typer.Exit(code=summary.exit_code)
 
 

@@ -99,16 +99,16 @@ FirstMask = Callable[[np.ndarray], np.ndarray]
 
 
 def first_mask(mask: np.ndarray | None = None, boxes: Sequence[Box] = (),
-               say: Callable[[str], None] = print) -> FirstMask:
+               warn: Callable[[str], None] = to_stderr) -> FirstMask:
     """The first mask: ``mask`` (ids) as given, or the objects of ``boxes`` segmented in the first
-    frame (:func:`mast.runtime.boxmask.boxes_to_mask`, ids 1..n in box order)."""
+    frame (:func:`mast.runtime.boxmask.boxes_to_mask`, ids 1..n in box order; its warnings go to ``warn``)."""
     if mask is not None:
         return lambda frame: mask
 
     def from_boxes(frame: np.ndarray) -> np.ndarray:
         ids, warnings = boxes_to_mask(frame, boxes)
         for warning in warnings:
-            say(f"warning: {warning}")
+            warn(warning)
         return ids
 
     return from_boxes
@@ -128,7 +128,7 @@ def stream_masks(tracker: ObjectTracker, source: FrameSource, make_mask: FirstMa
         if index < mask_frame:
             continue
         if not started:
-            ids, started = _start(tracker, frame, make_mask(frame), say), True
+            ids, started = _start(tracker, frame, make_mask(frame), warn), True
             monitor.anchor(ids)
         elif lost and monitor.config.reanchor:
             ids = reanchor_lost(tracker, frame, lost, monitor, say)
@@ -171,7 +171,7 @@ def iter_records(tracker: ObjectTracker, source: FrameSource, *, mask: np.ndarra
     if (mask is None) == (not boxes):
         raise InputError("give the objects as a mask or as boxes (exactly one of them)")
     monitor, t0 = ObjectMonitor(loss), None
-    for index, _, ids in stream_masks(tracker, source, first_mask(mask, boxes, say), monitor,
+    for index, _, ids in stream_masks(tracker, source, first_mask(mask, boxes, warn), monitor,
                                       mask_frame=mask_frame, say=say, warn=warn):
         now = time.perf_counter()
         t0 = now if t0 is None else t0
@@ -218,10 +218,10 @@ def track_stream(tracker: ObjectTracker, source: FrameSource, make_mask: FirstMa
     return summary
 
 
-def _start(tracker: ObjectTracker, frame: np.ndarray, mask: np.ndarray, say: Callable[[str], None]) -> np.ndarray:
+def _start(tracker: ObjectTracker, frame: np.ndarray, mask: np.ndarray, warn: Callable[[str], None]) -> np.ndarray:
     mask, warning = conform_mask(mask, frame.shape[:2])
     if warning:
-        say(f"warning: {warning}")
+        warn(warning)   # a resized mask: on stderr with the other warnings
     return tracker.start(frame, mask)
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def test_bench_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "bench.json"
-    result = runner.invoke(app, ["--backend", "torch", "--keys", "lab", "--size", "48x84", "--frames", "4",
+    result = runner.invoke(app, ["--backend", "torch", "--keys", "lab", "--size", "52x92", "--frames", "4",
                                  "--warmup", "2", "--threads", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     for word in (*STAGES, "total", "median ms", "p95 ms", "CPU ms", "fps", "peak RSS", "core(s)"):
@@ -36,7 +36,7 @@ def test_bench_table_and_json(tmp_path: Path) -> None:
     assert all(s["p95_ms"] >= s["median_ms"] >= 0 and s["cpu_median_ms"] >= 0 for s in data["stages"].values())
     assert 0 < data["total"]["cpu_median_ms"]
     assert data["stages"]["attention"]["median_ms"] > 0 and data["fps_median"] > 0
-    assert data["frames"] == 4 and data["warmup"] == 2 and data["size"] == [48, 84]
+    assert data["frames"] == 4 and data["warmup"] == 2 and data["size"] == [52, 92]
     assert data["peak_rss_mib"] > 0 and data["gpu_peak_mib"] is None
     assert data["device"]["device"] == "cpu" and data["device"]["cores"] == len(os.sched_getaffinity(0))
     assert data["device"]["torch_threads"] == 1 and data["device"]["cpu"]

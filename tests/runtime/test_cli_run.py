@@ -91,11 +91,11 @@ def test_video_headless_writes_masks_and_a_playable_video(clip: dict[str, Path],
 
 def test_frames_folder_with_mask_frame_and_max_frames(clip: dict[str, Path], tmp_path: Path) -> None:
     result, out = invoke("--frames", clip["frames"], "--mask", clip["mask"], "--mask-frame", 4,
-                         "--max-frames", 5, "--size", "32x56", *BASE, "--save-masks", tmp_path / "m")
+                         "--max-frames", 5, "--size", "52x91", *BASE, "--save-masks", tmp_path / "m")
     assert result.exit_code == 0, out
     assert [p.stem for p in sorted((tmp_path / "m").glob("*.png"))] == [f"{i:05d}" for i in range(4, 9)]
     assert read_mask(tmp_path / "m" / "00004.png").shape == (H, W)  # masks come back at frame size
-    assert "working size 32x56" in out
+    assert "working size 52x91" in out
 
 
 def test_mask_frame_past_the_end(clip: dict[str, Path]) -> None:
@@ -292,3 +292,85 @@ def test_unreadable_frame_mid_folder_stops_with_outputs(clip: dict[str, Path], t
     assert result.exit_code == 1, out
     assert "stopped early: cannot read frame" in out and "00005.jpg" in out
     assert len(list((tmp_path / "m").glob("*.png"))) == 5 and count_video_frames(tmp_path / "o.mp4") == 5
+
+
+# -- issue 23: every bad input one line on stderr, exit 2; every warning on stderr ----------------
+def _one_error_line(result, *needles: str) -> str:
+    """The single ``error:`` line on stderr (no traceback), holding every needle; exit code 2."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("size", ["13x7", "48x200", "200x12"])
+def test_size_too_small_for_the_attention_window_is_refused(clip: dict[str, Path], tmp_path: Path, size: str) -> None:
+    """Below a key map of R + 1 = 13 keys a side (49 px at stride 4) the objects fade (13x7: gone
+    from frame 1): refused before any frame, by the --size rule of run, eval, bench and serve."""
+    result, _ = invoke("--frames", clip["frames"], "--mask", clip["mask"], "--size", size, *BASE,
+                       "--save-masks", tmp_path / "m")
+    _one_error_line(result, f"--size {size}", "too small", "at least 49x49")
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.png"))
+
+
+def _broken_checkpoints(root: Path) -> dict[str, Path]:
+    """Real broken files: empty, random bytes, text, a checkpoint cut in half, another model's."""
+    import torch
+
+    from mast.core.checkpoint import save_checkpoint
+    from mast.core.model import key_encoder
+
+    files = {name: root / f"{name}.pt" for name in ("empty", "random", "text", "truncated", "foreign")}
+    files["empty"].write_bytes(b"")
+    files["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    files["text"].write_text("hello, this is not a checkpoint\n")
+    save_checkpoint(root / "whole.pt", key_encoder("random"))
+    data = (root / "whole.pt").read_bytes()
+    files["truncated"].write_bytes(data[:len(data) // 2])
+    torch.save({"state_dict": torch.nn.Linear(3, 4).state_dict()}, files["foreign"])
+    return files
+
+
+def test_broken_checkpoints_are_one_line(clip: dict[str, Path], tmp_path: Path) -> None:
+    for name, path in _broken_checkpoints(tmp_path).items():
+        result, _ = invoke("--frames", clip["frames"], "--mask", clip["mask"], "--backend", "torch",
+                           "--model", path, "--no-display", "--save-masks", tmp_path / "m")
+        line = _one_error_line(result, "not a mast-tracker checkpoint", str(path))
+        assert "weights_only" not in line, (name, line)   # not torch's advice to load untrusted pickles
+        assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.png"))
+
+
+def test_truncated_jpeg_mid_stream_stops_naming_the_frame(clip: dict[str, Path], tmp_path: Path) -> None:
+    """A JPEG cut short mid-stream (cv2.imread would fill its rest with grey and track it silently) is
+    refused by the one image reader (mast.core.images): the stream stops there, exit 1, the outputs
+    so far complete, one line on stderr naming the frame."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i:05d}.jpg").write_bytes((clip["frames"] / f"{i:05d}.jpg").read_bytes())
+    data = (folder / "00003.jpg").read_bytes()
+    (folder / "00003.jpg").write_bytes(data[:len(data) * 2 // 3])
+    result, _ = invoke("--frames", folder, "--mask", clip["mask"], *BASE, "--save-masks", tmp_path / "m")
+    assert result.exit_code == 1, result.output
+    stopped = [line for line in result.stderr.splitlines() if line.startswith("stopped early:")]
+    assert len(stopped) == 1 and "00003.jpg" in stopped[0] and "replace or remove the file" in stopped[0]
+    assert len(list((tmp_path / "m").glob("*.png"))) == 3
+
+
+def test_warnings_and_stopped_early_go_to_stderr(clip: dict[str, Path], tmp_path: Path) -> None:
+    """The mask-resize warning and "stopped early" on stderr; the summary on stdout."""
+    small = tmp_path / "small.png"
+    write_mask(small, cv2.resize(read_mask(clip["mask"]), (W - 1, H - 1), interpolation=cv2.INTER_NEAREST))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i:05d}.jpg").write_bytes((clip["frames"] / f"{i:05d}.jpg").read_bytes())
+    (folder / "00004.jpg").write_bytes(b"not an image")
+    result, _ = invoke("--frames", folder, "--mask", small, *BASE, "--save-masks", tmp_path / "m")
+    assert result.exit_code == 1, result.output
+    err = result.stderr.replace("\n", " ")
+    assert "warning: the mask is" in err and "stopped early: cannot read frame" in err and "00004.jpg" in err
+    assert "warning:" not in result.stdout and "stopped early:" not in result.stdout
+    assert "processed 4 frame(s)" in result.stdout
