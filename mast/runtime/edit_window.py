@@ -3,7 +3,7 @@
 :class:`EditWindow` is the :class:`~mast.runtime.sinks.WindowSink` (overlay, ids, fps, ``q``/Esc
 quit) whose pause runs an :class:`~mast.runtime.edits.EditSession` on the paused frame: the keys of
 each mode are written on the image. The streaming loop calls :meth:`EditWindow.review` for every
-frame before its other outputs (:func:`mast.runtime.run.stream_masks`), so the masks saved for the
+frame before its other outputs (:func:`mast.runtime.stream.stream_masks`), so the masks saved for the
 paused frame are the edited ones. Like every window here it refuses to open without a display
 (:class:`~mast.runtime.sinks.NoDisplayError`); no cv2 GUI function is called then.
 """

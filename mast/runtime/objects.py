@@ -24,7 +24,7 @@ class LossConfig:
 
     fraction: float = 0.05   # area below this fraction of the anchored area ...
     frames: int = 5          # ... for this many consecutive frames: lost
-    reanchor: bool = False   # re-segment a lost object in its last good box (see mast.runtime.run)
+    reanchor: bool = False   # re-segment a lost object in its last good box (see mast.runtime.stream.reanchor_lost)
 
 
 @dataclass
