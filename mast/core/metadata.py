@@ -112,8 +112,9 @@ SEMANTIC_ATTENTION = ("radius", "roi_threshold", "dilation_step", "max_dilation"
 
 def model_config_fields(meta: ModelMetadata) -> dict[str, Any]:
     """The fields a runtime compares with its own :class:`ModelConfig` (name -> value): those that
-    change what is computed (not the tiling, which only changes how)."""
-    out = {"stride": meta.stride, "key_dim": meta.key_dim}
+    change what is computed (not the tiling, which only changes how). The key channels are the
+    encoder's own (its architecture, from the checkpoint): a runtime takes them from the model."""
+    out = {"stride": meta.stride}
     out.update({f"attention.{k}": v for k, v in meta.attention.items() if k in SEMANTIC_ATTENTION})
     out.update({f"schedule.{k}": list(v) if isinstance(v, (list, tuple)) else v for k, v in meta.schedule.items()})
     return out
@@ -121,7 +122,7 @@ def model_config_fields(meta: ModelMetadata) -> dict[str, Any]:
 
 def config_fields(config: ModelConfig) -> dict[str, Any]:
     """The same fields of a runtime's :class:`ModelConfig`."""
-    out = {"stride": config.stride, "key_dim": config.key_dim}
+    out = {"stride": config.stride}
     out.update({f"attention.{k}": v for k, v in asdict(config.attention).items() if k in SEMANTIC_ATTENTION})
     out.update({f"schedule.{k}": list(v) if isinstance(v, (list, tuple)) else v
                 for k, v in asdict(config.memory).items()})
