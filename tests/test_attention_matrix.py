@@ -3,10 +3,14 @@
 
 | implementation | module | runs in |
 |---|---|---|
-| reference | ``mast.core.attention.roi_memory_attention`` | torch backend on CPU, parity checks |
+| reference | ``mast.core.attention.roi_memory_attention(kernel="torch")`` | autograd, float64, parity checks |
+| fused C kernel | ``mast.core.attention_native`` (``roi_memory_attention``'s default on CPU) | torch backend on CPU |
 | batched, differentiable | ``mast.training.attention.batched_memory_attention`` | training, held-out loss |
 | ``memory_read.onnx`` | ``mast.export.memory_graph`` (standard ONNX operators) | onnxruntime backend |
 | fused kernel | ``mast.plugins.roi_kernel`` (Triton; here under ``TRITON_INTERPRET=1`` without a GPU) | torch backend on CUDA, the TensorRT plugin |
+
+Both CPU implementations of ``mast.core`` are also swept over shapes (lane-block and row-block
+edges, windows larger than the map, both branches, 1 to 5 labels, 1 to 64 key channels).
 """
 from __future__ import annotations
 
@@ -41,7 +45,20 @@ def _one_hot(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _core(q, keys, labels, distances, device):
-    return roi_memory_attention(q, list(keys), list(_one_hot(labels)), distances, CFG)
+    return roi_memory_attention(q, list(keys), list(_one_hot(labels)), distances, CFG, kernel="torch")
+
+
+def _fused(q, keys, labels, distances, device):
+    _need_fused()
+    return roi_memory_attention(q, list(keys), list(_one_hot(labels)), distances, CFG, kernel="fused")
+
+
+def _need_fused() -> None:
+    from mast.core.attention_native import available
+
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _training(q, keys, labels, distances, device):
@@ -72,7 +89,7 @@ def _triton(q, keys, labels, distances, device):
                          tile=(8, 16)).cpu()
 
 
-IMPLEMENTATIONS = {"core": _core, "training": _training, "onnx": _onnx, "triton": _triton}
+IMPLEMENTATIONS = {"core": _core, "fused": _fused, "training": _training, "onnx": _onnx, "triton": _triton}
 
 
 @pytest.fixture(scope="module")
@@ -92,4 +109,34 @@ def test_implementation_meets_the_specification(implementation, bank, specified,
     got = IMPLEMENTATIONS[implementation](q, keys, labels, distances, device)
     want = specified[bank]
     assert got.shape == want.shape
+    torch.testing.assert_close(got.double(), want, atol=ATOL, rtol=0)
+
+
+# (channels, labels, h, w, radius, distances): 16-pixel lane blocks and 4-row blocks cut at odd
+# places, windows wider than the map, the largest radius the fused kernel takes (31), key channels
+# other than 64 (56: the compact encoder), the default schedule's branches and dilations
+SWEEP = [
+    (1, 1, 1, 1, 1, [1, 16]),
+    (5, 2, 4, 17, 2, [16, 1]),
+    (56, 3, 7, 9, 3, [60, 55, 1, 3, 5]),
+    (12, 5, 13, 33, 4, [31, 2]),
+    (3, 4, 17, 23, 12, [1, 46]),
+    (64, 2, 6, 40, 31, [1, 20]),
+]
+
+
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
+@pytest.mark.parametrize("shape", SWEEP, ids=lambda s: "C{}-L{}-{}x{}-R{}".format(*s[:5]))
+def test_cpu_implementations_over_shapes(kernel, shape):
+    c, n_labels, h, w, r, distances = shape
+    if kernel == "fused":
+        _need_fused()
+    cfg = AttentionConfig(radius=r, tile=4, band_tiles=1)
+    g = torch.Generator().manual_seed(c * 100 + h)
+    q = torch.randn(c, h, w, generator=g) * (2.0 / c) ** 0.5 * 2
+    keys = [(q + torch.randn(c, h, w, generator=g)) * 0.7 for _ in distances]
+    values = [torch.rand(n_labels, h, w, generator=g) for _ in distances]   # not one-hot: any values
+    got = roi_memory_attention(q, keys, values, distances, cfg, kernel=kernel)
+    want = specified_attention(q, keys, values, distances, cfg)
+    assert got.shape == want.shape == (n_labels, h, w)
     torch.testing.assert_close(got.double(), want, atol=ATOL, rtol=0)

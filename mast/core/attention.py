@@ -22,17 +22,31 @@ One softmax runs over the candidates of all memory frames together: each frame y
 its peak score and its exp-weighted values (with the weights' sum as an extra channel), and the
 frames are merged by rescaling to the common peak (the log-sum-exp merge). Peak extra memory is
 that of one band of ``band_tiles`` tile rows (or as many ROI groups), whatever the frame size.
+
+On CPU without autograd, :func:`roi_memory_attention` runs the fused C kernel of
+:mod:`mast.core.attention_native` instead (one pass per pixel for scores, softmax and values; the
+same semantics, tested against the same specification) when it can be built here; the PyTorch
+implementation above serves autograd, float64, CUDA tensors and hosts without a C compiler.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
 
+from mast.core import attention_native as native
+from mast.core.attention_native import phases
 from mast.core.config import EXP_FLOOR, AttentionConfig
 from mast.core.tiling import Tiles
+
+# "auto": the fused C kernel where it applies and builds (CPU, no autograd), else PyTorch;
+# "fused": the C kernel or an error; "torch": the PyTorch implementation of this module.
+Kernel = Literal["auto", "fused", "torch"]
 
 
 class _PaddedMap:
@@ -119,15 +133,6 @@ def _local_read(q_pad: torch.Tensor, key: torch.Tensor, value: torch.Tensor, til
     return peak.view(-1, 1), acc.view(tiles.h * tiles.w, -1)
 
 
-def _phases(x: torch.Tensor, gamma: int) -> torch.Tensor:
-    """``[C, h, w]`` -> its ``gamma^2`` dilation phases ``[gamma^2, C, ceil(h/gamma), ceil(w/gamma)]``:
-    phase ``ry * gamma + rx`` holds pixels ``(ry + gamma i, rx + gamma j)``, zeros beyond the frame."""
-    c, h, w = x.shape
-    hp, wp = -(-h // gamma), -(-w // gamma)
-    x = F.pad(x, (0, wp * gamma - w, 0, hp * gamma - h)).view(c, hp, gamma, wp, gamma)
-    return x.permute(2, 4, 0, 1, 3).reshape(gamma * gamma, c, hp, wp)
-
-
 def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: AttentionConfig) -> torch.Tensor:
     """ROI centre offsets ``[2, h, w]`` (dy, dx, feature pixels) of one memory frame:
     o_p = gamma * sum_k softmax_k(<Q_p, K[p + gamma k]>) k, k in [-R, R]^2 (0 out of frame).
@@ -136,7 +141,7 @@ def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: Att
     p modulo gamma), zero padded: the phases are tiled in batches."""
     h, w = query.shape[1:]
     t, r = cfg.tile, cfg.radius
-    qs, ks = _phases(query, gamma), _phases(key, gamma)                  # [B, C, hp, wp]
+    qs, ks = phases(query, gamma), phases(key, gamma)                  # [B, C, hp, wp]
     tiles = Tiles(qs.shape[2], qs.shape[3], t, r)
     bias = tiles.window_mask(query.device).to(query.dtype)
     dy, dx = (d.to(query.dtype) for d in tiles.window_offsets(query.device))   # [tt, (t+2r)^2] each
@@ -272,12 +277,22 @@ def _roi_read(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, offse
     return peak[:-1], acc[:-1]
 
 
+@lru_cache(maxsize=1)
+def _fused_builds() -> bool:
+    """Whether the fused kernel builds here (asked once; warns with the reason when it does not)."""
+    reason = native.available()
+    if reason is not None:
+        warnings.warn(f"ROI attention: using the slower PyTorch implementation ({reason})", stacklevel=3)
+    return reason is None
+
+
 def roi_memory_attention(
     query: torch.Tensor,
     keys: Sequence[torch.Tensor],
     values: Sequence[torch.Tensor],
     distances: Sequence[int],
     cfg: AttentionConfig = AttentionConfig(),
+    kernel: Kernel = "auto",
 ) -> torch.Tensor:
     """Label distribution of the query frame read from memory frames.
 
@@ -287,9 +302,13 @@ def roi_memory_attention(
     distances: M frame distances d = t - m >= 1 (d > cfg.roi_threshold: ROI localisation).
     Returns ``[L, h, w]`` float32: the softmax-weighted sum of the candidates' values, one softmax
     over the (2R+1)^2 candidates of every memory frame together.
+    kernel:    which implementation (:data:`Kernel`); "fused" raises DependencyError where the C
+               kernel cannot be built and ValueError for inputs outside it (``native.supports``).
     """
     if not (len(keys) == len(values) == len(distances)) or not keys:
         raise ValueError("keys, values and distances need the same, non-zero length")
+    if kernel == "fused" or (kernel == "auto" and native.supports(query, keys, values, cfg) and _fused_builds()):
+        return native.native_memory_read(query, keys, values, distances, cfg)
     query = query if query.dtype == torch.float64 else query.float()
     h, w = query.shape[1:]
     tiles = Tiles(h, w, cfg.tile, cfg.radius)

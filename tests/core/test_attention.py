@@ -1,13 +1,32 @@
-"""ROI memory attention against the naive oracle (tests/core/oracle.py) on random tensors."""
+"""ROI memory attention against the naive oracle (tests/core/oracle.py) on random tensors: the
+PyTorch implementation and the fused C kernel (``kernel="torch"`` / ``"fused"``)."""
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
-from mast.core.attention import _group_by_target, roi_memory_attention
+from mast.core import attention_native
+from mast.core.attention import _fused_builds, _group_by_target, roi_memory_attention
 from mast.core.config import AttentionConfig
+from mast.core.errors import DependencyError
 
 from .oracle import oracle_attention
+
+KERNELS = ["torch", "fused"]
+
+
+def _need_fused() -> None:
+    if (reason := attention_native.available()) is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request) -> str:
+    if request.param == "fused":
+        _need_fused()
+    return request.param
 
 
 def _case(seed: int, h: int, w: int, distances: list[int], labels: int = 3, channels: int = 8):
@@ -29,21 +48,21 @@ def _case(seed: int, h: int, w: int, distances: list[int], labels: int = 3, chan
         (20, 9, 4, 8, [2, 60, 17]),        # tile larger than the width, unsorted distances
     ],
 )
-def test_matches_oracle(h, w, radius, tile, distances):
+def test_matches_oracle(h, w, radius, tile, distances, kernel):
     cfg = AttentionConfig(radius=radius, tile=tile, band_tiles=1)
     q, keys, values = _case(h * w + radius, h, w, distances)
-    got = roi_memory_attention(q, keys, values, distances, cfg)
+    got = roi_memory_attention(q, keys, values, distances, cfg, kernel=kernel)
     want = oracle_attention(q, keys, values, distances, cfg)
     assert got.shape == want.shape == (3, h, w)
     assert torch.allclose(got.double(), want, atol=2e-5), (got.double() - want).abs().max()
 
 
-def test_large_fractional_offsets_match_oracle():
+def test_large_fractional_offsets_match_oracle(kernel):
     """Peaked keys pull the ROI far and to fractional positions: bilinear fine window at borders."""
     cfg = AttentionConfig(radius=3, tile=4, band_tiles=2)
     q, keys, values = _case(7, 16, 19, [45, 25])
     keys = [k * 3.0 for k in keys]  # sharper coarse softmax, offsets of several pixels
-    got = roi_memory_attention(q, keys, values, [45, 25], cfg)
+    got = roi_memory_attention(q, keys, values, [45, 25], cfg, kernel=kernel)
     want = oracle_attention(q, keys, values, [45, 25], cfg)
     assert torch.allclose(got.double(), want, atol=5e-5), (got.double() - want).abs().max()
 
@@ -55,12 +74,12 @@ def test_band_size_does_not_change_result():
     assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_outputs_are_distributions_over_one_hot_values():
+def test_outputs_are_distributions_over_one_hot_values(kernel):
     """With one-hot label maps, the output is a (sub-)distribution: zero padding takes the rest."""
     q, keys, _ = _case(5, 12, 14, [1, 2])
     ids = torch.randint(0, 3, (2, 12, 14), generator=torch.Generator().manual_seed(1))
     values = [(i[None] == torch.arange(3)[:, None, None]).float() for i in ids]
-    out = roi_memory_attention(q, keys, values, [1, 2], AttentionConfig(radius=2))
+    out = roi_memory_attention(q, keys, values, [1, 2], AttentionConfig(radius=2), kernel=kernel)
     total = out.sum(0)
     assert (out >= 0).all() and (total <= 1 + 1e-5).all()
     assert torch.allclose(total[3:-3, 3:-3], torch.ones(6, 8), atol=1e-5)  # interior: no padding
@@ -81,14 +100,14 @@ def test_rejects_mismatched_inputs():
         roi_memory_attention(q, keys, values[:1], [1, 2])
 
 
-def test_many_pixels_pointing_at_one_place_match_oracle():
+def test_many_pixels_pointing_at_one_place_match_oracle(kernel):
     """One bright spot pulls every ROI there: buckets hold more pixels than a group, groups split."""
     cfg = AttentionConfig(radius=3, tile=4, band_tiles=1)
     q, keys, values = _case(11, 18, 21, [40, 1])
     q = q.abs() + 0.5
     keys[0] = keys[0] * 0.1
     keys[0][:, 9, 10] = 4.0  # every query scores this key highest: offsets converge on (9, 10)
-    got = roi_memory_attention(q, keys, values, [40, 1], cfg)
+    got = roi_memory_attention(q, keys, values, [40, 1], cfg, kernel=kernel)
     want = oracle_attention(q, keys, values, [40, 1], cfg)
     assert torch.allclose(got.double(), want, atol=5e-5), (got.double() - want).abs().max()
 
@@ -112,3 +131,48 @@ def test_groups_hold_each_pixel_once_inside_its_square(size, cap):
     assert ((corner[0] - groups.top[group_of]) == groups.rel[0, :-1]).all()
     assert ((corner[1] - groups.left[group_of]) == groups.rel[1, :-1]).all()
     assert (groups.rel[:, :-1] >= 0).all() and (groups.rel[:, :-1] + 2 * r + 2 <= side).all()
+
+
+def test_fused_threads_split_rows_without_changing_the_result():
+    """Rows split over 1, 2 or 3 threads (row blocks of 4 cut differently): the same read."""
+    _need_fused()
+    q, keys, values = _case(21, 23, 37, [1, 3, 31, 5])
+    cfg = AttentionConfig(radius=4)
+    one = attention_native.native_memory_read(q, keys, values, [1, 3, 31, 5], cfg, threads=1)
+    for threads in (2, 3):
+        many = attention_native.native_memory_read(q, keys, values, [1, 3, 31, 5], cfg, threads=threads)
+        torch.testing.assert_close(many, one, atol=1e-6, rtol=0)
+
+
+def test_fused_refuses_inputs_outside_its_domain():
+    _need_fused()
+    q, keys, values = _case(2, 6, 7, [1, 20])
+    with pytest.raises(ValueError, match="radius"):
+        roi_memory_attention(q.double(), keys, values, [1, 20], AttentionConfig(radius=3), kernel="fused")
+    with pytest.raises(ValueError, match="radius"):
+        roi_memory_attention(q, keys, values, [1, 20], AttentionConfig(radius=32), kernel="fused")
+    q.requires_grad_(True)
+    with pytest.raises(ValueError):
+        roi_memory_attention(q, keys, values, [1, 20], AttentionConfig(radius=3), kernel="fused")
+
+
+def test_without_a_compiler_auto_falls_back_to_torch_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("MAST_CACHE_DIR", str(tmp_path))
+    attention_native._library.cache_clear()
+    _fused_builds.cache_clear()
+    try:
+        assert "no-such-compiler" in attention_native.available()
+        q, keys, values = _case(4, 6, 7, [1, 20])
+        cfg = AttentionConfig(radius=3)
+        with pytest.raises(DependencyError, match="C compiler"):
+            roi_memory_attention(q, keys, values, [1, 20], cfg, kernel="fused")
+        with pytest.warns(UserWarning, match="PyTorch implementation"):
+            got = roi_memory_attention(q, keys, values, [1, 20], cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # said once
+            roi_memory_attention(q, keys, values, [1, 20], cfg)
+        torch.testing.assert_close(got, roi_memory_attention(q, keys, values, [1, 20], cfg, kernel="torch"))
+    finally:
+        attention_native._library.cache_clear()
+        _fused_builds.cache_clear()

@@ -1,0 +1,338 @@
+/* Fused ROI memory read on the CPU (docs/DESIGN.md, per-frame step 5): scores, softmax and value
+ * blend of every memory frame in one pass per query pixel, the ROI branch's coarse search and its
+ * bilinear fine window included. Built and loaded by mast/core/attention_native.py (gcc -O3
+ * -march=native, once per CPU kind); tested against mast.core.attention_spec.
+ *
+ * Two entry points: mast_offsets (the ROI branch's coarse search: soft-argmax centre offsets) and
+ * mast_read (every frame's scores, softmax terms and values, merged into the label distribution).
+ * Restricted windows and the coarse search vectorise over 16 neighbouring query pixels ("lanes")
+ * and reuse each loaded key vector for 4 query rows; the ROI branch's fine window (its own
+ * fractional centre per pixel) runs one pixel at a time, vectorised over the window's columns.
+ *
+ * Layouts (float32, zero padded by the caller so that every window read lies inside):
+ *   query   [C][H][wl]          channels first, width rounded up to 16 (wl).
+ *   qT      [H*W][C]            the same query, channels last.
+ *   key     [C][hp][wp]         a memory frame's key, padded by `pad` top and left.
+ *   value   [L][hp][wp]         its label map, same padding.
+ *   phases  [g*g][C][hq][wq]    a map's g x g dilation phases, each padded by R top and left:
+ *                               phase ry*g+rx holds pixel (ry+g*i, rx+g*j) at (R+i, R+j).
+ *   offsets [2][H][W]           ROI centre offsets o_p (dy, dx; feature pixels), float64.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+
+#define MAXV 4                 /* at most 64 columns: R <= 31 */
+#define MAXF 16                /* memory frames */
+#define MAXL 16                /* label channels */
+#define EXP_FLOOR (-80.0f)     /* mast.core.config.EXP_FLOOR */
+
+static inline v16 load(const float *p) { return *(const v16u *)p; }
+static inline void store(float *p, v16 x) { *(v16u *)p = x; }
+static inline v16 splat(float x) { return (v16){0} + x; }
+static inline v16 pick(i16v m, v16 a, v16 b) { return (v16)(((i16v)a & m) | ((i16v)b & ~m)); }
+static inline v16 vmax(v16 a, v16 b) { return pick(a > b, a, b); }
+static inline v16 vmin(v16 a, v16 b) { return pick(a < b, a, b); }
+static inline float hsum(v16 x) { float s = 0; for (int i = 0; i < 16; i++) s += x[i]; return s; }
+static inline float hmax(v16 x) { float s = x[0]; for (int i = 1; i < 16; i++) s = x[i] > s ? x[i] : s; return s; }
+
+/* exp(x - m) for x - m clamped to [EXP_FLOOR, 0] (Cephes expf polynomial, ~1 ulp): the floor of
+ * mast.core.config; the ceiling only matters for the masked columns past the window. */
+static inline v16 vexp_shifted(v16 s, v16 m) {
+    v16 x = vmin(vmax(s - m, splat(EXP_FLOOR)), splat(0.0f));
+    const v16 magic = splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
+    v16 n = (x * 1.44269504088896341f + magic) - magic;
+    v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    v16 p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    i16v e = (__builtin_convertvector(n, i16v) + 127) << 23;
+    v16 scale;
+    memcpy(&scale, &e, sizeof scale);
+    return p * scale;
+}
+
+/* S[a][0..16*nv) = sum_c q[c] * base[c*cs + a*rs + (0..16*nv)] for a < rows. */
+#define DOTS(NV)                                                                                    \
+static void dots##NV(const float *q, int C, const float *base, long cs, long rs, int rows, float *S, int ss) { \
+    int a = 0;                                                                                      \
+    for (; a + 4 <= rows; a += 4) {                                                                 \
+        v16 acc[4][NV];                                                                             \
+        for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) acc[i][v] = splat(0.0f);           \
+        const float *p = base + a * rs;                                                             \
+        for (int c = 0; c < C; c++, p += cs) {                                                      \
+            v16 qc = splat(q[c]);                                                                   \
+            for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) acc[i][v] += qc * load(p + i * rs + 16 * v); \
+        }                                                                                           \
+        for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) store(S + (a + i) * ss + 16 * v, acc[i][v]); \
+    }                                                                                               \
+    for (; a < rows; a++) {                                                                         \
+        v16 acc[NV];                                                                                \
+        for (int v = 0; v < NV; v++) acc[v] = splat(0.0f);                                          \
+        const float *p = base + a * rs;                                                             \
+        for (int c = 0; c < C; c++, p += cs) {                                                      \
+            v16 qc = splat(q[c]);                                                                   \
+            for (int v = 0; v < NV; v++) acc[v] += qc * load(p + 16 * v);                           \
+        }                                                                                           \
+        for (int v = 0; v < NV; v++) store(S + a * ss + 16 * v, acc[v]);                            \
+    }                                                                                               \
+}
+DOTS(1)
+DOTS(2)
+DOTS(3)
+DOTS(4)
+
+static void dots(int nv, const float *q, int C, const float *base, long cs, long rs, int rows, float *S, int ss) {
+    switch (nv) {
+    case 1: dots1(q, C, base, cs, rs, rows, S, ss); break;
+    case 2: dots2(q, C, base, cs, rs, rows, S, ss); break;
+    case 3: dots3(q, C, base, cs, rs, rows, S, ss); break;
+    default: dots4(q, C, base, cs, rs, rows, S, ss); break;
+    }
+}
+
+/* Scores of QR query rows (row stride qrs) of 16 lanes each (q: lane 0 of row 0, channel stride
+ * qcs) against their n x n windows (k: lane 0's window corner for row 0; row j's window starts
+ * j key rows lower): S[j * n * n + a * n + b], one vector each. Key row t serves query row j at
+ * window row a = t - j: with 4 rows each loaded key vector feeds 4 accumulators. */
+static void block_scores(int QR, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
+                         int C, int n, v16 *S) {
+    for (int t = 0; t < n + QR - 1; t++) {
+        const float *row = k + t * krs;
+        if (QR == 4 && t >= 3 && t < n) {
+            v16 *s = S + t * n;                       /* row j's window row t - j: s + j * (n * n - n) */
+            const long sj = (long)n * n - n;
+            int b = 0;
+            for (; b + 6 <= n; b += 6) {
+                v16 acc[4][6];
+                for (int j = 0; j < 4; j++) for (int i = 0; i < 6; i++) acc[j][i] = splat(0.0f);
+                for (int c = 0; c < C; c++) {
+                    const float *p = row + c * kcs + b, *qq = q + c * qcs;
+                    const v16 q0 = load(qq), q1 = load(qq + qrs), q2 = load(qq + 2 * qrs), q3 = load(qq + 3 * qrs);
+                    for (int i = 0; i < 6; i++) {
+                        const v16 kv = load(p + i);
+                        acc[0][i] += q0 * kv;
+                        acc[1][i] += q1 * kv;
+                        acc[2][i] += q2 * kv;
+                        acc[3][i] += q3 * kv;
+                    }
+                }
+                for (int j = 0; j < 4; j++) for (int i = 0; i < 6; i++) s[j * sj + b + i] = acc[j][i];
+            }
+            for (; b < n; b++) {
+                v16 acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+                for (int c = 0; c < C; c++) {
+                    const v16 kv = load(row + c * kcs + b);
+                    for (int j = 0; j < 4; j++) acc[j] += load(q + c * qcs + j * qrs) * kv;
+                }
+                for (int j = 0; j < 4; j++) s[j * sj + b] = acc[j];
+            }
+            continue;
+        }
+        for (int j = 0; j < QR; j++) {
+            const int a = t - j;
+            if (a < 0 || a >= n) continue;
+            v16 *s = S + (long)j * n * n + a * n;
+            const float *qj = q + j * qrs;
+            int b = 0;
+            for (; b + 8 <= n; b += 8) {
+                v16 acc[8];
+                for (int i = 0; i < 8; i++) acc[i] = splat(0.0f);
+                for (int c = 0; c < C; c++) {
+                    const v16 qv = load(qj + c * qcs);
+                    const float *p = row + c * kcs + b;
+                    for (int i = 0; i < 8; i++) acc[i] += qv * load(p + i);
+                }
+                for (int i = 0; i < 8; i++) s[b + i] = acc[i];
+            }
+            for (; b < n; b++) {
+                v16 acc = splat(0.0f);
+                for (int c = 0; c < C; c++) acc += load(qj + c * qcs) * load(row + c * kcs + b);
+                s[b] = acc;
+            }
+        }
+    }
+}
+
+static v16 lane_peak(const v16 *S, int m) {
+    v16 p = S[0];
+    for (int i = 1; i < m; i++) p = vmax(p, S[i]);
+    return p;
+}
+
+/* Floats of work space the entry points need per call (64-byte aligned). */
+long mast_work_floats(int W, int L, int R, int n_frames) {
+    const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16, wl = (W + 15) / 16 * 16;
+    return 16L * 4 * n * n + (long)(2 * n + 2) * ss + 4L * n_frames * (L + 2) * wl + 16;
+}
+
+/* Coarse search of one ROI frame, phase ph = ry * g + rx, phase rows [i0, i1): offsets[(0|1) * H * W
+ * + y * W + x] = g * sum_k softmax_k(<Q_p, K[p + g k]>) k for the pixels p = (ry + g i, rx + g j). */
+void mast_offsets(int C, int H, int W, int R, int g, int hq, int wq, const float *qphases,
+                  const float *kphases, int ph, int i0, int i1, double *offsets, float *work) {
+    const int n = 2 * R + 1, ry = ph / g, rx = ph % g;
+    const long plane = (long)hq * wq;
+    const float *qp = qphases + (long)ph * C * plane, *kp = kphases + (long)ph * C * plane;
+    v16 *S = (v16 *)work;
+    for (int i = i0; i < i1; i += 4) {
+        const int QR = i1 - i < 4 ? i1 - i : 4;
+        for (int j0 = 0; rx + g * j0 < W; j0 += 16) {
+            block_scores(QR, qp + (long)(i + R) * wq + R + j0, plane, wq, kp + (long)i * wq + j0, plane, wq, C, n, S);
+            for (int r = 0; r < QR; r++) {
+                const int y = ry + g * (i + r);
+                if (y >= H) break;
+                const v16 *s = S + (long)r * n * n;
+                const v16 m = lane_peak(s, n * n);
+                double s0[16] = {0}, sy[16] = {0}, sx[16] = {0};
+                for (int a = 0; a < n; a++) {
+                    v16 rs = splat(0.0f), rxs = splat(0.0f);
+                    for (int b = 0; b < n; b++) {
+                        const v16 e = vexp_shifted(s[a * n + b], m);
+                        rs += e;
+                        rxs += e * (float)(b - R);
+                    }
+                    for (int l = 0; l < 16; l++) {
+                        s0[l] += rs[l];
+                        sy[l] += (double)(a - R) * rs[l];
+                        sx[l] += rxs[l];
+                    }
+                }
+                for (int l = 0; l < 16; l++) {
+                    const int x = rx + g * (j0 + l);
+                    if (x < W) {
+                        offsets[(long)y * W + x] = g * sy[l] / s0[l];
+                        offsets[(long)H * W + (long)y * W + x] = g * sx[l] / s0[l];
+                    }
+                }
+            }
+        }
+    }
+}
+
+typedef struct {
+    int roi;               /* 0: restricted window, 1: ROI localisation (fine window at p + o_p) */
+    int pad;               /* padding of key and value (top and left) */
+    int hp, wp;            /* padded key / value map size */
+    const float *key, *value;
+    const double *offsets; /* ROI: [2][H][W] */
+} Frame;
+
+/* Label distribution of query rows [y0, y1): out[(y * W + x) * L + l]. */
+void mast_read(int C, int H, int W, int L, int R, const float *qc, const float *qT, int n_frames,
+               const Frame *frames, int y0, int y1, float *out, float *work) {
+    const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16;
+    const int wl = (W + 15) / 16 * 16;
+    const long qplane = (long)H * wl, row_state = (long)n_frames * (L + 2) * wl;
+    v16 *SV = (v16 *)work;                               /* 4 * n * n lane scores (work is 64-byte aligned) */
+    float *S = work + 16L * 4 * n * n;                    /* (n + 2) * ss: one pixel's window */
+    float *B = S + (n + 2) * ss;                          /* n * ss: its bilinear blend */
+    float *state = B + n * ss;                            /* [4][n_frames][L + 2][wl]: peak, sum, values */
+    v16 neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
+    for (int v = 0; v < nv; v++)
+        for (int i = 0; i < 16; i++) {
+            neg[v][i] = 16 * v + i < n ? 0.0f : -INFINITY;
+            keep[v][i] = 16 * v + i < n ? 1.0f : 0.0f;
+        }
+    memset(S, 0, sizeof(float) * (n + 2) * ss);
+    for (int y = y0; y < y1; y += 4) {
+        const int QR = y1 - y < 4 ? y1 - y : 4;
+        for (int f = 0; f < n_frames; f++) {
+            const Frame *fr = frames + f;
+            const long plane = (long)fr->hp * fr->wp;
+            if (!fr->roi) {
+                /* restricted window: 16 pixels x QR rows a block, scores, softmax and values */
+                for (int x0 = 0; x0 < W; x0 += 16) {
+                    const long corner = (long)(y - R + fr->pad) * fr->wp + x0 - R + fr->pad;
+                    block_scores(QR, qc + (long)y * wl + x0, qplane, wl, fr->key + corner, plane, fr->wp, C, n, SV);
+                    for (int r = 0; r < QR; r++) {
+                        const v16 *s = SV + (long)r * n * n;
+                        const v16 m = lane_peak(s, n * n);
+                        v16 es = splat(0.0f), ev[MAXL];
+                        for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
+                        const float *vb = fr->value + corner + (long)r * fr->wp;
+                        for (int a = 0; a < n; a++)
+                            for (int b = 0; b < n; b++) {
+                                const v16 e = vexp_shifted(s[a * n + b], m);
+                                es += e;
+                                for (int l = 0; l < L; l++) ev[l] += e * load(vb + l * plane + (long)a * fr->wp + b);
+                            }
+                        float *st = state + r * row_state + (long)f * (L + 2) * wl;
+                        store(st + x0, m);
+                        store(st + wl + x0, es);
+                        for (int l = 0; l < L; l++) store(st + (2L + l) * wl + x0, ev[l]);
+                    }
+                }
+                continue;
+            }
+            /* ROI fine window around p + o_p, one pixel at a time: the integer (n+1)^2 window at
+             * p + floor(o_p), its scores and values blended with the bilinear weights of frac(o_p) */
+            for (int r = 0; r < QR; r++) {
+                float *st = state + r * row_state + (long)f * (L + 2) * wl;
+                for (int x = 0; x < W; x++) {
+                    const double oy = fr->offsets[(long)(y + r) * W + x], ox = fr->offsets[(long)H * W + (long)(y + r) * W + x];
+                    const double by = floor(oy), bx = floor(ox);
+                    const float fy = (float)(oy - by), fx = (float)(ox - bx);
+                    const int top = y + r - R + (int)by + fr->pad, left = x - R + (int)bx + fr->pad;
+                    dots(nv, qT + ((long)(y + r) * W + x) * C, C, fr->key + (long)top * fr->wp + left, plane, fr->wp,
+                         n + 1, S, ss);
+                    const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
+                    v16 mv = splat(-INFINITY);
+                    for (int a = 0; a < n; a++)
+                        for (int v = 0; v < nv; v++) {
+                            const float *s = S + a * ss + 16 * v;
+                            const v16 blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
+                            store(B + a * ss + 16 * v, blend);
+                            mv = vmax(mv, blend + neg[v]);
+                        }
+                    const float m = hmax(mv);
+                    const float *vb = fr->value + (long)top * fr->wp + left;
+                    v16 es = splat(0.0f), ev[MAXL];
+                    for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
+                    for (int a = 0; a < n; a++)
+                        for (int v = 0; v < nv; v++) {
+                            const v16 e = vexp_shifted(load(B + a * ss + 16 * v), splat(m)) * keep[v];
+                            es += e;
+                            for (int l = 0; l < L; l++) {
+                                const float *p = vb + l * plane + (long)a * fr->wp + 16 * v;
+                                ev[l] += e * (w00 * load(p) + w01 * load(p + 1) + w10 * load(p + fr->wp)
+                                              + w11 * load(p + fr->wp + 1));
+                            }
+                        }
+                    st[x] = m;
+                    st[wl + x] = hsum(es);
+                    for (int l = 0; l < L; l++) st[(2L + l) * wl + x] = hsum(ev[l]);
+                }
+            }
+        }
+        /* one softmax over every frame's candidates: rescale each frame to the common peak */
+        for (int r = 0; r < QR; r++) {
+            const float *st = state + r * row_state;
+            for (int x = 0; x < W; x++) {
+                float top = -INFINITY, total = 0.0f, scale[MAXF];
+                for (int f = 0; f < n_frames; f++) {
+                    const float p = st[(long)f * (L + 2) * wl + x];
+                    top = p > top ? p : top;
+                }
+                for (int f = 0; f < n_frames; f++) {
+                    const float d = st[(long)f * (L + 2) * wl + x] - top;
+                    scale[f] = expf(d > EXP_FLOOR ? d : EXP_FLOOR);
+                    total += st[((long)f * (L + 2) + 1) * wl + x] * scale[f];
+                }
+                float *o = out + ((long)(y + r) * W + x) * L;
+                for (int l = 0; l < L; l++) {
+                    float sum = 0.0f;
+                    for (int f = 0; f < n_frames; f++) sum += st[((long)f * (L + 2) + 2 + l) * wl + x] * scale[f];
+                    o[l] = sum / total;
+                }
+            }
+        }
+    }
+}

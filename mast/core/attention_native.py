@@ -1,0 +1,210 @@
+"""The fused CPU memory read (``attention_kernel.c``): one pass per query pixel for the scores,
+softmax and value blend of every memory frame, the ROI branch included (docs/DESIGN.md, step 5).
+
+The C source ships with the package and is compiled on first use with the host's C compiler
+(``$CC``, else ``cc``; ``-O3 -march=native``) into ``$MAST_CACHE_DIR`` (default
+``~/.cache/mast``), one library per source, compiler flags and CPU flags, so a cache shared
+between machines never runs code built for another instruction set. Without a compiler
+:func:`available` says why and :mod:`mast.core.attention` keeps its PyTorch implementation.
+
+Threads: the query rows are split over ``torch.get_num_threads()`` Python threads; ctypes releases
+the GIL for the call, so they run in parallel.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from mast.core.config import AttentionConfig
+from mast.core.errors import DependencyError
+
+SOURCE = Path(__file__).with_name("attention_kernel.c")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno")
+MAX_RADIUS = 31     # window rows of at most 64 floats (4 vectors)
+MAX_FRAMES = 16
+MAX_LABELS = 16
+
+
+class _Frame(ctypes.Structure):
+    """``Frame`` of ``attention_kernel.c``."""
+
+    _fields_ = [("roi", ctypes.c_int), ("pad", ctypes.c_int), ("hp", ctypes.c_int), ("wp", ctypes.c_int),
+                ("key", ctypes.c_void_p), ("value", ctypes.c_void_p), ("offsets", ctypes.c_void_p)]
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MAST_CACHE_DIR", Path.home() / ".cache" / "mast"))
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL:
+    """The compiled kernel (built once per source, flags and CPU kind). Raises DependencyError."""
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise DependencyError(f"the fused CPU attention needs a C compiler: {cc!r} not found "
+                              "(install gcc, or set CC)")
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(), _cpu_flags().encode()]))
+    target = _cache_dir() / f"mast_attention_{tag.hexdigest()[:16]}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            run = subprocess.run([cc, *FLAGS, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise DependencyError(f"compiling {SOURCE} with {cc} failed: {run.stderr.strip()[:500]}")
+            os.replace(built, target)   # atomic: concurrent first uses see a whole library or none
+    lib = ctypes.CDLL(str(target))
+    lib.mast_read.restype = None
+    lib.mast_read.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_int, ctypes.c_void_p] \
+        + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
+    lib.mast_offsets.restype = None
+    lib.mast_offsets.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+    lib.mast_work_floats.restype = ctypes.c_long
+    lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
+    return lib
+
+
+def available() -> str | None:
+    """None when the fused kernel can run here, else why not (one line)."""
+    try:
+        _library()
+    except (DependencyError, OSError) as e:
+        return str(e)
+    return None
+
+
+def supports(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+             cfg: AttentionConfig) -> bool:
+    """Whether these inputs are in the kernel's domain: CPU float32 (or lower) tensors without
+    autograd, R <= 31, at most 16 memory frames and 16 label channels."""
+    tensors = [query, *keys, *values]
+    grad = torch.is_grad_enabled()
+    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                and not (grad and t.requires_grad) for t in tensors)
+            and cfg.radius <= MAX_RADIUS and len(keys) <= MAX_FRAMES and values[0].shape[0] <= MAX_LABELS)
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="mast-attention")
+
+
+def _columns(r: int) -> int:
+    """Floats read per window row: the (2R+2)-wide fine window rounded up to 16."""
+    return -(-(2 * r + 2) // 16) * 16
+
+
+def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+                       distances: Sequence[int], cfg: AttentionConfig = AttentionConfig(),
+                       threads: int | None = None) -> torch.Tensor:
+    """:func:`mast.core.attention.roi_memory_attention` by the fused kernel: query ``[C, h, w]``,
+    M keys ``[C, h, w]``, M value maps ``[L, h, w]``, M distances -> ``[L, h, w]`` float32.
+    Inputs outside :func:`supports` raise ValueError; no compiler raises DependencyError."""
+    if not supports(query, keys, values, cfg):
+        raise ValueError("native_memory_read: CPU float tensors without autograd, radius <= "
+                         f"{MAX_RADIUS}, <= {MAX_FRAMES} frames and <= {MAX_LABELS} labels expected")
+    lib = _library()
+    c, h, w = query.shape
+    n_labels, r, cols = values[0].shape[0], cfg.radius, _columns(cfg.radius)
+    lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
+    query = query.float()
+    q_first = F.pad(query, (0, lanes - w)).contiguous()                   # [C, h, lanes]
+    q_last = query.permute(1, 2, 0).contiguous()                          # [h, w, C]
+    n_threads = max(1, min(threads or torch.get_num_threads(), h))
+    work = torch.empty(n_threads, lib.mast_work_floats(w, n_labels, r, len(keys)) + 16)
+    frames, keep = (_Frame * len(keys))(), []                             # keep: tensors the frames point into
+    for i, (k, v, d) in enumerate(zip(keys, values, distances)):
+        k, v = k.float(), v.float()
+        fr = frames[i]
+        pad = r
+        if cfg.uses_roi(d):
+            offsets = _coarse_offsets(lib, query, k, cfg.dilation(d), r, work)
+            pad = r + int(offsets.abs().max()) + 2                        # the fine windows at p + floor(o_p) stay inside
+            fr.roi, fr.offsets = 1, offsets.data_ptr()
+            keep.append(offsets)
+        padding = (pad, pad + cols + lanes - w, pad, pad + 1)
+        kp, vp = F.pad(k, padding).contiguous(), F.pad(v, padding).contiguous()
+        fr.pad, fr.hp, fr.wp = pad, kp.shape[1], kp.shape[2]
+        fr.key, fr.value = kp.data_ptr(), vp.data_ptr()
+        keep += [kp, vp]
+    out = torch.empty(h, w, n_labels)
+    args = (c, h, w, n_labels, r, q_first.data_ptr(), q_last.data_ptr(), len(keys), ctypes.addressof(frames))
+    _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.data_ptr(), _aligned(work[t])), lo, hi)
+               for lo, hi in _split(h, n_threads)])
+    return out.permute(2, 0, 1).contiguous()
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) in ``parts`` contiguous ranges, in multiples of 4 rows where possible (the kernel's row block)."""
+    blocks = -(-n // 4)
+    bounds = [min(n, 4 * (blocks * i // parts)) for i in range(parts + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+
+def _parallel(calls: list) -> None:
+    """Run ``fn(lo, hi, t)`` for each ``(fn, lo, hi)`` of ``calls``, call t in thread t (at most one
+    call per work buffer ``t``)."""
+    if len(calls) == 1:
+        fn, lo, hi = calls[0]
+        fn(lo, hi, 0)
+        return
+    futures = [_pool(len(calls)).submit(fn, lo, hi, t) for t, (fn, lo, hi) in enumerate(calls)]
+    for f in futures:
+        f.result()
+
+
+def _coarse_offsets(lib: ctypes.CDLL, query: torch.Tensor, key: torch.Tensor, gamma: int, r: int,
+                    work: torch.Tensor) -> torch.Tensor:
+    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search, threaded
+    over the rows of every dilation phase)."""
+    c, h, w = query.shape
+    qp, kp = (F.pad(phases(x, gamma), (r, r + 16, r, r)).contiguous() for x in (query, key))
+    rows = -(-h // gamma)
+    offsets = torch.empty(2, h, w, dtype=torch.float64)
+    args = (c, h, w, r, gamma, qp.shape[2], qp.shape[3], qp.data_ptr(), kp.data_ptr())
+    units = [(ph, lo, hi) for ph in range(gamma * gamma) for lo, hi in _split(rows, 1)]
+    per_thread = _split(len(units), work.shape[0]) if len(units) >= work.shape[0] else [(0, len(units))]
+
+    def run(lo: int, hi: int, t: int) -> None:
+        for ph, i0, i1 in units[lo:hi]:
+            lib.mast_offsets(*args, ph, i0, i1, offsets.data_ptr(), _aligned(work[t]))
+
+    _parallel([(run, lo, hi) for lo, hi in per_thread])
+    return offsets
+
+
+def _aligned(buffer: torch.Tensor) -> int:
+    """Address of the first 64-byte aligned float of ``buffer`` (16 floats of slack)."""
+    return -(-buffer.data_ptr() // 64) * 64
+
+
+def phases(x: torch.Tensor, gamma: int) -> torch.Tensor:
+    """``[C, h, w]`` -> its ``gamma^2`` dilation phases ``[gamma^2, C, ceil(h/gamma), ceil(w/gamma)]``:
+    phase ``ry * gamma + rx`` holds pixels ``(ry + gamma i, rx + gamma j)``, zeros beyond the frame."""
+    c, h, w = x.shape
+    hp, wp = -(-h // gamma), -(-w // gamma)
+    x = F.pad(x, (0, wp * gamma - w, 0, hp * gamma - h)).view(c, hp, gamma, wp, gamma)
+    return x.permute(2, 4, 0, 1, 3).reshape(gamma * gamma, c, hp, wp)
