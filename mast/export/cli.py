@@ -157,11 +157,11 @@ def export(req: Request, console: Console) -> Path:
 
 def build_and_check_engine(tmp: Path, meta: ModelMetadata, req: Request, console: Console) -> None:
     """Build ``mast.engine`` in ``tmp``, compare it with onnxruntime, record the figures."""
-    from mast.export.engine import EngineConfig, build_engine, engine_parity  # noqa: PLC0415 - TensorRT
+    from mast.export.trt_engine import TrtBuildConfig, build_engine, engine_parity  # noqa: PLC0415 - TensorRT
     from mast.core.engine_metadata import read_engine_metadata, write_engine_metadata  # noqa: PLC0415
 
     precision = req.engine_precision.value
-    build_engine(tmp, meta, EngineConfig(precision, req.workspace_mb, req.timing_cache), console.print)
+    build_engine(tmp, meta, TrtBuildConfig(precision, req.workspace_mb, req.timing_cache), console.print)
     console.print("checking the engine against onnxruntime (same frame and bank) ...")
     parity = engine_parity(tmp)
     console.print(f"  key max abs error {parity.key_max_abs:.2e}, distribution max abs error {parity.probs_max_abs:.2e}")

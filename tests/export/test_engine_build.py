@@ -11,8 +11,8 @@ import pytest
 from mast.core.engine_metadata import ENGINE_FILE, read_engine_metadata
 from mast.core.errors import DependencyError, ModelError
 from mast.core.metadata import TRT_ONNX_FILE, ModelMetadata
-from mast.export import engine
-from mast.export.engine import EngineConfig, build_engine
+from mast.export import trt_engine
+from mast.export.trt_engine import TrtBuildConfig, build_engine
 from mast.plugins.gpu_env import GpuInfo, TensorRT
 
 GPU = GpuInfo("Fake H100", (9, 0))
@@ -65,18 +65,18 @@ def _fake_trt(result: bytes | None, parse_ok: bool = True):
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch) -> Path:
     (tmp_path / TRT_ONNX_FILE).write_bytes(b"onnx")
-    monkeypatch.setattr(engine, "gpu_info", lambda: GPU)
-    monkeypatch.setattr(engine, "register_plugin", lambda: None)
+    monkeypatch.setattr(trt_engine, "gpu_info", lambda: GPU)
+    monkeypatch.setattr(trt_engine, "register_plugin", lambda: None)
     return tmp_path
 
 
 def test_builds_with_precision_workspace_and_timing_cache(folder: Path, monkeypatch):
     trt, config = _fake_trt(b"serialized")
-    monkeypatch.setattr(engine, "tensorrt", lambda: TensorRT(trt, None))
+    monkeypatch.setattr(trt_engine, "tensorrt", lambda: TensorRT(trt, None))
     cache = folder / "timing.cache"
     cache.write_bytes(b"old")
     messages: list[str] = []
-    meta = build_engine(folder, MODEL, EngineConfig("fp16", 512, cache), messages.append)
+    meta = build_engine(folder, MODEL, TrtBuildConfig("fp16", 512, cache), messages.append)
     assert (folder / ENGINE_FILE).read_bytes() == b"serialized"
     assert config.flags == ["fp16"] and config.pools == {"workspace": 512 << 20}
     assert cache.read_bytes() == b"old+timed"
@@ -88,21 +88,21 @@ def test_builds_with_precision_workspace_and_timing_cache(folder: Path, monkeypa
 
 def test_fp32_sets_no_flag(folder: Path, monkeypatch):
     trt, config = _fake_trt(b"serialized")
-    monkeypatch.setattr(engine, "tensorrt", lambda: TensorRT(trt, None))
-    build_engine(folder, MODEL, EngineConfig("fp32"), lambda m: None)
+    monkeypatch.setattr(trt_engine, "tensorrt", lambda: TensorRT(trt, None))
+    build_engine(folder, MODEL, TrtBuildConfig("fp32"), lambda m: None)
     assert config.flags == []
 
 
 def test_failed_build_is_one_line(folder: Path, monkeypatch):
     trt, _ = _fake_trt(None)
-    monkeypatch.setattr(engine, "tensorrt", lambda: TensorRT(trt, None))
+    monkeypatch.setattr(trt_engine, "tensorrt", lambda: TensorRT(trt, None))
     with pytest.raises(DependencyError, match="could not build the engine on Fake H100 \\(out of GPU memory"):
-        build_engine(folder, MODEL, EngineConfig(), lambda m: None)
+        build_engine(folder, MODEL, TrtBuildConfig(), lambda m: None)
     assert not (folder / ENGINE_FILE).exists()
 
 
 def test_unparsable_graph_is_one_line(folder: Path, monkeypatch):
     trt, _ = _fake_trt(b"x", parse_ok=False)
-    monkeypatch.setattr(engine, "tensorrt", lambda: TensorRT(trt, None))
+    monkeypatch.setattr(trt_engine, "tensorrt", lambda: TensorRT(trt, None))
     with pytest.raises(ModelError, match="TensorRT cannot parse mast_trt.onnx: In node 3: unsupported op"):
-        build_engine(folder, MODEL, EngineConfig(), lambda m: None)
+        build_engine(folder, MODEL, TrtBuildConfig(), lambda m: None)

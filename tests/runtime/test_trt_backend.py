@@ -59,7 +59,7 @@ def test_cpu_device_is_refused(export_dir: Path):
 
 def test_modules_import_without_tensorrt_triton_or_torch():
     """A deployment box runs the engine with TensorRT and cuda-bindings only."""
-    script = ("import sys; import mast.runtime.trt_backend, mast.plugins.trt_plugin, mast.export.engine; "
+    script = ("import sys; import mast.runtime.trt_backend, mast.plugins.trt_plugin, mast.export.trt_engine; "
               "print(sorted(m for m in ('torch', 'triton', 'tensorrt') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -27,7 +27,7 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class TrtBuildConfig:
     """How the engine is built.
 
     precision:    fp16 (TensorRT may pick fp16 kernels, the plugin fp16 keys) or fp32.
@@ -51,7 +51,7 @@ def _parse(trt, logger, onnx_path: Path):
     return builder, network, parser
 
 
-def build_engine(model_dir: Path, model: ModelMetadata, cfg: EngineConfig, progress: Progress) -> EngineMetadata:
+def build_engine(model_dir: Path, model: ModelMetadata, cfg: TrtBuildConfig, progress: Progress) -> EngineMetadata:
     """Build ``model_dir/mast.engine`` from ``model_dir/mast_trt.onnx`` and write ``engine.json``."""
     trt, _ = tensorrt()
     gpu = gpu_info()
