@@ -8,16 +8,22 @@
 
 Plays a clip (default: the bundled demo clip) as an endless stream — a frame folder back and forth
 (0..n-1, n-2..0, 1..), so the motion stays continuous; a video from the start again at its end —
-tracks W warm-up frames, then times N frames. Stages, per frame, in milliseconds:
+tracks W warm-up frames, then times N frames, each drawn as ``mast-run``'s window draws it (without
+showing it). Stages, per frame, in milliseconds:
 
 - ``decode``: reading the next frame (JPEG/video decoding);
-- ``preprocess``: resize to the working size, and (torch backend) BGR -> normalised Lab + upload;
-- ``encoder``: the key encoder (onnxruntime/tensorrt: the Lab transform is inside the graph, so it
-  is counted here);
+- ``resize``: the frame to the working size (0 when the clip has that size);
+- ``colour``: (torch backend) BGR -> normalised Lab + upload; onnxruntime/tensorrt have the Lab
+  transform inside the encoder graph, so it is counted in ``encoder`` there;
+- ``encoder``: the key encoder;
 - ``attention``: the ROI memory read (all memory frames);
-- ``postprocess``: upsampling + argmax, object-id mapping, the bank write, resize back to the frame.
+- ``postprocess``: upsampling + argmax, object-id mapping, the bank write, resize back to the frame;
+- ``overlay``: the mask's colours blended into the frame and the ids drawn
+  (:func:`mast.runtime.drawing.render`, as the window and ``--save-video``);
+- ``window``: the window's text on a copy of the overlay (live fps, keys), not ``imshow``.
 
-``total`` is the wall time of a whole frame; the table gives the median and the 95th percentile of
+``host`` is everything but the encoder and the memory read (the loop around the model: the stages
+above and the tracker's own bookkeeping), ``total`` the wall time of a whole frame; the table gives the median and the 95th percentile of
 each and the fps of the median total (and the mean fps over the N frames). "CPU ms" is the median
 CPU time of this process (all its threads) in the stage: on a machine shared with other work it
 stays close to the unloaded figure while wall times stretch (with ``--threads 1`` it estimates the
@@ -51,16 +57,20 @@ from mast.core.images import list_images, read_image
 from mast.runtime import factory
 from mast.runtime.backend import Backend
 from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
+from mast.runtime.drawing import draw_status, render
+from mast.runtime.sinks import WindowSink
 from mast.runtime.stream import conform_mask, load_mask
 
-STAGES = ("decode", "preprocess", "encoder", "attention", "postprocess")
+STAGES = ("decode", "resize", "colour", "encoder", "attention", "postprocess", "overlay", "window")
+MODEL_STAGES = ("encoder", "attention")   # the rest of a frame is the host's: the "host" row
+TRACKER_STAGES = {"preprocess": "resize"}  # the tracker's timer names -> rows
 
 
 # -- timing ----------------------------------------------------------------------------------------
 class StageClock:
     """Per-frame stage durations in seconds, wall-clock and CPU (this process, all threads). Use an
     instance as a tracker ``timer``: ``clock(name)`` is a context manager adding the time spent
-    inside it to stage ``name``.
+    inside it to stage ``name`` (the tracker's ``preprocess`` is the ``resize`` row: :data:`TRACKER_STAGES`).
 
     ``sync`` (optional) runs before every reading of the clock (e.g. ``torch.cuda.synchronize``).
     """
@@ -89,6 +99,7 @@ class StageClock:
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         self.sync()
+        name = TRACKER_STAGES.get(name, name)
         outer, self._open = self._open, (name, *self._now())
         try:
             yield
@@ -114,13 +125,23 @@ class StageClock:
         self.cpu_frames.append(dict(self.current_cpu))
 
 
-def split_torch_preprocess(backend: Backend, clock: StageClock) -> Callable[[], None]:
+def split_torch_colour(backend: Backend, clock: StageClock) -> Callable[[], None]:
     """For the torch backend, charge the time before the encoder's forward (Lab + upload) to
-    ``preprocess`` via a forward pre-hook; returns a function removing the hook."""
+    ``colour`` via a forward pre-hook; returns a function removing the hook."""
     if backend.name != "torch":
         return lambda: None
-    handle = backend.encoder.register_forward_pre_hook(lambda module, args: clock.charge_to("preprocess"))
+    handle = backend.encoder.register_forward_pre_hook(lambda module, args: clock.charge_to("colour"))
     return handle.remove
+
+
+def draw_like_window(clock: StageClock, frame: np.ndarray, ids: np.ndarray, fps: float) -> np.ndarray:
+    """What ``mast-run``'s window draws for ``frame`` ``uint8 [H, W, 3]`` and ``ids`` ``uint8 [H, W]``
+    (:class:`mast.runtime.sinks.WindowSink`, without showing it), timed as ``overlay`` and ``window``;
+    returns the image it would show."""
+    with clock("overlay"):
+        overlay = render(frame, ids)
+    with clock("window"):
+        return draw_status(overlay.copy(), f"{fps:.1f} fps", WindowSink.legend)
 
 
 # -- the looped clip ----------------------------------------------------------------------------------
@@ -173,6 +194,7 @@ class BenchResult:
     frames: int
     warmup: int
     stages: dict[str, StageStats]
+    host: StageStats                   # total minus encoder and attention, per frame
     total: StageStats
     fps_median: float
     fps_mean: float
@@ -278,23 +300,29 @@ def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
     first = next(frames)
     mask, _ = conform_mask(load_mask(cfg.mask), first.shape[:2])
     tracker.start(first, mask)
-    remove_hook = split_torch_preprocess(backend, clock)
+    remove_hook = split_torch_colour(backend, clock)
+    fps = 0.0
     try:
         for _ in range(cfg.warmup + cfg.frames):
             clock.start_frame()
             with clock("decode"):
                 frame = next(frames)
-            tracker.step(frame)
+            draw_like_window(clock, frame, tracker.step(frame), fps)
             clock.end_frame()
+            fps = 1.0 / clock.frames[-1]["total"]
     finally:
         remove_hook()
     wall, cpu = clock.frames[cfg.warmup:], clock.cpu_frames[cfg.warmup:]
     totals = [f["total"] for f in wall]
+
+    def host(frames: list[dict[str, float]]) -> list[float]:
+        return [f["total"] - sum(f.get(s, 0.0) for s in MODEL_STAGES) for f in frames]
+
     return BenchResult(
         backend=factory.describe(backend), size=list(tracker.size) if tracker.size else list(first.shape[:2]),
         frames=cfg.frames, warmup=cfg.warmup,
         stages={s: stats([f.get(s, 0.0) for f in wall], [f.get(s, 0.0) for f in cpu]) for s in STAGES},
-        total=stats(totals, [f["total"] for f in cpu]), fps_median=round(1.0 / float(np.median(totals)), 3),
+        host=stats(host(wall), host(cpu)), total=stats(totals, [f["total"] for f in cpu]), fps_median=round(1.0 / float(np.median(totals)), 3),
         fps_mean=round(len(totals) / float(np.sum(totals)), 3), peak_rss_mib=round(peak_rss_mib(), 1),
         gpu_peak_mib=None if gpu_peak() is None else round(gpu_peak(), 1), device=device_info(backend),
         clip=str(cfg.clip))
@@ -311,6 +339,9 @@ def result_table(result: BenchResult) -> Table:
     for name, s in result.stages.items():
         table.add_row(name, f"{s.median_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.cpu_median_ms:.1f}",
                       f"{100 * s.median_ms / total:.0f} %")
+    t = result.host
+    table.add_row("host (all but encoder, attention)", f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}", f"{t.cpu_median_ms:.1f}",
+                  f"{100 * t.median_ms / total:.0f} %", style="bold")
     t = result.total
     table.add_row("total", f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}", f"{t.cpu_median_ms:.1f}", "", style="bold")
     return table

@@ -200,8 +200,14 @@ def _outputs(sinks: list[Sink]) -> list[tuple[str, Path, int]]:
 
 def summary_lines(summary: RunSummary) -> list[str]:
     """The printed summary: frames, fps, drops, how it ended, output paths."""
-    lines = [f"processed {summary.frames} frame(s) in {summary.seconds:.1f} s: {summary.fps:.2f} fps, "
+    t = summary.times
+    rate = " after the first" if t.frames else ""
+    lines = [f"processed {summary.frames} frame(s) in {summary.seconds:.1f} s: {summary.fps:.2f} fps{rate}, "
              f"{summary.dropped} stale frame(s) dropped"]
+    if t.frames:
+        ms = t.per_frame_ms()
+        lines.append(f"per frame: tracker {ms['track']:.1f} ms, waiting for the source {ms['read']:.1f} ms, "
+                     f"window and outputs {ms['loop']:.1f} ms")
     if summary.interrupted:
         lines.append("interrupted (Ctrl-C): outputs so far are complete")
     if summary.quit:

@@ -25,7 +25,7 @@ from pycocotools import mask as coco_mask
 
 from mast.core.errors import InputError, MastError
 from mast.core.masks import write_mask
-from mast.runtime.drawing import draw_legend, put_text, render
+from mast.runtime.drawing import draw_status, render
 from mast.runtime.objects import ObjectMonitor
 
 DEFAULT_FPS = 30.0
@@ -234,7 +234,8 @@ _PAUSE_KEY = ord(" ")
 
 
 class WindowSink(Sink):
-    """An OpenCV window showing the overlay, the ids and the live frame rate.
+    """An OpenCV window showing the overlay, the ids and the live frame rate (an exponential moving
+    average of the rate at which frames are shown, pauses left out; ``paused_s`` sums the pauses).
 
     Keys (listed at the bottom of the window, :attr:`legend`): ``q``/Esc quit, space pauses (and
     resumes). ``write`` returns a :class:`WindowSignal`;
@@ -255,6 +256,7 @@ class WindowSink(Sink):
         self.quit_requested = False
         self.paused = False
         self.fps: float | None = None  # exponential moving average of the display rate
+        self.paused_s = 0.0            # wall seconds spent paused (and editing) so far
         self._last: float | None = None
         self._open = True
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -269,9 +271,7 @@ class WindowSink(Sink):
     def _annotate(self, frame: np.ndarray) -> np.ndarray:
         """Write the frame rate (and "[paused]") and the keys into ``frame`` in place; returns it."""
         text = f"{self.fps:.1f} fps" if self.fps is not None else "-- fps"
-        scale = max(0.5, min(frame.shape[:2]) / 600.0)
-        put_text(frame, text + ("  [paused]" if self.paused else ""), (10, int(30 * scale) + 5), scale)
-        return draw_legend(frame, self.legend)
+        return draw_status(frame, text + ("  [paused]" if self.paused else ""), self.legend)
 
     def write(self, index: int, bgr: np.ndarray, ids: np.ndarray) -> WindowSignal:
         """Show the frame; handle keys (blocks while paused). Returns CONTINUE or QUIT."""
@@ -282,7 +282,9 @@ class WindowSink(Sink):
         cv2.imshow(self.title, self._annotate(overlay.copy()))
         self._handle_key(cv2.waitKey(1) & 0xFF)
         if self.paused:
+            start = time.monotonic()
             self._wait_while_paused(bgr, ids, overlay)
+            self.paused_s += time.monotonic() - start
         return WindowSignal.QUIT if self.quit_requested else WindowSignal.CONTINUE
 
     def _wait_while_paused(self, bgr: np.ndarray, ids: np.ndarray, overlay: np.ndarray) -> None:

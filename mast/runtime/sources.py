@@ -63,7 +63,8 @@ class LatestFrameReader:
     ``frames`` is any iterable of ``(index, bgr)`` (e.g. a camera's blocking reads). The producer
     thread keeps a single slot: a frame that is replaced before the consumer took it is *dropped*
     (counted in ``dropped``). Hence the consumer never gets an older frame after a newer one and
-    memory holds at most one waiting frame.
+    memory holds at most one waiting frame. ``produced`` counts the frames taken from ``frames``
+    (``delivered + dropped``, plus the one waiting).
 
     ``pace_fps``: when set, the producer publishes at most this many frames per second (frame k
     is due ``k / pace_fps`` seconds after the start) — a video file then behaves like a camera.
@@ -80,7 +81,9 @@ class LatestFrameReader:
         self.name = name
         self.dropped = 0
         self.delivered = 0
+        self.produced = 0
         self._slot: Frame | None = None
+        self._on_exit: list[Callable[[], None]] = []   # run by the producer thread as it ends
         self._done = False
         self._error: BaseException | None = None
         self._stop = threading.Event()
@@ -106,6 +109,9 @@ class LatestFrameReader:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
+                on_exit, self._on_exit = self._on_exit, []
+            for call in on_exit:
+                call()
 
     def _wait_due(self, start: float, k: int) -> bool:
         """Sleep until frame ``k`` is due under ``pace_fps``; False when asked to stop meanwhile."""
@@ -118,6 +124,7 @@ class LatestFrameReader:
         with self._cond:
             if self._slot is not None:
                 self.dropped += 1
+            self.produced += 1
             self._slot = frame
             self._cond.notify_all()
 
@@ -161,6 +168,15 @@ class LatestFrameReader:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(join_timeout_s)
+
+    def call_when_stopped(self, call: Callable[[], None]) -> None:
+        """Run ``call`` once the producer thread has ended: now when it has ended or never started,
+        else in that thread as it ends (e.g. release a device whose read was still blocked at close)."""
+        with self._cond:
+            if self._thread.is_alive() and not self._done:
+                self._on_exit.append(call)
+                return
+        call()
 
     def __enter__(self) -> "LatestFrameReader":
         return self.start()
@@ -217,11 +233,12 @@ class FrameSource:
         if self._closed:
             return
         self._closed = True
-        if self._reader is not None:
-            self._reader.close()
-            if self._reader.alive:  # still blocked inside a read: releasing now could crash
-                return
-        self._release()
+        if self._reader is None:
+            self._release()
+            return
+        self._reader.close()
+        # a read still blocked in the device: releasing now could crash; the thread releases it when the read returns
+        self._reader.call_when_stopped(self._release)
 
     def __enter__(self) -> "FrameSource":
         return self

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from mast.runtime.boxmask import Box, boxes_to_mask, segment_box
 from mast.runtime.edits import Editor, apply_edits
 from mast.runtime.objects import LossConfig, ObjectMonitor
 from mast.runtime.sinks import Sink, WindowSignal, frame_record
-from mast.runtime.sources import FrameSource
+from mast.runtime.sources import Frame, FrameSource
 from mast.runtime.tracker import ObjectTracker
 
 ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference under which a mask is resized, not refused
@@ -68,11 +68,32 @@ def load_mask(path: Path) -> np.ndarray:
 
 # -- the result --------------------------------------------------------------------------------------
 @dataclass
+class LoopTimes:
+    """Wall seconds the loop spent, summed over the frames after the first (the first one makes the
+    mask, possibly in a window), window pauses left out: ``read`` waiting for and decoding the next
+    frame (a live source decodes in its own thread: then only the wait), ``track`` in the tracker
+    (resize, colour, model, post-process; re-anchoring and edits included), ``loop`` the rest (the
+    window, the outputs, the object monitor: the host work around the tracker)."""
+
+    frames: int = 0
+    read: float = 0.0
+    track: float = 0.0
+    loop: float = 0.0
+
+    def per_frame_ms(self) -> dict[str, float]:
+        """``read``, ``track`` and ``loop`` in milliseconds per frame (zeros without frames)."""
+        n = max(self.frames, 1)
+        return {"read": 1e3 * self.read / n, "track": 1e3 * self.track / n, "loop": 1e3 * self.loop / n}
+
+
+@dataclass
 class RunSummary:
-    """What happened: frames processed, wall time (s) from the mask frame on, drops, why it ended."""
+    """What happened: frames processed, wall time (s) from the mask frame on, drops, why it ended;
+    ``times`` splits the frames after the first (:class:`LoopTimes`), ``fps`` is their rate."""
 
     frames: int = 0
     seconds: float = 0.0
+    times: LoopTimes = field(default_factory=LoopTimes)
     dropped: int = 0
     first_index: int | None = None
     last_index: int | None = None
@@ -84,6 +105,12 @@ class RunSummary:
 
     @property
     def fps(self) -> float:
+        """Frames per second of the stream after its first frame (window pauses left out; the rate
+        of the whole run when only one frame was processed)."""
+        t = self.times
+        busy = t.read + t.track + t.loop
+        if t.frames and busy > 0:
+            return t.frames / busy
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     @property
@@ -114,11 +141,12 @@ def first_mask(mask: np.ndarray | None = None, boxes: Sequence[Box] = (),
     return from_boxes
 
 
-def stream_masks(tracker: ObjectTracker, source: FrameSource, make_mask: FirstMask, monitor: ObjectMonitor, *,
+def stream_masks(tracker: ObjectTracker, source: Iterable[Frame], make_mask: FirstMask, monitor: ObjectMonitor, *,
                  mask_frame: int = 0, editor: Editor | None = None, say: Callable[[str], None] = print,
                  warn: Callable[[str], None] = to_stderr) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)``, then step it:
-    yields ``(index, frame [H, W, 3], ids [H, W])`` per frame. ``monitor`` follows the objects; a loss
+    yields ``(index, frame [H, W, 3], ids [H, W])`` per frame (``source``: a :class:`FrameSource` or any
+    iterable of ``(index, frame)``). ``monitor`` follows the objects; a loss
     is reported once through ``warn``; with ``monitor.config.reanchor`` a lost object is re-segmented
     on the next frame in its last good box (:func:`reanchor_lost`). ``editor`` (the window) is shown
     every frame first; edits made on a paused frame re-anchor the tracker on it
@@ -184,19 +212,31 @@ def track_stream(tracker: ObjectTracker, source: FrameSource, make_mask: FirstMa
                  say: Callable[[str], None] = print, warn: Callable[[str], None] = to_stderr) -> RunSummary:
     """Start ``tracker`` on frame ``mask_frame`` of ``source`` with ``make_mask(frame)`` (ids), step
     it through the following frames (:func:`stream_masks`, with ``editor`` the window), and hand every
-    frame and its ids to every sink. Returns the summary; Ctrl-C, a window quit and a source failing
+    frame and its ids to every sink. Returns the summary (its ``times`` split each frame after the
+    first into reading, tracking and the rest of the loop); Ctrl-C, a window quit and a source failing
     after the first frame (a stalled camera, an unreadable frame) end the loop without raising. A
     failure before any frame raises."""
     summary, t0, last_report = RunSummary(), 0.0, time.perf_counter()
     monitor = monitor or ObjectMonitor()
+    frames, timed = _TimedFrames(source), _TimedTracker(tracker)
+    windows = [w for w in (editor, *sinks) if hasattr(w, "paused_s")]
+    marks: list[tuple[float, float, float, float]] = []   # (now, read s, track s, paused s) after frame 1, last
+
+    def mark() -> tuple[float, float, float, float]:
+        return time.perf_counter(), frames.seconds, timed.seconds, sum(w.paused_s for w in windows)
+
     try:
         t0 = time.perf_counter()  # from the first frame read (mask_frame 0) on
-        for index, frame, ids in stream_masks(tracker, source, make_mask, monitor, mask_frame=mask_frame,
+        for index, frame, ids in stream_masks(timed, frames, make_mask, monitor, mask_frame=mask_frame,
                                               editor=editor, say=say, warn=warn):
             if summary.frames == 0:
                 summary.first_index = index
             summary.frames, summary.last_index = summary.frames + 1, index
             summary.quit = _emit(sinks, index, frame, ids) or bool(editor and editor.quit_requested)
+            if len(marks) < 2:
+                marks.append(mark())
+            else:
+                marks[1] = mark()
             if summary.quit or (interrupt is not None and interrupt.requested):
                 break
             if max_frames is not None and summary.frames >= max_frames:
@@ -213,9 +253,67 @@ def track_stream(tracker: ObjectTracker, source: FrameSource, make_mask: FirstMa
         summary.stopped = str(exc)
     summary.interrupted |= bool(interrupt is not None and interrupt.requested)
     summary.seconds = time.perf_counter() - t0 if summary.frames else 0.0
+    summary.times = _loop_times(marks, summary.frames)
     summary.dropped = source.dropped
     summary.lost = sum(obj.losses for obj in monitor.objects.values())
     return summary
+
+
+def _loop_times(marks: list[tuple[float, float, float, float]], frames: int) -> LoopTimes:
+    """:class:`LoopTimes` between the marks taken after the first and after the last frame."""
+    if len(marks) < 2:
+        return LoopTimes()
+    (t1, read1, track1, paused1), (t2, read2, track2, paused2) = marks
+    read, track = read2 - read1, track2 - track1
+    busy = (t2 - t1) - (paused2 - paused1)
+    return LoopTimes(frames=frames - 1, read=read, track=track, loop=max(busy - read - track, 0.0))
+
+
+class _TimedFrames:
+    """Iterates ``source`` once, adding the wall time spent waiting for each frame to ``seconds``."""
+
+    def __init__(self, source: Iterable[Frame]) -> None:
+        self.source = source
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[Frame]:
+        frames = iter(self.source)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(frames)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - start
+            yield item
+
+
+class _TimedTracker:
+    """``tracker`` (an :class:`ObjectTracker`) adding the wall time of its calls to ``seconds``."""
+
+    def __init__(self, tracker: ObjectTracker) -> None:
+        self.tracker = tracker
+        self.seconds = 0.0
+
+    def _timed(self, call: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._timed(self.tracker.start, frame, mask)
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        return self._timed(self.tracker.step, frame)
+
+    def anchor(self, frame: np.ndarray, mask: np.ndarray, merge: bool = False) -> np.ndarray:
+        return self._timed(self.tracker.anchor, frame, mask, merge)
+
+    def close(self) -> None:
+        self.tracker.close()
 
 
 def _start(tracker: ObjectTracker, frame: np.ndarray, mask: np.ndarray, warn: Callable[[str], None]) -> np.ndarray:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mast.core.masks import read_mask
 from mast.core.model import key_encoder
-from mast.runtime.bench import STAGES, StageClock, app, clip_frames, split_torch_preprocess
+from mast.runtime.bench import STAGES, StageClock, app, clip_frames, split_torch_colour
 from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
@@ -29,10 +29,17 @@ def test_bench_table_and_json(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--backend", "torch", "--keys", "lab", "--size", "52x92", "--frames", "4",
                                  "--warmup", "2", "--threads", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    for word in (*STAGES, "total", "median ms", "p95 ms", "CPU ms", "fps", "peak RSS", "core(s)"):
+    for word in (*STAGES, "host (all but encoder, attention)", "total", "median ms", "p95 ms", "CPU ms", "fps",
+                 "peak RSS", "core(s)"):
         assert word in result.output
     data = json.loads(out.read_text())
     assert set(data["stages"]) == set(STAGES)
+    stages = data["stages"]
+    for name in ("resize", "colour", "overlay", "window"):   # the clip is 240x427: resized to 52x92, drawn
+        assert stages[name]["median_ms"] > 0, name
+    host = sum(stages[s]["cpu_median_ms"] for s in STAGES if s not in ("encoder", "attention"))
+    assert 0 < data["host"]["cpu_median_ms"] and data["host"]["median_ms"] <= data["total"]["median_ms"]
+    assert host > 0
     assert all(s["p95_ms"] >= s["median_ms"] >= 0 and s["cpu_median_ms"] >= 0 for s in data["stages"].values())
     assert 0 < data["total"]["cpu_median_ms"]
     assert data["stages"]["attention"]["median_ms"] > 0 and data["fps_median"] > 0
@@ -62,7 +69,7 @@ def test_timer_hook_changes_no_result() -> None:
         backend = TorchBackend(key_encoder("random"))
         tracker = Tracker(backend, size=(48, 84), timer=clock)
         tracker.start(seq[0], mask)
-        remove = split_torch_preprocess(backend, clock) if clock else (lambda: None)
+        remove = split_torch_colour(backend, clock) if clock else (lambda: None)
         masks = []
         for frame in seq[1:]:
             if clock:
@@ -74,9 +81,9 @@ def test_timer_hook_changes_no_result() -> None:
         outputs.append(masks)
     assert all(np.array_equal(a, b) for a, b in zip(*outputs))
     for frame in clock.frames:
-        assert set(frame) == {"preprocess", "encoder", "attention", "postprocess", "total"}
+        assert set(frame) == {"resize", "colour", "encoder", "attention", "postprocess", "total"}
         assert sum(v for k, v in frame.items() if k != "total") <= frame["total"]
-        assert frame["encoder"] > 0 and frame["preprocess"] > 0
+        assert frame["encoder"] > 0 and frame["resize"] > 0 and frame["colour"] > 0
 
 
 def test_stage_clock_split() -> None:
@@ -84,13 +91,16 @@ def test_stage_clock_split() -> None:
     clock.start_frame()
     with clock("encoder"):
         time.sleep(0.02)
-        clock.charge_to("preprocess")
+        clock.charge_to("colour")
         time.sleep(0.01)
+    with clock("preprocess"):           # the tracker's name for the resize row
+        pass
     clock.end_frame()
     frame, cpu = clock.frames[0], clock.cpu_frames[0]
-    assert frame["preprocess"] >= 0.02 and 0.01 <= frame["encoder"] < 0.02 + 0.01
-    assert frame["total"] >= frame["preprocess"] + frame["encoder"]
-    assert set(cpu) == set(frame) and cpu["preprocess"] < 0.015  # sleeping costs no CPU
+    assert set(frame) == {"colour", "encoder", "resize", "total"}
+    assert frame["colour"] >= 0.02 and frame["encoder"] >= 0.01
+    assert frame["total"] >= frame["colour"] + frame["encoder"]
+    assert set(cpu) == set(frame)
 
 
 def test_clip_plays_back_and_forth() -> None:
