@@ -48,15 +48,17 @@ def open_tracker(model: str | Path | None = None, backend: factory.BackendName =
         raise
 
 
-def connect_tracker(server: str, stream_id: str, say: Callable[[str], None] = print) -> ObjectTracker:
+def connect_tracker(server: str, stream_id: str, token: str | None = None,
+                    say: Callable[[str], None] | None = None) -> ObjectTracker:
     """A tracker whose frames a ``mast-serve`` tracks: ``server`` is its ``HOST:PORT`` (the gRPC port),
     ``stream_id`` this stream's name there (the server keeps one memory per stream). The same
     :class:`~mast.runtime.tracker.ObjectTracker` interface as :func:`open_tracker`'s, so
     :func:`mast.runtime.tracker.track` and ``mast-run``'s loop take either; the model and its size are
-    the server's. Needs the ``[serve]`` extra (:class:`mast.runtime.client.RemoteTracker`); ``say``
-    takes its re-anchor and retry lines."""
+    the server's. ``token``: the server's shared secret (None: ``$MAST_TOKEN`` if set). Needs the
+    ``[serve]`` extra (:class:`mast.runtime.client.RemoteTracker`); ``say`` takes its re-anchor and
+    wait lines (default: stderr)."""
     if not stream_id:
         raise InputError("--server needs --stream-id NAME (this stream's name on the server)")
     from mast.runtime.client import RemoteTracker  # noqa: PLC0415 - needs tritonclient ([serve])
 
-    return RemoteTracker(server, stream_id, say=say)
+    return RemoteTracker(server, stream_id, token=token, say=say)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mast.runtime.engine import Engine, Job, StreamError
+from mast.runtime.protocol import SHUTTING_DOWN as SHUTTING_DOWN_CAUSE
 
-SHUTTING_DOWN = "the server is shutting down: this frame was not tracked"
+SHUTTING_DOWN = f"{SHUTTING_DOWN_CAUSE}: this frame was not tracked; send it again when the server is back"
 
 
 @dataclass

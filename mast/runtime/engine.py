@@ -23,9 +23,8 @@ import numpy as np
 from mast.core.config import ModelConfig
 from mast.core.errors import InputError, MastError
 from mast.runtime.backend import Backend
+from mast.runtime.protocol import UNKNOWN_STREAM
 from mast.runtime.tracker import Tracker
-
-UNKNOWN_STREAM = "unknown stream"   # how an UnknownStreamError's message starts (the client looks for it)
 
 
 class StreamError(InputError):

@@ -2,12 +2,16 @@
 
 ::
 
-    mast-serve [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002] [--address 0.0.0.0]
-               [--checkpoint F | --model DIR --backend onnxruntime] [--device cpu|cuda] [--size HxW]
-               [--max-streams 8] [--idle-timeout 60]
+    mast-serve [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002] [--address 127.0.0.1]
+               [--token SECRET] [--checkpoint F | --model DIR --backend onnxruntime] [--device cpu|cuda]
+               [--size HxW] [--max-streams 8] [--idle-timeout 60]
 
-The contract (README, "Many cameras"; a stock ``tritonclient`` uses it, :mod:`mast.runtime.client`
-is one): model ``mast``; input ``frame`` UINT8 ``[H, W, 3]`` BGR; optional input ``mask`` UINT8
+Private by default: it listens on this machine only (``--address 127.0.0.1``; another address is
+said at start), and with a shared secret (``--token`` or ``$MAST_TOKEN``) Triton refuses every
+request that does not carry it (docs/SERVING.md: running it behind a TLS reverse proxy).
+
+The contract (docs/SERVING.md; its names in :mod:`mast.runtime.protocol`; a stock ``tritonclient``
+uses it, :mod:`mast.runtime.client` is one): model ``mast``; input ``frame`` UINT8 ``[H, W, 3]`` BGR; optional input ``mask`` UINT8
 ``[H, W]`` object ids (a stream's first request must carry it: it starts the stream; later it
 re-anchors, new ids added); request parameter ``stream_id`` (string), optional ``anchor``
 (``merge``, the default: the mask's objects painted over the prediction; ``replace``: the mask is
@@ -23,14 +27,15 @@ dynamic batcher is not used: PyTriton answers a whole batch with one error, so o
 request would fail every stream's frame batched with it.
 
 Ctrl-C (or SIGTERM) stops it cleanly: Triton stops taking requests, waiting frames get an error,
-the summary is printed, exit code 130.
+the summary is printed, exit code 130. Its temporary files are removed at exit, and those of a
+server that was killed at the next start (:mod:`mast.runtime.serve_scratch`).
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -48,12 +53,15 @@ from mast.core.errors import DependencyError, InputError
 from mast.runtime import factory
 from mast.runtime.batcher import Batcher
 from mast.runtime.engine import Engine, EngineConfig, Job, StreamError
+from mast.runtime.protocol import (ANCHOR_MODES, ANCHOR_PARAMETER, DEFAULT_ADDRESS, FRAME_INPUT, MASK_INPUT,
+                                   MASK_OUTPUT, MODEL_NAME, STREAM_PARAMETER, TOKEN_ENV)
+from mast.runtime.serve_scratch import SCRATCH_LOG, make_scratch, record_triton_folders, remove_scratch, remove_stale
 from mast.runtime.tracker import working_size
 
-MODEL_NAME = "mast"
-STREAM_PARAMETER = "stream_id"
-ANCHOR_PARAMETER = "anchor"   # optional: how a mask re-anchors a stream, "merge" (default) or "replace"
-ANCHOR_MODES = ("merge", "replace")
+# The endpoints refused without the token (Triton's protocol groups): all but "health" (server and
+# model live / ready: no data, what a router probes, and what PyTriton polls without a token)
+RESTRICTED_ENDPOINTS = ("metadata", "inference", "shared-memory", "model-config", "model-repository", "statistics",
+                        "trace", "logging")
 POLL_S = 0.2   # how often the main thread checks for Ctrl-C and a dead server
 START_ATTEMPTS = 3
 
@@ -65,13 +73,14 @@ class ServeConfig:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    address: str = "0.0.0.0"
+    address: str = DEFAULT_ADDRESS
+    token: str | None = None           # shared secret every request must carry (None: none asked)
     backend: factory.BackendName = "auto"
     model: Path | None = None          # checkpoint .pt or export folder; None = the shipped weights
     device: factory.DeviceName | None = None
     precision: factory.Precision = "fp32"
     engine: EngineConfig = field(default_factory=EngineConfig)
-    triton_log: Path | None = None     # Triton's own log file (None: a temporary file)
+    triton_log: Path | None = None     # Triton's own log file (None: in the server's temporary folder)
 
 
 def request_job(request: Any) -> Job:
@@ -84,7 +93,7 @@ def request_job(request: Any) -> Job:
     if mode not in ANCHOR_MODES:
         raise StreamError(f"stream {stream_id!r}: request parameter {ANCHOR_PARAMETER!r} is {mode!r}, expected "
                           f"{' or '.join(ANCHOR_MODES)}")
-    return Job(stream_id, request.data["frame"], request.data.get("mask"), merge=mode == "merge")
+    return Job(stream_id, request.data[FRAME_INPUT], request.data.get(MASK_INPUT), merge=mode == "merge")
 
 
 def infer_function(batcher: Batcher, say: Callable[[str], None]) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
@@ -95,7 +104,7 @@ def infer_function(batcher: Batcher, say: Callable[[str], None]) -> Callable[[li
         out = []
         for request in requests:   # one per call: Triton's batching is off (module docstring)
             try:
-                out.append({"mask": batcher.submit(request_job(request))})
+                out.append({MASK_OUTPUT: batcher.submit(request_job(request))})
             except StreamError as exc:
                 say(f"refused: {exc}")
                 raise
@@ -113,34 +122,63 @@ def python_libdir_env() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
 
 
-def _pytriton() -> tuple[Any, Any, Any, Any]:
-    """(Triton, TritonConfig, ModelConfig, Tensor) of PyTriton, or a one-line DependencyError."""
+def _pytriton() -> tuple[Any, Any, Any, Any, Any]:
+    """(Triton, TritonConfig, TritonSecurityConfig, ModelConfig, Tensor) of PyTriton, or a one-line
+    DependencyError."""
     try:
         from pytriton.model_config import ModelConfig, Tensor  # noqa: PLC0415 - optional dependency
-        from pytriton.triton import Triton, TritonConfig  # noqa: PLC0415
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig  # noqa: PLC0415
     except ImportError as exc:
-        raise DependencyError(f"mast-serve needs PyTriton ({exc}): pip install -e \".[serve]\"") from None
-    return Triton, TritonConfig, ModelConfig, Tensor
+        raise DependencyError(f"mast-serve needs PyTriton ({exc}): make the serve environment "
+                              "(docs/SERVING.md: scripts/serve_venv DIR) and run DIR/bin/mast-serve") from None
+    return Triton, TritonConfig, TritonSecurityConfig, ModelConfig, Tensor
 
 
-def start_triton(cfg: ServeConfig, log: Path, infer: Callable[..., Any], stack: ExitStack,
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is reachable from this machine only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:   # a host name: assumed reachable from elsewhere
+        return False
+
+
+def quiet(triton: Any) -> None:
+    """Stop PyTriton echoing the Triton process's console on our stdout (``Signal (2) received.``,
+    its helpers' ``Non-graceful termination detected.`` at each stop); Triton's log (``--triton-log``)
+    is unchanged. PyTriton has no option for it: its server object's ``_verbose`` flag, when present."""
+    server = getattr(triton, "_triton_server", None)
+    if server is not None and hasattr(server, "_verbose"):
+        server._verbose = False
+
+
+def start_triton(cfg: ServeConfig, scratch: Path, log: Path, gpu: bool, infer: Callable[..., Any], stack: ExitStack,
                  say: Callable[[str], None]) -> Any:
-    """Triton running (closed by ``stack``) with model ``mast`` bound to ``cfg.engine.max_streams``
-    instances of ``infer``. PyTriton's instances sometimes fail their start-up handshake (its helper
-    processes race for one socket; more likely on a busy CPU): Triton is then stopped and started
-    afresh, up to :data:`START_ATTEMPTS` times."""
-    Triton, TritonConfig, ModelConfig, Tensor = _pytriton()
+    """Triton running (closed by ``stack``; PyTriton's workspace in ``scratch``) with model ``mast``
+    bound to ``cfg.engine.max_streams`` instances of ``infer``; with ``cfg.token`` every endpoint
+    refuses requests without it. ``gpu``: collect GPU metrics (off on CPU: NVML is absent there).
+    PyTriton's instances sometimes fail their start-up handshake (its helper processes race for one
+    socket; more likely on a busy CPU): Triton is then stopped and started afresh, up to
+    :data:`START_ATTEMPTS` times."""
+    Triton, TritonConfig, TritonSecurityConfig, ModelConfig, Tensor = _pytriton()
     config = TritonConfig(http_address=cfg.address, http_port=cfg.http_port, grpc_address=cfg.address,
-                          grpc_port=cfg.grpc_port, metrics_port=cfg.metrics_port, log_file=log, exit_timeout_secs=5)
+                          grpc_port=cfg.grpc_port, metrics_address=cfg.address, metrics_port=cfg.metrics_port,
+                          allow_gpu_metrics=gpu, log_file=log, exit_timeout_secs=5)
+    # without a token PyTriton still guards Triton's admin endpoints with a random one of its own
+    security = (TritonSecurityConfig(access_token=cfg.token, restricted_endpoints=list(RESTRICTED_ENDPOINTS))
+                if cfg.token else None)
     attempt = 1
     while True:
         attempt_stack = ExitStack()
-        triton = attempt_stack.enter_context(Triton(config=config))
+        triton = attempt_stack.enter_context(Triton(config=config, workspace=scratch / f"pytriton-{attempt}",
+                                                    security_config=security))
+        quiet(triton)
         try:
             triton.bind(model_name=MODEL_NAME, infer_func=[infer] * cfg.engine.max_streams,
-                        inputs=[Tensor(name="frame", dtype=np.uint8, shape=(-1, -1, 3)),
-                                Tensor(name="mask", dtype=np.uint8, shape=(-1, -1), optional=True)],
-                        outputs=[Tensor(name="mask", dtype=np.uint8, shape=(-1, -1))],
+                        inputs=[Tensor(name=FRAME_INPUT, dtype=np.uint8, shape=(-1, -1, 3)),
+                                Tensor(name=MASK_INPUT, dtype=np.uint8, shape=(-1, -1), optional=True)],
+                        outputs=[Tensor(name=MASK_OUTPUT, dtype=np.uint8, shape=(-1, -1))],
                         config=ModelConfig(batching=False), strict=True)
             triton.run()
         except Exception as exc:  # noqa: BLE001 - PyTriton and tritonclient raise their own types
@@ -156,10 +194,18 @@ def start_triton(cfg: ServeConfig, log: Path, infer: Callable[..., Any], stack: 
         return triton
 
 
-def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Interrupt | None = None) -> int:
+def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Interrupt | None = None,
+          warn: Callable[[str], None] | None = None) -> int:
     """Build the backend and the engine, start Triton with the model bound, serve until ``interrupt``
-    (or Triton stops). Returns the exit code."""
+    (or Triton stops). Returns the exit code. ``warn``: where warnings go (default ``say``)."""
+    warn = warn or say
     _pytriton()   # a missing PyTriton is said before the model loads
+    if not is_loopback(cfg.address):
+        warn(f"listening on {cfg.address}: other machines can reach this server"
+             + ("" if cfg.token else f" and, without --token (${TOKEN_ENV}), use it") + "; plain gRPC/HTTP, no TLS "
+             "(docs/SERVING.md: a TLS reverse proxy in front, or --address 127.0.0.1, the default)")
+    if cleaned := remove_stale():
+        say(f"removed the temporary files of {cleaned} mast-serve process(es) that were killed")
     backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, "model", cfg.precision)
     try:
         size = working_size(cfg.engine.size, backend.input_size, cfg.model)   # the one --size rule of every command
@@ -172,15 +218,21 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
         + f"; up to {cfg.engine.max_streams} streams, freed after {cfg.engine.idle_timeout:g} s idle")
     python_libdir_env()
     logging.getLogger("pytriton").setLevel(logging.CRITICAL)   # refusals are reported by infer_function
-    log = cfg.triton_log or Path(tempfile.mkdtemp(prefix="mast-serve-")) / "triton.log"
+    scratch = make_scratch()
+    log = cfg.triton_log or scratch / SCRATCH_LOG
     batcher = Batcher(engine, tick=min(1.0, cfg.engine.idle_timeout / 4))
     started = time.monotonic()
+    running = False
     try:
         with ExitStack() as stack:
-            triton = start_triton(cfg, log, infer_function(batcher, say), stack, say)
+            triton = start_triton(cfg, scratch, log, str(backend.device).startswith("cuda"),
+                                  infer_function(batcher, say), stack, say)
+            running = True
+            record_triton_folders(scratch)
             say(f"serving model {MODEL_NAME!r}: HTTP {cfg.address}:{cfg.http_port}, "
-                f"gRPC {cfg.address}:{cfg.grpc_port}, "
-                f"metrics :{cfg.metrics_port} (Triton log: {log}); Ctrl-C stops")
+                f"gRPC {cfg.address}:{cfg.grpc_port}, metrics {cfg.address}:{cfg.metrics_port}"
+                + (", every request must carry the token" if cfg.token else "")
+                + f" (Triton's log: {log}" + ("" if cfg.triton_log else ", removed at exit") + "); Ctrl-C stops")
             while triton.is_alive() and not (interrupt is not None and interrupt.requested):
                 time.sleep(POLL_S)
             stopped_by_signal = interrupt is not None and interrupt.requested
@@ -188,6 +240,7 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
     finally:   # after Triton has stopped (it waits for the requests in flight)
         batcher.close()
         backend.close()
+        remove_scratch(scratch, keep_log=not running)   # a failed start keeps Triton's log (its path was said)
     stats = batcher.stats
     say(f"served {stats.frames} frame(s) in {stats.steps} step(s) (mean batch {stats.mean_batch:.2f}) over "
         f"{time.monotonic() - started:.0f} s; {len(engine.streams)} stream(s) open at exit")
@@ -204,7 +257,8 @@ def cli(
     http_port: int = typer.Option(8000, "--http-port", min=1, max=65535, help="Triton's HTTP port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", min=1, max=65535, help="Triton's gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", min=1, max=65535, help="Triton's Prometheus metrics port."),
-    address: str = typer.Option("0.0.0.0", "--address", help="Address the HTTP and gRPC endpoints bind to (127.0.0.1: this machine only)."),
+    address: str = typer.Option(DEFAULT_ADDRESS, "--address", help="Address the HTTP, gRPC and metrics endpoints bind to: 127.0.0.1 (the default) this machine only; 0.0.0.0 every interface (said at start; see --token)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar=TOKEN_ENV, show_envvar=True, help="A shared secret every request must carry (mast-run --token, or the gRPC header triton-grpc-protocol-triton-access-token); without it none is asked."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint .pt for the torch backend (default: the shipped weights)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Export folder from mast-export (with --backend onnxruntime)."),
     backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="auto, torch or onnxruntime (tensorrt runs one stream per engine: refused)."),
@@ -213,9 +267,11 @@ def cli(
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW of every stream, e.g. 240x427 (one encoder call per step); default: each stream's frame size."),
     max_streams: int = typer.Option(EngineConfig.max_streams, "--max-streams", min=1, help="Streams held at once (one memory bank each); a new stream beyond is refused."),
     idle_timeout: float = typer.Option(EngineConfig.idle_timeout, "--idle-timeout", min=0.1, help="Seconds without a frame after which a stream is freed."),
-    triton_log: Optional[Path] = typer.Option(None, "--triton-log", help="Triton's own log file (default: a temporary file, printed at start)."),
+    triton_log: Optional[Path] = typer.Option(None, "--triton-log", help="Triton's own log file (default: in a temporary folder removed at exit, printed at start)."),
 ) -> None:
     """Serve model 'mast' (input frame UINT8 HxWx3 BGR, optional mask UINT8 HxW, request parameter stream_id; output mask UINT8 HxW) through Triton Inference Server.
+
+    Private by default: it listens on 127.0.0.1; with --token every request must carry the secret (docs/SERVING.md: TLS through a reverse proxy).
 
     Exit codes: 130 stopped by Ctrl-C/SIGTERM, 2 bad options (one line), 1 Triton stopped on its own.
     """  # noqa: E501 - typer keeps docstring line breaks: one line per paragraph
@@ -223,13 +279,16 @@ def cli(
     with exit_on_error(err):
         if checkpoint is not None and model is not None:
             raise InputError("give --checkpoint FILE (torch) or --model DIR (an export folder), not both")
+        if token is not None and not token.strip():
+            raise InputError(f"--token (or ${TOKEN_ENV}) is empty: give a secret, or leave it unset for none")
         cfg = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, address=address,
+                          token=token,
                           backend=backend.value, model=checkpoint or model, device=device.value if device else None,
                           precision=precision.value, triton_log=triton_log,
                           engine=EngineConfig(max_streams=max_streams, idle_timeout=idle_timeout,
                                               size=parse_size(size)))
         with Interrupt(signals=(SIGINT, SIGTERM)) as interrupt:
-            code = serve(cfg, console.print, interrupt)
+            code = serve(cfg, console.print, interrupt, warn=lambda line: err.print(f"warning: {line}"))
     raise typer.Exit(code=code)
 
 

@@ -1,5 +1,7 @@
 """A ``mast-serve`` in a child process on free loopback ports: started, waited for, measured and
-stopped within bounded times (the tests and ``benchmarks/bench_serve.py`` use it; torch-free).
+stopped within bounded times (the tests and ``benchmarks/bench_serve.py`` use it; torch-free). The
+server runs in a process group of its own (Triton and its helpers included), so it can be killed
+whole as a crash would.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import time
 from pathlib import Path
 
 from mast.core.errors import MastError
-from mast.runtime.client import tritonclient_grpc
-from mast.runtime.serve import MODEL_NAME
+from mast.runtime.client import auth_headers, tritonclient_grpc
+from mast.runtime.protocol import MODEL_NAME, TOKEN_ENV
+from mast.runtime.serve_scratch import descendants
 
 LOOPBACK = "127.0.0.1"
 
@@ -43,51 +46,50 @@ def wait_port_free(port: int, timeout: float = 60.0) -> None:
 
 def tree_rss_mib(pid: int) -> float:
     """Resident memory (VmRSS) of ``pid`` and all its descendants (Triton, its helper processes), MiB."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        try:
-            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text()).group(1))
+            total += _rss(p)
         except (OSError, AttributeError):
             continue
-    return total / 1024
+    return total
 
 
 class ServeProcess:
     """``mast-serve ARGS`` on loopback ports (http, grpc, metrics: ``ports``, free ones by default),
     output in ``log``; ready (model ``mast`` loaded) when the constructor returns, or MastError.
-    ``threads``: OMP_NUM_THREADS of the server."""
+    ``threads``: OMP_NUM_THREADS of the server; ``token``: its shared secret (passed as $MAST_TOKEN).
+    ``wait``: False returns once the process is started (:meth:`wait_ready` waits)."""
 
     def __init__(self, log: Path, *args: str, ports: list[int] | None = None, threads: int = 1,
-                 start_timeout: float = 120.0) -> None:
+                 start_timeout: float = 120.0, token: str | None = None, wait: bool = True) -> None:
         self.ports = ports or free_ports(3)
         self.url = f"{LOOPBACK}:{self.ports[1]}"
         self.log = log
         cmd = [sys.executable, "-m", "mast.runtime.serve", "--address", LOOPBACK, "--http-port", str(self.ports[0]),
                "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), *args]
+        self.token = token
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | {"OMP_NUM_THREADS": str(threads)}
         with open(log, "w") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env=env | ({TOKEN_ENV: token} if token else {}))
+        if wait:
+            self.wait_ready(start_timeout)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until the model is ready (MastError after ``timeout`` s, the server killed)."""
         grpc = tritonclient_grpc()
         client = grpc.InferenceServerClient(self.url)
-        deadline = time.monotonic() + start_timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if client.is_model_ready(MODEL_NAME, client_timeout=2):
+                if client.is_model_ready(MODEL_NAME, headers=auth_headers(self.token), client_timeout=2):
                     return
             except grpc.InferenceServerException:
                 pass
             time.sleep(0.5)
-        self.stop(signal.SIGKILL)
-        raise MastError(f"mast-serve did not become ready in {start_timeout:g} s: {self.output()[-2000:]}")
+        self.kill_group()
+        raise MastError(f"mast-serve did not become ready in {timeout:g} s: {self.output()[-2000:]}")
 
     def output(self) -> str:
         return self.log.read_text()
@@ -100,6 +102,15 @@ class ServeProcess:
         """RSS of the server with Triton and its helper processes (MiB)."""
         return tree_rss_mib(self.process.pid)
 
+    def kill_group(self, sig: int = signal.SIGKILL, timeout: float = 60.0) -> int:
+        """Send ``sig`` to the server's whole process group (Triton and its helpers: a crash) and
+        wait for the server's exit code."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+        return self.process.wait(timeout=timeout)
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> int:
         """Send ``sig`` and wait for the exit code (killed after ``timeout`` s)."""
         if self.process.poll() is None:
@@ -107,7 +118,7 @@ class ServeProcess:
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.kill_group()
             raise
 
 
