@@ -189,3 +189,26 @@ def test_window_quit_while_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     gui.install(monkeypatch)
     with WindowSink("t") as win:
         assert win.write(0, _frame(0), _ids()) is WindowSignal.QUIT
+
+
+def test_window_rate_and_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fps shown is the rate frames are shown at; a pause (10 s per key poll here) is summed in
+    ``paused_s`` and left out of the rate. A fake clock: frames 0.1 s apart, nothing else moves it."""
+    clock = [0.0]
+    monkeypatch.setattr(sinks.time, "monotonic", lambda: clock[0])
+    gui = _FakeGui([-1, -1, ord(" "), -1, ord(" "), -1])
+    gui.install(monkeypatch)
+    shown: list[np.ndarray] = []
+    monkeypatch.setattr(cv2, "imshow", lambda title, img: shown.append(img))
+
+    def wait_key(ms: int) -> int:
+        clock[0] += 10.0 if win.paused else 0.0
+        return gui.keys.pop(0) if gui.keys else -1
+
+    monkeypatch.setattr(cv2, "waitKey", wait_key)
+    with WindowSink("t") as win:
+        for i in range(4):
+            win.write(i, _frame(i), _ids())
+            clock[0] += 0.1
+        assert win.paused_s == pytest.approx(20.0) and win.fps == pytest.approx(10.0)
+    assert len(shown) == 4 + 2                                          # the paused frame twice more
