@@ -34,7 +34,8 @@ How it is computed (exportable, memory-bounded):
   window lands) and cut into chunks of ``T*T``; each chunk's queries are matched against the key
   square holding its pixels' integer ``(2R+2)^2`` windows (side ``2R + 2`` + the chunk's spread
   of p + floor(o_p), computed in the graph: a dynamic ``Range``; chunks sorted by spread first).
-  The scores are blended with each pixel's bilinear weights into the fractional grid and masked
+  The scores are blended with each pixel's bilinear weights into the fractional grid (one
+  depthwise 2x2 ``Conv``, a channel per pixel) and masked
   to its window; the weighted values are one MatMul with the square's four corner-shifted value
   grids (:class:`_FineFrame`), scattered back into the tile-layout state. Keys are padded by
   ``max_dilation * R + R + T + 3`` so every square fits.
@@ -47,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mast.core.config import EXP_FLOOR, NO_SCORE, AttentionConfig, MemoryConfig
 from mast.core.tiling import Tiles
@@ -169,6 +171,20 @@ def _local_scores(q: torch.Tensor, key: PaddedMap, tiles: Tiles, top, left, bias
     return torch.matmul(q, nb.transpose(1, 2)) + bias
 
 
+class _DepthwiseConv2x2(torch.autograd.Function):
+    """``x`` ``[1, G, H, W]`` convolved with its own 2x2 kernel per channel, ``w`` ``[G, 1, 2, 2]``:
+    ``[1, G, H-1, W-1]``. Exported as one ONNX ``Conv`` (group G) with the kernel shape given, which
+    the TorchScript exporter cannot infer when ``H``, ``W`` are data."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:  # noqa: ARG004 - autograd signature
+        return F.conv2d(x, w, groups=groups)
+
+    @staticmethod
+    def symbolic(g, x, w, groups: int):
+        return g.op("Conv", x, w, group_i=groups, kernel_shape_i=[2, 2])
+
+
 class _FineFrame:
     """A slot read through its ROI: the fine window around p + o_p of its keys and values (bilinear,
     zero padded).
@@ -200,6 +216,7 @@ class _FineFrame:
         if chunks * tt > n:
             order = torch.cat([order, order[-1:].expand(chunks * tt - n)])
         order = order.reshape(chunks, tt)
+        self.chunks = chunks                                                          # a Python int (static)
         self.pixels = order                                                           # [NC, tt]
         self.ty, self.tx = ty[order], tx[order]
         frac = (offsets - base).reshape(2, n)
@@ -210,7 +227,7 @@ class _FineFrame:
 
     @property
     def n_chunks(self) -> int:
-        return self.pixels.shape[0]
+        return self.chunks
 
     def _squares(self, idx: torch.Tensor):
         """For the chunks ``idx`` ``[n]``: the squares' side (0-d), their rows in the padded maps
@@ -239,10 +256,14 @@ class _FineFrame:
         idx = self.order[c0:c1]
         side, rows, oy, ox = self._squares(idx)
         s = torch.matmul(q_rows[self.pixels[idx]], self.keys.rows[rows].transpose(1, 2))   # [n, tt, side^2]
-        s = s.reshape(s.shape[0], s.shape[1], side, side)
-        fy, fx = self.fy[idx][..., None, None], self.fx[idx][..., None, None]          # [n, tt, 1, 1]
-        s = s[..., :-1] + fx * (s[..., 1:] - s[..., :-1])
-        s = s[..., :-1, :] + fy * (s[..., 1:, :] - s[..., :-1, :])                    # [n, tt, side-1, side-1]
+        nb, tt = c1 - c0, self.tiles.t * self.tiles.t
+        fy, fx = self.fy[idx][..., None], self.fx[idx][..., None]                      # [n, tt, 1]
+        # each pixel's bilinear weights of its 2x2 corners: [n, tt, 4, 1]
+        mix = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 2)
+        # the blend as one depthwise 2x2 Conv (a channel per pixel, its weights as the kernel): one
+        # pass over the scores instead of two Slice/Sub/Mul/Add lerps (~2.5x faster in onnxruntime)
+        s = _DepthwiseConv2x2.apply(s.reshape(1, nb * tt, side, side), mix.reshape(nb * tt, 1, 2, 2), nb * tt)
+        s = s.reshape(nb, tt, side - 1, side - 1)                                      # [n, tt, side-1, side-1]
         n = 2 * self.tiles.r + 1
         cells = torch.arange(side - 1)
         dy, dx = cells - oy[..., None], cells - ox[..., None]                           # [n, tt, side-1]
@@ -257,7 +278,6 @@ class _FineFrame:
         vals = vals.reshape(vals.shape[0], side, side, vals.shape[-1])
         corners = torch.cat([vals[:, :-1, :-1], vals[:, :-1, 1:], vals[:, 1:, :-1], vals[:, 1:, 1:]], -1)
         corners = corners.reshape(vals.shape[0], -1, 4 * vals.shape[-1])                # [n, (side-1)^2, 4(L+1)]
-        mix = torch.cat([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 2)   # [n, tt, 4, 1]
 
         def weigh(e: torch.Tensor) -> torch.Tensor:
             out = torch.matmul(e, corners)
