@@ -1,13 +1,16 @@
-"""One memory read of the reference attention (``mast.core.attention``, CPU) on real keys.
+"""One memory read of the CPU attention (``mast.core.attention``) on real keys.
 
     python benchmarks/bench_attention.py [--size 240x427] [--repeats 9] [--threads 2]
+                                         [--kernel auto|fused|torch] [--channels C]
                                          [--against OLD_ATTENTION.py]
 
 Keys: the shipped weights (bf16 encoder) on DAVIS camel frames 0, 5, 55, 57, 59 (the memory of frame
 60 under the default schedule: distances 60, 55 read through their ROI at dilation 4, and 5, 3, 1
-through restricted windows) and frame 60 as the query; 3 one-hot labels. Prints the fastest of
-``--repeats`` runs (ms) of the whole read and of one coarse search. ``--against`` loads another
-version of ``mast/core/attention.py`` (e.g. ``git show REV:core/attention.py > /tmp/old.py``) and times
+through restricted windows) and frame 60 as the query; 3 one-hot labels. ``--channels C`` keeps the
+keys' first C channels (e.g. 56, the compact encoder's key width). Prints the fastest and the
+median of ``--repeats`` runs (ms) of the whole read, of its three restricted windows alone and of
+its two ROI frames alone (where the time goes). ``--against`` loads another version of
+``mast/core/attention.py`` (e.g. ``git show REV:mast/core/attention.py > /tmp/old.py``) and times
 both in turn in this process, twice, with the max abs difference of their outputs: an A/B on a
 noisy host.
 """
@@ -30,14 +33,14 @@ CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-val-
 MEMORY, DISTANCES, QUERY = (0, 5, 59, 57, 55), [60, 55, 1, 3, 5], 60
 
 
-def fastest(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` runs of ``fn()``, ms."""
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Fastest and median of ``repeats`` runs of ``fn()``, ms."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+    return min(times) * 1e3, sorted(times)[len(times) // 2] * 1e3
 
 
 def load(path: Path):
@@ -52,6 +55,9 @@ def main() -> None:
     ap.add_argument("--size", default="240x427")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kernel", choices=["auto", "fused", "torch"], default="auto",
+                    help="this version's implementation (roi_memory_attention's kernel argument)")
+    ap.add_argument("--channels", type=int, help="keep the keys' first C channels (default: all)")
     ap.add_argument("--against", type=Path, help="another mast/core/attention.py to time in turn with this one")
     a = ap.parse_args()
     if a.against is not None and not a.against.is_file():
@@ -65,19 +71,29 @@ def main() -> None:
     backend = TorchBackend(key_encoder("model"), precision="bf16")
     frame = lambda i: cv2.resize(cv2.imread(str(paths[i])), (w, h), interpolation=cv2.INTER_AREA)  # noqa: E731
     keys, query = [backend.encode(frame(i)) for i in MEMORY], backend.encode(frame(QUERY))
+    if a.channels is not None:
+        if not 1 <= a.channels <= query.shape[0]:
+            ap.error(f"--channels {a.channels}: expected 1 to {query.shape[0]} (the keys' channels)")
+        keys, query = [k[: a.channels].contiguous() for k in keys], query[: a.channels].contiguous()
     ids = torch.randint(0, 3, query.shape[1:], generator=torch.Generator().manual_seed(0))
     values = [(ids[None] == torch.arange(3)[:, None, None]).float() for _ in keys]
     cfg = AttentionConfig()
-    versions = [("this", current)] + ([("against", load(a.against))] if a.against else [])
-    print(f"{a.size}, {a.threads} thread(s), fastest of {a.repeats}")
+    this = lambda *args: current.roi_memory_attention(*args, kernel=a.kernel)  # noqa: E731
+    versions = [(f"this/{a.kernel}", this)] + ([("against", load(a.against).roi_memory_attention)] if a.against else [])
+    local, roi = [i for i, d in enumerate(DISTANCES) if not cfg.uses_roi(d)], [i for i, d in enumerate(DISTANCES) if cfg.uses_roi(d)]
+    parts = {"read": range(len(keys)), "windows": local, "ROI": roi}
+    print(f"{a.size}, C={query.shape[0]}, {a.threads} thread(s), fastest / median of {a.repeats} (ms)")
     with torch.inference_mode():
         for _ in range(2 if a.against else 1):
-            for name, m in versions:
-                read = fastest(lambda: m.roi_memory_attention(query, keys, values, DISTANCES, cfg), a.repeats)
-                coarse = fastest(lambda: m._coarse_offsets(query, keys[0], cfg.dilation(60), cfg), a.repeats)
-                print(f"{name:8s} read {read:7.1f} ms   coarse search {coarse:6.1f} ms")
+            for name, read in versions:
+                cells = []
+                for part, idx in parts.items():
+                    args = (query, [keys[i] for i in idx], [values[i] for i in idx], [DISTANCES[i] for i in idx], cfg)
+                    best, median = timed(lambda: read(*args), a.repeats)
+                    cells.append(f"{part} {best:7.1f} / {median:7.1f}")
+                print(f"{name:12s} " + "   ".join(cells))
         if a.against:
-            outs = [m.roi_memory_attention(query, keys, values, DISTANCES, cfg) for _, m in versions]
+            outs = [read(query, keys, values, DISTANCES, cfg) for _, read in versions]
             print(f"max abs difference: {(outs[0] - outs[1]).abs().max().item():.2e}")
 
 

@@ -40,7 +40,6 @@ import torch
 from torch.nn import functional as F
 
 from mast.core import attention_native as native
-from mast.core.attention_native import phases
 from mast.core.config import EXP_FLOOR, AttentionConfig
 from mast.core.tiling import Tiles
 
@@ -133,6 +132,15 @@ def _local_read(q_pad: torch.Tensor, key: torch.Tensor, value: torch.Tensor, til
     return peak.view(-1, 1), acc.view(tiles.h * tiles.w, -1)
 
 
+def _phases(x: torch.Tensor, gamma: int) -> torch.Tensor:
+    """``[C, h, w]`` -> its ``gamma^2`` dilation phases ``[gamma^2, C, ceil(h/gamma), ceil(w/gamma)]``:
+    phase ``ry * gamma + rx`` holds pixels ``(ry + gamma i, rx + gamma j)``, zeros beyond the frame."""
+    c, h, w = x.shape
+    hp, wp = -(-h // gamma), -(-w // gamma)
+    x = F.pad(x, (0, wp * gamma - w, 0, hp * gamma - h)).view(c, hp, gamma, wp, gamma)
+    return x.permute(2, 4, 0, 1, 3).reshape(gamma * gamma, c, hp, wp)
+
+
 def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: AttentionConfig) -> torch.Tensor:
     """ROI centre offsets ``[2, h, w]`` (dy, dx, feature pixels) of one memory frame:
     o_p = gamma * sum_k softmax_k(<Q_p, K[p + gamma k]>) k, k in [-R, R]^2 (0 out of frame).
@@ -141,7 +149,7 @@ def _coarse_offsets(query: torch.Tensor, key: torch.Tensor, gamma: int, cfg: Att
     p modulo gamma), zero padded: the phases are tiled in batches."""
     h, w = query.shape[1:]
     t, r = cfg.tile, cfg.radius
-    qs, ks = phases(query, gamma), phases(key, gamma)                  # [B, C, hp, wp]
+    qs, ks = _phases(query, gamma), _phases(key, gamma)                  # [B, C, hp, wp]
     tiles = Tiles(qs.shape[2], qs.shape[3], t, r)
     bias = tiles.window_mask(query.device).to(query.dtype)
     dy, dx = (d.to(query.dtype) for d in tiles.window_offsets(query.device))   # [tt, (t+2r)^2] each

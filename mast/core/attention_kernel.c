@@ -10,11 +10,12 @@
  * fractional centre per pixel) runs one pixel at a time, vectorised over the window's columns.
  *
  * Layouts (float32, zero padded by the caller so that every window read lies inside):
- *   query   [C][H][wl]          channels first, width rounded up to 16 (wl).
+ *   query   [H][C][wl]          row by row, each row channel by channel, width rounded up to 16 (wl).
  *   qT      [H*W][C]            the same query, channels last.
- *   key     [C][hp][wp]         a memory frame's key, padded by `pad` top and left.
- *   value   [L][hp][wp]         its label map, same padding.
- *   phases  [g*g][C][hq][wq]    a map's g x g dilation phases, each padded by R top and left:
+ *   key     [hp][C][wp]         a memory frame's key, padded by `pad` top and left (row by row:
+ *                               a window's rows are C * wp floats apart, its channels wp).
+ *   value   [hp][L][wp]         its label map, same padding.
+ *   phases  [g*g][hq][C][wq]    a map's g x g dilation phases, each padded by R top and left:
  *                               phase ry*g+rx holds pixel (ry+g*i, rx+g*j) at (R+i, R+j).
  *   offsets [2][H][W]           ROI centre offsets o_p (dy, dx; feature pixels), float64.
  */
@@ -174,6 +175,19 @@ long mast_work_floats(int W, int L, int R, int n_frames) {
     return 16L * 4 * n * n + (long)(2 * n + 2) * ss + 4L * n_frames * (L + 2) * wl + 16;
 }
 
+/* The g x g dilation phases of a map x [C][H][W] into out [g*g][hq][C][wq] (zeroed by the caller),
+ * each phase padded by R top and left. */
+void mast_phases(const float *x, int C, int H, int W, int g, int R, int hq, int wq, float *out) {
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++) {
+            const float *row = x + ((long)c * H + y) * W;
+            for (int xx = 0; xx < W; xx++) {
+                const long ph = (long)(y % g) * g + xx % g;
+                out[((ph * hq + R + y / g) * C + c) * wq + R + xx / g] = row[xx];
+            }
+        }
+}
+
 /* Coarse search of one ROI frame, phase ph = ry * g + rx, phase rows [i0, i1): offsets[(0|1) * H * W
  * + y * W + x] = g * sum_k softmax_k(<Q_p, K[p + g k]>) k for the pixels p = (ry + g i, rx + g j). */
 void mast_offsets(int C, int H, int W, int R, int g, int hq, int wq, const float *qphases,
@@ -185,7 +199,8 @@ void mast_offsets(int C, int H, int W, int R, int g, int hq, int wq, const float
     for (int i = i0; i < i1; i += 4) {
         const int QR = i1 - i < 4 ? i1 - i : 4;
         for (int j0 = 0; rx + g * j0 < W; j0 += 16) {
-            block_scores(QR, qp + (long)(i + R) * wq + R + j0, plane, wq, kp + (long)i * wq + j0, plane, wq, C, n, S);
+            block_scores(QR, qp + (long)(i + R) * C * wq + R + j0, wq, (long)C * wq, kp + (long)i * C * wq + j0, wq,
+                         (long)C * wq, C, n, S);
             for (int r = 0; r < QR; r++) {
                 const int y = ry + g * (i + r);
                 if (y >= H) break;
@@ -220,21 +235,21 @@ void mast_offsets(int C, int H, int W, int R, int g, int hq, int wq, const float
 typedef struct {
     int roi;               /* 0: restricted window, 1: ROI localisation (fine window at p + o_p) */
     int pad;               /* padding of key and value (top and left) */
-    int hp, wp;            /* padded key / value map size */
+    int wp;                /* padded key / value row width */
     const float *key, *value;
-    const double *offsets; /* ROI: [2][H][W] */
+    const float *terms;    /* ROI: [L + 2][H][W] the fine windows' peak, sum of exp and values (mast_fine) */
 } Frame;
 
-/* Label distribution of query rows [y0, y1): out[(y * W + x) * L + l]. */
-void mast_read(int C, int H, int W, int L, int R, const float *qc, const float *qT, int n_frames,
-               const Frame *frames, int y0, int y1, float *out, float *work) {
+/* ROI fine windows of the pixels order[i0 .. i1) (y * W + x) of one memory frame, one pixel at a
+ * time (the caller orders them by where their windows land, so that neighbours in the order share
+ * key rows in cache): the integer (n+1)^2 window at p + floor(o_p), its scores and values blended
+ * with the bilinear weights of frac(o_p). terms: [L + 2][H * W] peak, sum of exp, exp-weighted values. */
+void mast_fine(int C, int H, int W, int L, int R, const float *qT, int pad, int wp, const float *key,
+               const float *value, const double *offsets, const int32_t *order, int i0, int i1, float *terms,
+               float *work) {
     const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16;
-    const int wl = (W + 15) / 16 * 16;
-    const long qplane = (long)H * wl, row_state = (long)n_frames * (L + 2) * wl;
-    v16 *SV = (v16 *)work;                               /* 4 * n * n lane scores (work is 64-byte aligned) */
-    float *S = work + 16L * 4 * n * n;                    /* (n + 2) * ss: one pixel's window */
-    float *B = S + (n + 2) * ss;                          /* n * ss: its bilinear blend */
-    float *state = B + n * ss;                            /* [4][n_frames][L + 2][wl]: peak, sum, values */
+    const long hw = (long)H * W, vrs = (long)L * wp;
+    float *S = work, *B = S + (n + 2) * ss;
     v16 neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
     for (int v = 0; v < nv; v++)
         for (int i = 0; i < 16; i++) {
@@ -242,27 +257,71 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, const float *
             keep[v][i] = 16 * v + i < n ? 1.0f : 0.0f;
         }
     memset(S, 0, sizeof(float) * (n + 2) * ss);
+    for (int i = i0; i < i1; i++) {
+        const long px = order[i];
+        const int y = (int)(px / W), x = (int)(px % W);
+        const double oy = offsets[px], ox = offsets[hw + px];
+        const double by = floor(oy), bx = floor(ox);
+        const float fy = (float)(oy - by), fx = (float)(ox - bx);
+        const int top = y - R + (int)by + pad, left = x - R + (int)bx + pad;
+        dots(nv, qT + px * C, C, key + (long)top * C * wp + left, wp, (long)C * wp, n + 1, S, ss);
+        const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
+        v16 mv = splat(-INFINITY);
+        for (int a = 0; a < n; a++)
+            for (int v = 0; v < nv; v++) {
+                const float *s = S + a * ss + 16 * v;
+                const v16 blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
+                store(B + a * ss + 16 * v, blend);
+                mv = vmax(mv, blend + neg[v]);
+            }
+        const float m = hmax(mv);
+        const float *vb = value + (long)top * L * wp + left;
+        v16 es = splat(0.0f), ev[MAXL];
+        for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
+        for (int a = 0; a < n; a++)
+            for (int v = 0; v < nv; v++) {
+                const v16 e = vexp_shifted(load(B + a * ss + 16 * v), splat(m)) * keep[v];
+                es += e;
+                for (int l = 0; l < L; l++) {
+                    const float *p = vb + (long)l * wp + (long)a * L * wp + 16 * v;
+                    ev[l] += e * (w00 * load(p) + w01 * load(p + 1) + w10 * load(p + vrs) + w11 * load(p + vrs + 1));
+                }
+            }
+        terms[px] = m;
+        terms[hw + px] = hsum(es);
+        for (int l = 0; l < L; l++) terms[(2 + l) * hw + px] = hsum(ev[l]);
+    }
+}
+
+/* Label distribution of query rows [y0, y1): out[(y * W + x) * L + l] (ROI frames' terms precomputed). */
+void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
+               const Frame *frames, int y0, int y1, float *out, float *work) {
+    const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
+    const long row_state = (long)n_frames * (L + 2) * wl;
+    v16 *SV = (v16 *)work;                               /* 4 * n * n lane scores (work is 64-byte aligned) */
+    float *state = work + 16L * 4 * n * n;                /* [4][n_frames][L + 2][wl]: peak, sum, values */
     for (int y = y0; y < y1; y += 4) {
         const int QR = y1 - y < 4 ? y1 - y : 4;
         for (int f = 0; f < n_frames; f++) {
             const Frame *fr = frames + f;
-            const long plane = (long)fr->hp * fr->wp;
+            const long krs = (long)C * fr->wp, vrs = (long)L * fr->wp;
             if (!fr->roi) {
                 /* restricted window: 16 pixels x QR rows a block, scores, softmax and values */
                 for (int x0 = 0; x0 < W; x0 += 16) {
-                    const long corner = (long)(y - R + fr->pad) * fr->wp + x0 - R + fr->pad;
-                    block_scores(QR, qc + (long)y * wl + x0, qplane, wl, fr->key + corner, plane, fr->wp, C, n, SV);
+                    const long col = x0 - R + fr->pad;
+                    block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)C * wl, fr->key + (y - R + fr->pad) * krs + col,
+                                 fr->wp, krs, C, n, SV);
                     for (int r = 0; r < QR; r++) {
                         const v16 *s = SV + (long)r * n * n;
                         const v16 m = lane_peak(s, n * n);
                         v16 es = splat(0.0f), ev[MAXL];
                         for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
-                        const float *vb = fr->value + corner + (long)r * fr->wp;
+                        const float *vb = fr->value + (y + r - R + fr->pad) * vrs + col;
                         for (int a = 0; a < n; a++)
                             for (int b = 0; b < n; b++) {
                                 const v16 e = vexp_shifted(s[a * n + b], m);
                                 es += e;
-                                for (int l = 0; l < L; l++) ev[l] += e * load(vb + l * plane + (long)a * fr->wp + b);
+                                for (int l = 0; l < L; l++) ev[l] += e * load(vb + (long)l * fr->wp + a * vrs + b);
                             }
                         float *st = state + r * row_state + (long)f * (L + 2) * wl;
                         store(st + x0, m);
@@ -272,44 +331,11 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, const float *
                 }
                 continue;
             }
-            /* ROI fine window around p + o_p, one pixel at a time: the integer (n+1)^2 window at
-             * p + floor(o_p), its scores and values blended with the bilinear weights of frac(o_p) */
+            /* ROI: the fine windows' terms, computed by mast_fine */
             for (int r = 0; r < QR; r++) {
                 float *st = state + r * row_state + (long)f * (L + 2) * wl;
-                for (int x = 0; x < W; x++) {
-                    const double oy = fr->offsets[(long)(y + r) * W + x], ox = fr->offsets[(long)H * W + (long)(y + r) * W + x];
-                    const double by = floor(oy), bx = floor(ox);
-                    const float fy = (float)(oy - by), fx = (float)(ox - bx);
-                    const int top = y + r - R + (int)by + fr->pad, left = x - R + (int)bx + fr->pad;
-                    dots(nv, qT + ((long)(y + r) * W + x) * C, C, fr->key + (long)top * fr->wp + left, plane, fr->wp,
-                         n + 1, S, ss);
-                    const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
-                    v16 mv = splat(-INFINITY);
-                    for (int a = 0; a < n; a++)
-                        for (int v = 0; v < nv; v++) {
-                            const float *s = S + a * ss + 16 * v;
-                            const v16 blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
-                            store(B + a * ss + 16 * v, blend);
-                            mv = vmax(mv, blend + neg[v]);
-                        }
-                    const float m = hmax(mv);
-                    const float *vb = fr->value + (long)top * fr->wp + left;
-                    v16 es = splat(0.0f), ev[MAXL];
-                    for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
-                    for (int a = 0; a < n; a++)
-                        for (int v = 0; v < nv; v++) {
-                            const v16 e = vexp_shifted(load(B + a * ss + 16 * v), splat(m)) * keep[v];
-                            es += e;
-                            for (int l = 0; l < L; l++) {
-                                const float *p = vb + l * plane + (long)a * fr->wp + 16 * v;
-                                ev[l] += e * (w00 * load(p) + w01 * load(p + 1) + w10 * load(p + fr->wp)
-                                              + w11 * load(p + fr->wp + 1));
-                            }
-                        }
-                    st[x] = m;
-                    st[wl + x] = hsum(es);
-                    for (int l = 0; l < L; l++) st[(2L + l) * wl + x] = hsum(ev[l]);
-                }
+                for (int l = 0; l < L + 2; l++)
+                    memcpy(st + (long)l * wl, fr->terms + (long)l * H * W + (long)(y + r) * W, sizeof(float) * W);
             }
         }
         /* one softmax over every frame's candidates: rescale each frame to the common peak */

@@ -40,8 +40,8 @@ MAX_LABELS = 16
 class _Frame(ctypes.Structure):
     """``Frame`` of ``attention_kernel.c``."""
 
-    _fields_ = [("roi", ctypes.c_int), ("pad", ctypes.c_int), ("hp", ctypes.c_int), ("wp", ctypes.c_int),
-                ("key", ctypes.c_void_p), ("value", ctypes.c_void_p), ("offsets", ctypes.c_void_p)]
+    _fields_ = [("roi", ctypes.c_int), ("pad", ctypes.c_int), ("wp", ctypes.c_int),
+                ("key", ctypes.c_void_p), ("value", ctypes.c_void_p), ("terms", ctypes.c_void_p)]
 
 
 def _cpu_flags() -> str:
@@ -78,10 +78,15 @@ def _library() -> ctypes.CDLL:
             os.replace(built, target)   # atomic: concurrent first uses see a whole library or none
     lib = ctypes.CDLL(str(target))
     lib.mast_read.restype = None
-    lib.mast_read.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_int, ctypes.c_void_p] \
+    lib.mast_read.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] \
+        + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
+    lib.mast_fine.restype = None
+    lib.mast_fine.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4 \
         + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
     lib.mast_offsets.restype = None
     lib.mast_offsets.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+    lib.mast_phases.restype = None
+    lib.mast_phases.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 7 + [ctypes.c_void_p]
     lib.mast_work_floats.restype = ctypes.c_long
     lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
     return lib
@@ -131,30 +136,51 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
     n_labels, r, cols = values[0].shape[0], cfg.radius, _columns(cfg.radius)
     lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
     query = query.float()
-    q_first = F.pad(query, (0, lanes - w)).contiguous()                   # [C, h, lanes]
-    q_last = query.permute(1, 2, 0).contiguous()                          # [h, w, C]
+    q_rows = F.pad(query, (0, lanes - w)).transpose(0, 1).contiguous()    # [h, C, lanes]
+    q_last = None                                                          # [h, w, C], for the ROI branch
     n_threads = max(1, min(threads or torch.get_num_threads(), h))
     work = torch.empty(n_threads, lib.mast_work_floats(w, n_labels, r, len(keys)) + 16)
     frames, keep = (_Frame * len(keys))(), []                             # keep: tensors the frames point into
     for i, (k, v, d) in enumerate(zip(keys, values, distances)):
         k, v = k.float(), v.float()
         fr = frames[i]
-        pad = r
-        if cfg.uses_roi(d):
-            offsets = _coarse_offsets(lib, query, k, cfg.dilation(d), r, work)
-            pad = r + int(offsets.abs().max()) + 2                        # the fine windows at p + floor(o_p) stay inside
-            fr.roi, fr.offsets = 1, offsets.data_ptr()
-            keep.append(offsets)
-        padding = (pad, pad + cols + lanes - w, pad, pad + 1)
-        kp, vp = F.pad(k, padding).contiguous(), F.pad(v, padding).contiguous()
-        fr.pad, fr.hp, fr.wp = pad, kp.shape[1], kp.shape[2]
+        offsets = _coarse_offsets(lib, query, k, cfg.dilation(d), r, work) if cfg.uses_roi(d) else None
+        # the fine windows at p + floor(o_p) stay inside the padding
+        pad = r if offsets is None else r + int(offsets.abs().max()) + 2
+        right = pad + cols + lanes - w
+        right += -(w + pad + right) % 16                                  # rows 16-float aligned
+        padding = (pad, right, pad, pad + 1)
+        kp, vp = (F.pad(x, padding).transpose(0, 1).contiguous() for x in (k, v))   # [hp, C | L, wp]
+        fr.pad, fr.wp = pad, kp.shape[2]
         fr.key, fr.value = kp.data_ptr(), vp.data_ptr()
         keep += [kp, vp]
+        if offsets is not None:
+            if q_last is None:
+                q_last = query.permute(1, 2, 0).contiguous()
+            terms = torch.empty(n_labels + 2, h * w)
+            order = _by_window(offsets, cfg.tile)
+            args = (c, h, w, n_labels, r, q_last.data_ptr(), pad, fr.wp, kp.data_ptr(), vp.data_ptr(),
+                    offsets.data_ptr(), order.data_ptr())
+            _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.data_ptr(), _aligned(work[t])), lo, hi)
+                       for lo, hi in _split(h * w, n_threads)])
+            fr.roi, fr.terms = 1, terms.data_ptr()
+            keep.append(terms)
     out = torch.empty(h, w, n_labels)
-    args = (c, h, w, n_labels, r, q_first.data_ptr(), q_last.data_ptr(), len(keys), ctypes.addressof(frames))
+    args = (c, h, w, n_labels, r, q_rows.data_ptr(), len(keys), ctypes.addressof(frames))
     _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.data_ptr(), _aligned(work[t])), lo, hi)
                for lo, hi in _split(h, n_threads)])
     return out.permute(2, 0, 1).contiguous()
+
+
+def _by_window(offsets: torch.Tensor, cell: int) -> torch.Tensor:
+    """Pixel indices ``[h*w]`` int32 ordered by the ``cell x cell`` square where their fine window
+    lands (p + floor(o_p)): consecutive pixels then read overlapping key rows."""
+    _, h, w = offsets.shape
+    iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ty = torch.div(offsets[0].floor().long() + iy, cell, rounding_mode="floor")
+    tx = torch.div(offsets[1].floor().long() + ix, cell, rounding_mode="floor")
+    bucket = (ty - ty.min()) * (int(tx.max() - tx.min()) + 1) + (tx - tx.min())
+    return torch.argsort(bucket.flatten(), stable=True).to(torch.int32)
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -181,10 +207,13 @@ def _coarse_offsets(lib: ctypes.CDLL, query: torch.Tensor, key: torch.Tensor, ga
     """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search, threaded
     over the rows of every dilation phase)."""
     c, h, w = query.shape
-    qp, kp = (F.pad(phases(x, gamma), (r, r + 16, r, r)).contiguous() for x in (query, key))
-    rows = -(-h // gamma)
+    rows, cols = -(-h // gamma), -(-w // gamma)
+    hq, wq = rows + 2 * r, -(-(cols + 2 * r + 16) // 16) * 16               # padded by R (+16 columns), 16-float rows
+    qp, kp = torch.zeros(2, gamma * gamma, hq, c, wq)
+    for x, out in ((query, qp), (key, kp)):
+        lib.mast_phases(x.contiguous().data_ptr(), c, h, w, gamma, r, hq, wq, out.data_ptr())
     offsets = torch.empty(2, h, w, dtype=torch.float64)
-    args = (c, h, w, r, gamma, qp.shape[2], qp.shape[3], qp.data_ptr(), kp.data_ptr())
+    args = (c, h, w, r, gamma, hq, wq, qp.data_ptr(), kp.data_ptr())
     units = [(ph, lo, hi) for ph in range(gamma * gamma) for lo, hi in _split(rows, 1)]
     per_thread = _split(len(units), work.shape[0]) if len(units) >= work.shape[0] else [(0, len(units))]
 
@@ -199,12 +228,3 @@ def _coarse_offsets(lib: ctypes.CDLL, query: torch.Tensor, key: torch.Tensor, ga
 def _aligned(buffer: torch.Tensor) -> int:
     """Address of the first 64-byte aligned float of ``buffer`` (16 floats of slack)."""
     return -(-buffer.data_ptr() // 64) * 64
-
-
-def phases(x: torch.Tensor, gamma: int) -> torch.Tensor:
-    """``[C, h, w]`` -> its ``gamma^2`` dilation phases ``[gamma^2, C, ceil(h/gamma), ceil(w/gamma)]``:
-    phase ``ry * gamma + rx`` holds pixels ``(ry + gamma i, rx + gamma j)``, zeros beyond the frame."""
-    c, h, w = x.shape
-    hp, wp = -(-h // gamma), -(-w // gamma)
-    x = F.pad(x, (0, wp * gamma - w, 0, hp * gamma - h)).view(c, hp, gamma, wp, gamma)
-    return x.permute(2, 4, 0, 1, 3).reshape(gamma * gamma, c, hp, wp)
