@@ -32,8 +32,9 @@ How it is computed (exportable, memory-bounded):
   tiles (about as many as the frame's, whatever gamma is). Its soft-argmax gives o_p.
 - **Fine window** (ROI): pixels are sorted by the ``T x T`` bucket of p + floor(o_p) (where their
   window lands) and cut into chunks of ``T*T``; each chunk's queries are matched against the key
-  square holding its pixels' integer ``(2R+2)^2`` windows (side ``2R + 2`` + the chunk's spread
-  of p + floor(o_p), computed in the graph: a dynamic ``Range``; chunks sorted by spread first).
+  rectangle holding its pixels' integer ``(2R+2)^2`` windows (sides ``2R + 2`` + the chunk's spread
+  of p + floor(o_p) along each axis, computed in the graph: dynamic ``Range``s; chunks sorted by
+  rectangle area first).
   The scores are blended with each pixel's bilinear weights into the fractional grid (one
   depthwise 2x2 ``Conv``, a channel per pixel) and masked
   to its window; the weighted values are one MatMul with the square's four corner-shifted value
@@ -191,10 +192,11 @@ class _FineFrame:
 
     Pixels are grouped by where their window lands, not by where they sit: sorted by the ``T x T``
     bucket of p + floor(o_p) (serpentine row order), they are cut into chunks of ``T*T`` pixels, and each chunk
-    is matched against the key square spanning its pixels' integer ``(2R+2)^2`` windows (side
-    ``2R + 2`` + the spread of p + floor(o_p) inside the chunk, which stays near ``T`` however far
-    apart the offsets of neighbouring pixels point). Chunks are read in batches of one square side
-    (the batch's largest), sorted by spread first."""
+    is matched against the key rectangle spanning its pixels' integer ``(2R+2)^2`` windows (sides
+    ``2R + 2`` + the spread of p + floor(o_p) inside the chunk along each axis, which stays near
+    ``T`` however far apart the offsets of neighbouring pixels point; a chunk that crosses into the
+    next bucket spreads along one axis only, so a rectangle holds ~20 % fewer cells than a square).
+    Chunks are read in batches of one rectangle (the batch's largest sides), sorted by area first."""
 
     def __init__(self, key, value, offsets, tiles: Tiles, pad: int, max_shift: int) -> None:
         self.tiles = tiles
@@ -221,8 +223,9 @@ class _FineFrame:
         self.ty, self.tx = ty[order], tx[order]
         frac = (offsets - base).reshape(2, n)
         self.fy, self.fx = frac[0][order], frac[1][order]                             # [NC, tt]
-        spread = torch.maximum(self.ty.amax(1) - self.ty.amin(1), self.tx.amax(1) - self.tx.amin(1))
-        self.order = torch.topk(spread, chunks, largest=False).indices                 # [NC]
+        win = 2 * tiles.r + 2
+        area = (self.ty.amax(1) - self.ty.amin(1) + win) * (self.tx.amax(1) - self.tx.amin(1) + win)
+        self.order = torch.topk(area, chunks, largest=False).indices                  # [NC]
         self.keys, self.values = PaddedMap(key, pad), PaddedMap(value, pad, ones=True)
 
     @property
@@ -230,43 +233,44 @@ class _FineFrame:
         return self.chunks
 
     def _squares(self, idx: torch.Tensor):
-        """For the chunks ``idx`` ``[n]``: the squares' side (0-d), their rows in the padded maps
-        ``[n, side^2]``, and each pixel's integer window start on its square (y, x) ``[n, tt]``."""
+        """For the chunks ``idx`` ``[n]``: the rectangles' sides (rows, columns: 0-d each), their rows
+        in the padded maps ``[n, rows*columns]``, and each pixel's integer window start on its
+        rectangle (y, x) ``[n, tt]``."""
         tiles, r = self.tiles, self.tiles.r
         ty, tx = self.ty[idx], self.tx[idx]                                           # [n, tt]
         lo_y, lo_x = ty.amin(1, keepdim=True), tx.amin(1, keepdim=True)
-        side = torch.maximum((ty - lo_y).amax(), (tx - lo_x).amax()) + (2 * r + 2)
+        side_y, side_x = (ty - lo_y).amax() + (2 * r + 2), (tx - lo_x).amax() + (2 * r + 2)
         # a square starts at its chunk's first window row/column, moved up/left where it would
         # leave the padded map (it still holds every window of the chunk: the pad covers them)
         top0, left0 = lo_y[:, 0] - r, lo_x[:, 0] - r                                  # [n]
-        top = torch.minimum(top0, tiles.h + self.keys.pad - side)
-        left = torch.minimum(left0, tiles.w + self.keys.pad - side)
+        top = torch.minimum(top0, tiles.h + self.keys.pad - side_y)
+        left = torch.minimum(left0, tiles.w + self.keys.pad - side_x)
         oy = ty - lo_y + (top0 - top)[:, None]
         ox = tx - lo_x + (left0 - left)[:, None]
-        return side, self.keys.cells(top, left, side), oy, ox
+        return side_y, side_x, self.keys.cells(top, left, side_y, side_x), oy, ox
 
     def chunk(self, q_rows: torch.Tensor, c0: int, c1: int):
-        """Fine scores ``[n, tt, (side-1)^2]`` (-inf outside each pixel's window) of the chunks
+        """Fine scores ``[n, tt, (sy-1)(sx-1)]`` (-inf outside each pixel's window) of the chunks
         ``order[c0:c1]`` (queries from ``q_rows`` ``[N, C]``), the weights -> values
         ``[n, tt, L+1]`` map, and those chunks' indices.
 
         The scores on the square are blended with each pixel's bilinear weights into the grid of
-        fractional positions start + k + frac (``side - 1`` per axis), where a mask keeps the
+        fractional positions start + k + frac (``sy - 1`` x ``sx - 1``), where a mask keeps the
         pixel's ``(2R+1)^2`` window."""
         idx = self.order[c0:c1]
-        side, rows, oy, ox = self._squares(idx)
-        s = torch.matmul(q_rows[self.pixels[idx]], self.keys.rows[rows].transpose(1, 2))   # [n, tt, side^2]
+        sy, sx, rows, oy, ox = self._squares(idx)
+        s = torch.matmul(q_rows[self.pixels[idx]], self.keys.rows[rows].transpose(1, 2))   # [n, tt, sy*sx]
         nb, tt = c1 - c0, self.tiles.t * self.tiles.t
         fy, fx = self.fy[idx][..., None], self.fx[idx][..., None]                      # [n, tt, 1]
         # each pixel's bilinear weights of its 2x2 corners: [n, tt, 4, 1]
         mix = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 2)
         # the blend as one depthwise 2x2 Conv (a channel per pixel, its weights as the kernel): one
         # pass over the scores instead of two Slice/Sub/Mul/Add lerps (~2.5x faster in onnxruntime)
-        s = _DepthwiseConv2x2.apply(s.reshape(1, nb * tt, side, side), mix.reshape(nb * tt, 1, 2, 2), nb * tt)
-        s = s.reshape(nb, tt, side - 1, side - 1)                                      # [n, tt, side-1, side-1]
+        s = _DepthwiseConv2x2.apply(s.reshape(1, nb * tt, sy, sx), mix.reshape(nb * tt, 1, 2, 2), nb * tt)
+        s = s.reshape(nb, tt, sy - 1, sx - 1)                                          # [n, tt, sy-1, sx-1]
         n = 2 * self.tiles.r + 1
-        cells = torch.arange(side - 1)
-        dy, dx = cells - oy[..., None], cells - ox[..., None]                           # [n, tt, side-1]
+        dy = torch.arange(sy - 1) - oy[..., None]                                     # [n, tt, sy-1]
+        dx = torch.arange(sx - 1) - ox[..., None]                                     # [n, tt, sx-1]
         # the window mask as two additive -inf bias vectors (row, column): two broadcast Adds
         row = torch.where((dy >= 0) & (dy < n), 0.0, float("-inf")).to(s.dtype)
         col = torch.where((dx >= 0) & (dx < n), 0.0, float("-inf")).to(s.dtype)
@@ -275,9 +279,9 @@ class _FineFrame:
         # the values at the blended positions are the same blend of the square's values: the
         # weighted values are one MatMul with its four corner-shifted value grids, then a 4-term mix
         vals = self.values.rows[rows]
-        vals = vals.reshape(vals.shape[0], side, side, vals.shape[-1])
+        vals = vals.reshape(vals.shape[0], sy, sx, vals.shape[-1])
         corners = torch.cat([vals[:, :-1, :-1], vals[:, :-1, 1:], vals[:, 1:, :-1], vals[:, 1:, 1:]], -1)
-        corners = corners.reshape(vals.shape[0], -1, 4 * vals.shape[-1])                # [n, (side-1)^2, 4(L+1)]
+        corners = corners.reshape(vals.shape[0], -1, 4 * vals.shape[-1])                # [n, (sy-1)(sx-1), 4(L+1)]
 
         def weigh(e: torch.Tensor) -> torch.Tensor:
             out = torch.matmul(e, corners)

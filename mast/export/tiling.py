@@ -32,11 +32,12 @@ class PaddedMap:
         out.pad, out.width, out.rows = pad, width, rows
         return out
 
-    def cells(self, top: torch.Tensor, left: torch.Tensor, side) -> torch.Tensor:
-        """Row indices ``[n, side^2]`` of the squares with top-left corners (top, left) ``[n]``
-        (unpadded pixel coordinates); ``side`` an int or a 0-d tensor."""
-        a = torch.arange(side)
-        cells = (a[:, None] * self.width + a[None, :]).reshape(-1)
+    def cells(self, top: torch.Tensor, left: torch.Tensor, side, side_x=None) -> torch.Tensor:
+        """Row indices ``[n, side * side_x]`` of the rectangles (``side`` rows, ``side_x`` columns,
+        default ``side``) with top-left corners (top, left) ``[n]`` (unpadded pixel coordinates);
+        sides ints or 0-d tensors."""
+        cells = (torch.arange(side)[:, None] * self.width
+                 + torch.arange(side if side_x is None else side_x)[None, :]).reshape(-1)
         start = (top + self.pad) * self.width + (left + self.pad)
         return start[:, None] + cells[None]
 
