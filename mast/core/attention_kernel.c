@@ -61,45 +61,6 @@ static inline v16 vexp_shifted(v16 s, v16 m) {
     return p * scale;
 }
 
-/* S[a][0..16*nv) = sum_c q[c] * base[c*cs + a*rs + (0..16*nv)] for a < rows. */
-#define DOTS(NV)                                                                                    \
-static void dots##NV(const float *q, int C, const float *base, long cs, long rs, int rows, float *S, int ss) { \
-    int a = 0;                                                                                      \
-    for (; a + 4 <= rows; a += 4) {                                                                 \
-        v16 acc[4][NV];                                                                             \
-        for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) acc[i][v] = splat(0.0f);           \
-        const float *p = base + a * rs;                                                             \
-        for (int c = 0; c < C; c++, p += cs) {                                                      \
-            v16 qc = splat(q[c]);                                                                   \
-            for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) acc[i][v] += qc * load(p + i * rs + 16 * v); \
-        }                                                                                           \
-        for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) store(S + (a + i) * ss + 16 * v, acc[i][v]); \
-    }                                                                                               \
-    for (; a < rows; a++) {                                                                         \
-        v16 acc[NV];                                                                                \
-        for (int v = 0; v < NV; v++) acc[v] = splat(0.0f);                                          \
-        const float *p = base + a * rs;                                                             \
-        for (int c = 0; c < C; c++, p += cs) {                                                      \
-            v16 qc = splat(q[c]);                                                                   \
-            for (int v = 0; v < NV; v++) acc[v] += qc * load(p + 16 * v);                           \
-        }                                                                                           \
-        for (int v = 0; v < NV; v++) store(S + a * ss + 16 * v, acc[v]);                            \
-    }                                                                                               \
-}
-DOTS(1)
-DOTS(2)
-DOTS(3)
-DOTS(4)
-
-static void dots(int nv, const float *q, int C, const float *base, long cs, long rs, int rows, float *S, int ss) {
-    switch (nv) {
-    case 1: dots1(q, C, base, cs, rs, rows, S, ss); break;
-    case 2: dots2(q, C, base, cs, rs, rows, S, ss); break;
-    case 3: dots3(q, C, base, cs, rs, rows, S, ss); break;
-    default: dots4(q, C, base, cs, rs, rows, S, ss); break;
-    }
-}
-
 /* Scores of QR query rows (row stride qrs) of 16 lanes each (q: lane 0 of row 0, channel stride
  * qcs) against their n x n windows (k: lane 0's window corner for row 0; row j's window starts
  * j key rows lower): S[j * n * n + a * n + b], one vector each. Key row t serves query row j at
@@ -172,7 +133,10 @@ static v16 lane_peak(const v16 *S, int m) {
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16, wl = (W + 15) / 16 * 16;
-    return 16L * 4 * n * n + (long)(2 * n + 2) * ss + 4L * n_frames * (L + 2) * wl + 16;
+    const long group = 8L * (n + 4 + 1) * (16 * MAXV + 16) + (long)n * 16 * MAXV;   /* mast_fine: S and B */
+    const long rows = 16L * 4 * n * n + 4L * n_frames * (L + 2) * wl;                /* mast_read */
+    (void)ss;
+    return (group > rows ? group : rows) + 16;
 }
 
 /* The g x g dilation phases of a map x [C][H][W] into out [g*g][hq][C][wq] (zeroed by the caller),
@@ -240,56 +204,102 @@ typedef struct {
     const float *terms;    /* ROI: [L + 2][H][W] the fine windows' peak, sum of exp and values (mast_fine) */
 } Frame;
 
-/* ROI fine windows of the pixels order[i0 .. i1) (y * W + x) of one memory frame, one pixel at a
- * time (the caller orders them by where their windows land, so that neighbours in the order share
- * key rows in cache): the integer (n+1)^2 window at p + floor(o_p), its scores and values blended
- * with the bilinear weights of frac(o_p). terms: [L + 2][H * W] peak, sum of exp, exp-weighted values. */
-void mast_fine(int C, int H, int W, int L, int R, const float *qT, int pad, int wp, const float *key,
-               const float *value, const double *offsets, const int32_t *order, int i0, int i1, float *terms,
-               float *work) {
-    const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16;
-    const long hw = (long)H * W, vrs = (long)L * wp;
-    float *S = work, *B = S + (n + 2) * ss;
+/* Scores of P pixels (query rows qs[p], channels last) against the same U rows of 16*NV key
+ * columns (k: the top-left, channel stride kcs, row stride krs): S[p * sp + u * ss + column].
+ * Each loaded key vector feeds P accumulators. */
+#define GROUP(NV, P)                                                                                \
+static void group##NV##_##P(const float *const *qs, int C, const float *k, long kcs, long krs, int U, \
+                            float *S, long sp, int ss) {                                            \
+    for (int u = 0; u < U; u++) {                                                                   \
+        const float *row = k + u * krs;                                                             \
+        v16 acc[P][NV];                                                                             \
+        for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) acc[p][v] = splat(0.0f);           \
+        for (int c = 0; c < C; c++) {                                                               \
+            v16 kv[NV];                                                                             \
+            for (int v = 0; v < NV; v++) kv[v] = load(row + c * kcs + 16 * v);                      \
+            for (int p = 0; p < P; p++) {                                                           \
+                const v16 qv = splat(qs[p][c]);                                                     \
+                for (int v = 0; v < NV; v++) acc[p][v] += qv * kv[v];                               \
+            }                                                                                       \
+        }                                                                                           \
+        for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) store(S + p * sp + u * ss + 16 * v, acc[p][v]); \
+    }                                                                                               \
+}
+GROUP(1, 1) GROUP(1, 2) GROUP(1, 4) GROUP(1, 8)
+GROUP(2, 1) GROUP(2, 2) GROUP(2, 4) GROUP(2, 8)
+GROUP(3, 1) GROUP(3, 2) GROUP(3, 4)
+GROUP(4, 1) GROUP(4, 2) GROUP(4, 4)
+
+typedef void (*GroupFn)(const float *const *, int, const float *, long, long, int, float *, long, int);
+static const GroupFn GROUPS[4][4] = {{group1_1, group1_2, group1_4, group1_8}, {group2_1, group2_2, group2_4, group2_8},
+                                     {group3_1, group3_2, group3_4, NULL}, {group4_1, group4_2, group4_4, NULL}};
+
+/* ROI fine windows of one memory frame for the pixel groups [g0, g1): group i holds the pixels
+ * order[starts[i] .. starts[i+1]) (y * W + x), whose windows land in one T x T cell (the caller
+ * groups them): they share one (n + T)-row key square, scored once for all of them. Per pixel:
+ * the integer (n+1)^2 window at p + floor(o_p), its scores and values blended with the bilinear
+ * weights of frac(o_p). terms: [L + 2][H * W] peak, sum of exp, exp-weighted values. */
+void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pad, int wp, const float *key,
+               const float *value, const double *offsets, const int32_t *order, const int32_t *starts,
+               int g0, int g1, float *terms, float *work) {
+    const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, U = n + T, nvu = (n + T + 15) / 16;
+    const int ss = 16 * nvu + 16, pmax = nvu <= 2 ? 8 : 4;
+    const long hw = (long)H * W, vrs = (long)L * wp, krs = (long)C * wp, sp = (long)(U + 1) * ss;
+    float *S = work, *B = S + 8 * sp;
     v16 neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
     for (int v = 0; v < nv; v++)
         for (int i = 0; i < 16; i++) {
             neg[v][i] = 16 * v + i < n ? 0.0f : -INFINITY;
             keep[v][i] = 16 * v + i < n ? 1.0f : 0.0f;
         }
-    memset(S, 0, sizeof(float) * (n + 2) * ss);
-    for (int i = i0; i < i1; i++) {
-        const long px = order[i];
-        const int y = (int)(px / W), x = (int)(px % W);
-        const double oy = offsets[px], ox = offsets[hw + px];
-        const double by = floor(oy), bx = floor(ox);
-        const float fy = (float)(oy - by), fx = (float)(ox - bx);
-        const int top = y - R + (int)by + pad, left = x - R + (int)bx + pad;
-        dots(nv, qT + px * C, C, key + (long)top * C * wp + left, wp, (long)C * wp, n + 1, S, ss);
-        const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
-        v16 mv = splat(-INFINITY);
-        for (int a = 0; a < n; a++)
-            for (int v = 0; v < nv; v++) {
-                const float *s = S + a * ss + 16 * v;
-                const v16 blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
-                store(B + a * ss + 16 * v, blend);
-                mv = vmax(mv, blend + neg[v]);
+    memset(S, 0, sizeof(float) * 8 * sp);
+    for (int g = g0; g < g1; g++) {
+        /* the group's key square: rows and columns of the cell's windows */
+        const long first = order[starts[g]];
+        const int cy = (int)floor((first / W + floor(offsets[first])) / T);
+        const int cx = (int)floor((first % W + floor(offsets[hw + first])) / T);
+        const int top0 = cy * T - R + pad, left0 = cx * T - R + pad;
+        for (int i0 = starts[g]; i0 < starts[g + 1]; i0 += pmax) {
+            const int P = starts[g + 1] - i0 < pmax ? starts[g + 1] - i0 : pmax;
+            const int slot = P <= 1 ? 0 : P <= 2 ? 1 : P <= 4 ? 2 : 3;
+            const float *qs[8];
+            for (int p = 0; p < 8; p++) qs[p] = qT + (long)order[i0 + (p < P ? p : P - 1)] * C;
+            GROUPS[nvu - 1][slot](qs, C, key + (long)top0 * krs + left0, wp, krs, U, S, sp, ss);
+            for (int p = 0; p < P; p++) {
+                const long px = order[i0 + p];
+                const int y = (int)(px / W), x = (int)(px % W);
+                const double oy = offsets[px], ox = offsets[hw + px];
+                const double by = floor(oy), bx = floor(ox);
+                const float fy = (float)(oy - by), fx = (float)(ox - bx);
+                const int top = y - R + (int)by + pad, left = x - R + (int)bx + pad;
+                const float *Sp = S + p * sp + (long)(top - top0) * ss + (left - left0);
+                const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
+                v16 mv = splat(-INFINITY);
+                for (int a = 0; a < n; a++)
+                    for (int v = 0; v < nv; v++) {
+                        const float *s = Sp + a * ss + 16 * v;
+                        const v16 blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
+                        store(B + a * 16 * MAXV + 16 * v, blend);
+                        mv = vmax(mv, blend + neg[v]);
+                    }
+                const float m = hmax(mv);
+                const float *vb = value + (long)top * vrs + left;
+                v16 es = splat(0.0f), ev[MAXL];
+                for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
+                for (int a = 0; a < n; a++)
+                    for (int v = 0; v < nv; v++) {
+                        const v16 e = vexp_shifted(load(B + a * 16 * MAXV + 16 * v), splat(m)) * keep[v];
+                        es += e;
+                        for (int l = 0; l < L; l++) {
+                            const float *q = vb + (long)l * wp + (long)a * vrs + 16 * v;
+                            ev[l] += e * (w00 * load(q) + w01 * load(q + 1) + w10 * load(q + vrs) + w11 * load(q + vrs + 1));
+                        }
+                    }
+                terms[px] = m;
+                terms[hw + px] = hsum(es);
+                for (int l = 0; l < L; l++) terms[(2 + l) * hw + px] = hsum(ev[l]);
             }
-        const float m = hmax(mv);
-        const float *vb = value + (long)top * L * wp + left;
-        v16 es = splat(0.0f), ev[MAXL];
-        for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
-        for (int a = 0; a < n; a++)
-            for (int v = 0; v < nv; v++) {
-                const v16 e = vexp_shifted(load(B + a * ss + 16 * v), splat(m)) * keep[v];
-                es += e;
-                for (int l = 0; l < L; l++) {
-                    const float *p = vb + (long)l * wp + (long)a * L * wp + 16 * v;
-                    ev[l] += e * (w00 * load(p) + w01 * load(p + 1) + w10 * load(p + vrs) + w11 * load(p + vrs + 1));
-                }
-            }
-        terms[px] = m;
-        terms[hw + px] = hsum(es);
-        for (int l = 0; l < L; l++) terms[(2 + l) * hw + px] = hsum(ev[l]);
+        }
     }
 }
 

@@ -81,7 +81,7 @@ def _library() -> ctypes.CDLL:
     lib.mast_read.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] \
         + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
     lib.mast_fine.restype = None
-    lib.mast_fine.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4 \
+    lib.mast_fine.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5 \
         + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
     lib.mast_offsets.restype = None
     lib.mast_offsets.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
@@ -117,11 +117,6 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="mast-attention")
 
 
-def _columns(r: int) -> int:
-    """Floats read per window row: the (2R+2)-wide fine window rounded up to 16."""
-    return -(-(2 * r + 2) // 16) * 16
-
-
 def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
                        distances: Sequence[int], cfg: AttentionConfig = AttentionConfig(),
                        threads: int | None = None) -> torch.Tensor:
@@ -133,7 +128,7 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
                          f"{MAX_RADIUS}, <= {MAX_FRAMES} frames and <= {MAX_LABELS} labels expected")
     lib = _library()
     c, h, w = query.shape
-    n_labels, r, cols = values[0].shape[0], cfg.radius, _columns(cfg.radius)
+    n_labels, r = values[0].shape[0], cfg.radius
     lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
     query = query.float()
     q_rows = F.pad(query, (0, lanes - w)).transpose(0, 1).contiguous()    # [h, C, lanes]
@@ -145,9 +140,9 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
         k, v = k.float(), v.float()
         fr = frames[i]
         offsets = _coarse_offsets(lib, query, k, cfg.dilation(d), r, work) if cfg.uses_roi(d) else None
-        # the fine windows at p + floor(o_p) stay inside the padding
-        pad = r if offsets is None else r + int(offsets.abs().max()) + 2
-        right = pad + cols + lanes - w
+        # the fine windows at p + floor(o_p), and their cells' key squares, stay inside the padding
+        pad = r if offsets is None else r + int(offsets.abs().max()) + 2 + _cell(r)
+        right = pad + 64 + lanes - w
         right += -(w + pad + right) % 16                                  # rows 16-float aligned
         padding = (pad, right, pad, pad + 1)
         kp, vp = (F.pad(x, padding).transpose(0, 1).contiguous() for x in (k, v))   # [hp, C | L, wp]
@@ -158,11 +153,11 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
             if q_last is None:
                 q_last = query.permute(1, 2, 0).contiguous()
             terms = torch.empty(n_labels + 2, h * w)
-            order = _by_window(offsets, cfg.tile)
-            args = (c, h, w, n_labels, r, q_last.data_ptr(), pad, fr.wp, kp.data_ptr(), vp.data_ptr(),
-                    offsets.data_ptr(), order.data_ptr())
+            order, starts = _by_cell(offsets, _cell(r))
+            args = (c, h, w, n_labels, r, _cell(r), q_last.data_ptr(), pad, fr.wp, kp.data_ptr(), vp.data_ptr(),
+                    offsets.data_ptr(), order.data_ptr(), starts.data_ptr())
             _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.data_ptr(), _aligned(work[t])), lo, hi)
-                       for lo, hi in _split(h * w, n_threads)])
+                       for lo, hi in _split(starts.numel() - 1, n_threads, block=1)])
             fr.roi, fr.terms = 1, terms.data_ptr()
             keep.append(terms)
     out = torch.empty(h, w, n_labels)
@@ -172,21 +167,32 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
     return out.permute(2, 0, 1).contiguous()
 
 
-def _by_window(offsets: torch.Tensor, cell: int) -> torch.Tensor:
-    """Pixel indices ``[h*w]`` int32 ordered by the ``cell x cell`` square where their fine window
-    lands (p + floor(o_p)): consecutive pixels then read overlapping key rows."""
+def _cell(r: int) -> int:
+    """Side of the cells the ROI branch groups pixels by: 4, less where the cell's key square
+    (2R + 1 + cell columns) would pass the kernel's 64."""
+    return max(1, min(4, 64 - (2 * r + 1)))
+
+
+def _by_cell(offsets: torch.Tensor, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels grouped by the ``cell x cell`` square where their fine window lands (p + floor(o_p)):
+    ``order`` ``[h*w]`` int32 pixel indices, group by group, and ``starts`` ``[G+1]`` int32 where
+    each group begins in it."""
     _, h, w = offsets.shape
     iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     ty = torch.div(offsets[0].floor().long() + iy, cell, rounding_mode="floor")
     tx = torch.div(offsets[1].floor().long() + ix, cell, rounding_mode="floor")
-    bucket = (ty - ty.min()) * (int(tx.max() - tx.min()) + 1) + (tx - tx.min())
-    return torch.argsort(bucket.flatten(), stable=True).to(torch.int32)
+    bucket = ((ty - ty.min()) * (int(tx.max() - tx.min()) + 1) + (tx - tx.min())).flatten()
+    order = torch.argsort(bucket, stable=True)
+    _, counts = torch.unique_consecutive(bucket[order], return_counts=True)
+    starts = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return order.to(torch.int32), starts.to(torch.int32)
 
 
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    """[0, n) in ``parts`` contiguous ranges, in multiples of 4 rows where possible (the kernel's row block)."""
-    blocks = -(-n // 4)
-    bounds = [min(n, 4 * (blocks * i // parts)) for i in range(parts + 1)]
+def _split(n: int, parts: int, block: int = 4) -> list[tuple[int, int]]:
+    """[0, n) in ``parts`` contiguous ranges, in multiples of ``block`` where possible (the kernel's
+    row block)."""
+    blocks = -(-n // block)
+    bounds = [min(n, block * (blocks * i // parts)) for i in range(parts + 1)]
     return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
 
 
