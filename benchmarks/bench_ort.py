@@ -31,8 +31,8 @@ import numpy as np
 from mast.runtime.bench import cpu_isa, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
-CLIP = REPO / "runtime" / "demo" / "clip" / "JPEGImages" / "240p" / "camel"
-MASK = REPO / "runtime" / "demo" / "clip" / "Annotations" / "240p" / "camel" / "00000.png"
+CLIP = REPO / "mast" / "runtime" / "demo" / "clip" / "JPEGImages" / "240p" / "camel"
+MASK = REPO / "mast" / "runtime" / "demo" / "clip" / "Annotations" / "240p" / "camel" / "00000.png"
 SCHEDULES = {"t=10 (4 windows)": [10, 5, 1, 3], "t=60 (2 ROI + 3 windows)": [60, 55, 1, 3, 5]}
 KEY_SCALE = 20.0
 
