@@ -23,13 +23,14 @@ showing it). Stages, per frame, in milliseconds:
 - ``window``: the window's text on a copy of the overlay (live fps, keys), not ``imshow``.
 
 ``host`` is everything but the encoder and the memory read (the loop around the model: the stages
-above and the tracker's own bookkeeping), ``total`` the wall time of a whole frame; the table gives the median and the 95th percentile of
-each and the fps of the median total (and the mean fps over the N frames). "CPU ms" is the median
-CPU time of this process (all its threads) in the stage: on a machine shared with other work it
-stays close to the unloaded figure while wall times stretch (with ``--threads 1`` it estimates the
-wall time on an idle core). Stages are timed through the tracker's ``timer`` hook (no result
-changes); on CUDA each stage ends with a device sync. Peak memory: the process's peak RSS, and with
-torch on CUDA the peak allocated GPU memory.
+above and the tracker's own bookkeeping), ``total`` the wall time of a whole frame; the table gives
+the median and the 95th percentile of each and the fps of the median total (and the mean fps over
+the N frames). "CPU ms" is the median CPU time of this process (all its threads) in the stage: on a
+machine shared with other work it stays close to the unloaded figure while wall times stretch (each
+system call, the clock's included, is a point where a busy machine's scheduler may switch away; with
+``--threads 1`` the CPU figure estimates the wall time on an idle core). Stages are timed through the
+tracker's ``timer`` hook (no result changes); on CUDA each stage ends with a device sync. Peak memory:
+the process's peak RSS, and with torch on CUDA the peak allocated GPU memory.
 """
 from __future__ import annotations
 
@@ -322,7 +323,8 @@ def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
         backend=factory.describe(backend), size=list(tracker.size) if tracker.size else list(first.shape[:2]),
         frames=cfg.frames, warmup=cfg.warmup,
         stages={s: stats([f.get(s, 0.0) for f in wall], [f.get(s, 0.0) for f in cpu]) for s in STAGES},
-        host=stats(host(wall), host(cpu)), total=stats(totals, [f["total"] for f in cpu]), fps_median=round(1.0 / float(np.median(totals)), 3),
+        host=stats(host(wall), host(cpu)), total=stats(totals, [f["total"] for f in cpu]),
+        fps_median=round(1.0 / float(np.median(totals)), 3),
         fps_mean=round(len(totals) / float(np.sum(totals)), 3), peak_rss_mib=round(peak_rss_mib(), 1),
         gpu_peak_mib=None if gpu_peak() is None else round(gpu_peak(), 1), device=device_info(backend),
         clip=str(cfg.clip))
@@ -340,8 +342,8 @@ def result_table(result: BenchResult) -> Table:
         table.add_row(name, f"{s.median_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.cpu_median_ms:.1f}",
                       f"{100 * s.median_ms / total:.0f} %")
     t = result.host
-    table.add_row("host (all but encoder, attention)", f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}", f"{t.cpu_median_ms:.1f}",
-                  f"{100 * t.median_ms / total:.0f} %", style="bold")
+    table.add_row("host (all but encoder, attention)", f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}",
+                  f"{t.cpu_median_ms:.1f}", f"{100 * t.median_ms / total:.0f} %", style="bold")
     t = result.total
     table.add_row("total", f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}", f"{t.cpu_median_ms:.1f}", "", style="bold")
     return table

@@ -38,6 +38,9 @@ Behaviour (also in ``--help``):
   frames (or an unreadable frame in a folder) ends the run with a message (exit 1); Ctrl-C stops after the current frame (a second one
   at once) with exit 130. In every case the outputs so far are flushed: masks written, video
   finalised and playable, and a summary (frames, fps, dropped, outputs) is printed.
+- **Where the time goes**: the summary's fps is the rate of the frames after the first (the first
+  makes the mask; window pauses left out), and a second line splits each of those frames into the
+  tracker, waiting for the source, and the window and outputs (:class:`mast.runtime.stream.LoopTimes`).
 """
 from __future__ import annotations
 

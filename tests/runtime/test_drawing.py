@@ -50,8 +50,11 @@ def test_draw_legend_writes_in_place_at_the_bottom() -> None:
 def _centroids_by_sums(ids: np.ndarray) -> dict[int, tuple[int, int]]:
     """The definition: mean pixel coordinates per id, rounded half to even (float64 sums)."""
     ys, xs = np.indices(ids.shape)
-    return {int(k): (int(round(xs[ids == k].sum() / (ids == k).sum())), int(round(ys[ids == k].sum() / (ids == k).sum())))
-            for k in np.unique(ids) if k > 0}
+    out = {}
+    for k in np.unique(ids)[np.unique(ids) > 0]:
+        n = (ids == k).sum()
+        out[int(k)] = (int(round(xs[ids == k].sum() / n)), int(round(ys[ids == k].sum() / n)))
+    return out
 
 
 def test_centroids_match_the_definition_on_random_masks() -> None:
