@@ -198,5 +198,5 @@ class Engine:
                 tracker.close()
             return StreamError(f"stream {job.stream_id!r}: {exc}")
         stream = self.streams[job.stream_id]
-        stream.last_seen, stream.frames = now, stream.frames + 1
+        stream.last_seen, stream.frames = self.clock(), stream.frames + 1   # idle from when its frame is done
         return mask

@@ -35,6 +35,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import sysconfig
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from mast.runtime.tracker import working_size
 # model live / ready: no data, what a router probes, and what PyTriton polls without a token)
 RESTRICTED_ENDPOINTS = ("metadata", "inference", "shared-memory", "model-config", "model-repository", "statistics",
                         "trace", "logging")
+_CAUSE = re.compile(r"^\S*?(\w*(?:Error|Exception)): (.+)$", re.MULTILINE)   # a line "XError: text" of a traceback
 POLL_S = 0.2   # how often the main thread checks for Ctrl-C and a dead server
 START_ATTEMPTS = 3
 
@@ -134,6 +136,14 @@ def _pytriton() -> tuple[Any, Any, Any, Any, Any]:
     return Triton, TritonConfig, TritonSecurityConfig, ModelConfig, Tensor
 
 
+def failure_cause(exc: BaseException) -> str:
+    """One line for a failed start: the last ``XError: text`` line of the message (PyTriton quotes
+    its helper's traceback), else its first line."""
+    text = str(exc).strip()
+    causes = _CAUSE.findall(text)
+    return f"{causes[-1][0]}: {causes[-1][1]}" if causes else (text.splitlines() or [type(exc).__name__])[0]
+
+
 def is_loopback(address: str) -> bool:
     """Whether ``address`` is reachable from this machine only."""
     if address == "localhost":
@@ -183,7 +193,7 @@ def start_triton(cfg: ServeConfig, scratch: Path, log: Path, gpu: bool, infer: C
             triton.run()
         except Exception as exc:  # noqa: BLE001 - PyTriton and tritonclient raise their own types
             attempt_stack.close()
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cause = failure_cause(exc)
             if attempt == START_ATTEMPTS:
                 raise DependencyError(f"Triton could not load model {MODEL_NAME!r} ({START_ATTEMPTS} attempts): "
                                       f"{cause} (Triton's log: {log})") from None
