@@ -6,7 +6,7 @@
              [--mask-frame K] [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda]
              [--model PATH] [--size HxW] [--save-masks DIR] [--save-video FILE] [--save-json FILE]
              [--lost-fraction F] [--lost-frames N] [--reanchor-on-loss] [--no-display] [--max-frames N]
-             [--server HOST:PORT --stream-id NAME]   # a mast-serve tracks the frames (mast.runtime.client)
+             [--server HOST:PORT --stream-id NAME [--token T]]   # a mast-serve tracks the frames (docs/SERVING.md)
     mast-run --demo            # the bundled clip; overlay video + masks into ./mast-demo/
 
 Behaviour (also in ``--help``):
@@ -271,7 +271,7 @@ def cli(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames (the mask frame included)."),
     simulate_live: bool = typer.Option(False, "--simulate-live", help="Play --video like a camera at its fps: the newest frame is tracked, stale ones dropped."),
     demo: bool = typer.Option(False, "--demo", help="Track the bundled clip; overlay video + masks into ./mast-demo (or --save-*)."),
-    server: Optional[str] = typer.Option(None, "--server", help="HOST:PORT of a mast-serve (its gRPC port): it tracks the frames (needs --stream-id); --backend/--model/--size are the server's."),
+    server: Optional[str] = typer.Option(None, "--server", help="HOST:PORT of a mast-serve (its gRPC port; grpcs://HOST:PORT through a TLS proxy): it tracks the frames (needs --stream-id); --backend/--model/--size are the server's."),
     stream_id: Optional[str] = typer.Option(None, "--stream-id", help="This stream's name on the --server."),
     token: Optional[str] = typer.Option(None, "--token", envvar="MAST_TOKEN", show_envvar=True, help="The --server's shared secret (mast-serve --token)."),
 ) -> None:
