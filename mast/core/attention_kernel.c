@@ -6,8 +6,9 @@
  * Two entry points: mast_offsets (the ROI branch's coarse search: soft-argmax centre offsets) and
  * mast_read (every frame's scores, softmax terms and values, merged into the label distribution).
  * Restricted windows and the coarse search vectorise over 16 neighbouring query pixels ("lanes")
- * and reuse each loaded key vector for 4 query rows; the ROI branch's fine window (its own
- * fractional centre per pixel) runs one pixel at a time, vectorised over the window's columns.
+ * and reuse each loaded key vector for 4 query rows; the ROI branch's fine windows (each pixel's
+ * own fractional centre) are scored per group of pixels whose windows land in one small cell,
+ * vectorised over the window's columns, each loaded key vector reused for up to 8 pixels.
  *
  * Layouts (float32, zero padded by the caller so that every window read lies inside):
  *   query   [H][C][wl]          row by row, each row channel by channel, width rounded up to 16 (wl).
@@ -15,8 +16,6 @@
  *   key     [hp][C][wp]         a memory frame's key, padded by `pad` top and left (row by row:
  *                               a window's rows are C * wp floats apart, its channels wp).
  *   value   [hp][L][wp]         its label map, same padding.
- *   phases  [g*g][hq][C][wq]    a map's g x g dilation phases, each padded by R top and left:
- *                               phase ry*g+rx holds pixel (ry+g*i, rx+g*j) at (R+i, R+j).
  *   offsets [2][H][W]           ROI centre offsets o_p (dy, dx; feature pixels), float64.
  */
 #include <math.h>
@@ -62,11 +61,12 @@ static inline v16 vexp_shifted(v16 s, v16 m) {
 }
 
 /* Scores of QR query rows (row stride qrs) of 16 lanes each (q: lane 0 of row 0, channel stride
- * qcs) against their n x n windows (k: lane 0's window corner for row 0; row j's window starts
- * j key rows lower): S[j * n * n + a * n + b], one vector each. Key row t serves query row j at
- * window row a = t - j: with 4 rows each loaded key vector feeds 4 accumulators. */
+ * qcs) against their n x n windows of key pixels `step` apart (k: lane 0's window corner for row 0;
+ * row j's window starts j window rows lower, krs apart): S[j * n * n + a * n + b], one vector each.
+ * Window row t serves query row j at a = t - j: with 4 rows each loaded key vector feeds 4
+ * accumulators. step > 1: the ROI branch's dilated coarse search (query rows step apart). */
 static void block_scores(int QR, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
-                         int C, int n, v16 *S) {
+                         int step, int C, int n, v16 *S) {
     for (int t = 0; t < n + QR - 1; t++) {
         const float *row = k + t * krs;
         if (QR == 4 && t >= 3 && t < n) {
@@ -77,10 +77,10 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                 v16 acc[4][6];
                 for (int j = 0; j < 4; j++) for (int i = 0; i < 6; i++) acc[j][i] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
-                    const float *p = row + c * kcs + b, *qq = q + c * qcs;
+                    const float *p = row + c * kcs + step * b, *qq = q + c * qcs;
                     const v16 q0 = load(qq), q1 = load(qq + qrs), q2 = load(qq + 2 * qrs), q3 = load(qq + 3 * qrs);
                     for (int i = 0; i < 6; i++) {
-                        const v16 kv = load(p + i);
+                        const v16 kv = load(p + step * i);
                         acc[0][i] += q0 * kv;
                         acc[1][i] += q1 * kv;
                         acc[2][i] += q2 * kv;
@@ -92,7 +92,7 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
             for (; b < n; b++) {
                 v16 acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
                 for (int c = 0; c < C; c++) {
-                    const v16 kv = load(row + c * kcs + b);
+                    const v16 kv = load(row + c * kcs + step * b);
                     for (int j = 0; j < 4; j++) acc[j] += load(q + c * qcs + j * qrs) * kv;
                 }
                 for (int j = 0; j < 4; j++) s[j * sj + b] = acc[j];
@@ -110,14 +110,14 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                 for (int i = 0; i < 8; i++) acc[i] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
                     const v16 qv = load(qj + c * qcs);
-                    const float *p = row + c * kcs + b;
-                    for (int i = 0; i < 8; i++) acc[i] += qv * load(p + i);
+                    const float *p = row + c * kcs + step * b;
+                    for (int i = 0; i < 8; i++) acc[i] += qv * load(p + step * i);
                 }
                 for (int i = 0; i < 8; i++) s[b + i] = acc[i];
             }
             for (; b < n; b++) {
                 v16 acc = splat(0.0f);
-                for (int c = 0; c < C; c++) acc += load(qj + c * qcs) * load(row + c * kcs + b);
+                for (int c = 0; c < C; c++) acc += load(qj + c * qcs) * load(row + c * kcs + step * b);
                 s[b] = acc;
             }
         }
@@ -139,35 +139,20 @@ long mast_work_floats(int W, int L, int R, int n_frames) {
     return (group > rows ? group : rows) + 16;
 }
 
-/* The g x g dilation phases of a map x [C][H][W] into out [g*g][hq][C][wq] (zeroed by the caller),
- * each phase padded by R top and left. */
-void mast_phases(const float *x, int C, int H, int W, int g, int R, int hq, int wq, float *out) {
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < H; y++) {
-            const float *row = x + ((long)c * H + y) * W;
-            for (int xx = 0; xx < W; xx++) {
-                const long ph = (long)(y % g) * g + xx % g;
-                out[((ph * hq + R + y / g) * C + c) * wq + R + xx / g] = row[xx];
-            }
-        }
-}
-
-/* Coarse search of one ROI frame, phase ph = ry * g + rx, phase rows [i0, i1): offsets[(0|1) * H * W
- * + y * W + x] = g * sum_k softmax_k(<Q_p, K[p + g k]>) k for the pixels p = (ry + g i, rx + g j). */
-void mast_offsets(int C, int H, int W, int R, int g, int hq, int wq, const float *qphases,
-                  const float *kphases, int ph, int i0, int i1, double *offsets, float *work) {
-    const int n = 2 * R + 1, ry = ph / g, rx = ph % g;
-    const long plane = (long)hq * wq;
-    const float *qp = qphases + (long)ph * C * plane, *kp = kphases + (long)ph * C * plane;
+/* Coarse search of one ROI frame for the query rows y = ry + g * i, i in [i0, i1) (g: dilation):
+ * offsets[(0|1) * H * W + y * W + x] = g * sum_k softmax_k(<Q_p, K[p + g k]>) k, k in [-R, R]^2.
+ * The dilated window of 16 neighbouring pixels is still 16 neighbouring key pixels per candidate. */
+void mast_offsets(int C, int H, int W, int R, int g, const float *qc, int pad, int wp, const float *key,
+                  int ry, int i0, int i1, double *offsets, float *work) {
+    const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
+    const long krs = (long)C * wp;
     v16 *S = (v16 *)work;
     for (int i = i0; i < i1; i += 4) {
-        const int QR = i1 - i < 4 ? i1 - i : 4;
-        for (int j0 = 0; rx + g * j0 < W; j0 += 16) {
-            block_scores(QR, qp + (long)(i + R) * C * wq + R + j0, wq, (long)C * wq, kp + (long)i * C * wq + j0, wq,
-                         (long)C * wq, C, n, S);
+        const int QR = i1 - i < 4 ? i1 - i : 4, y = ry + g * i;
+        for (int x0 = 0; x0 < W; x0 += 16) {
+            const float *k = key + (y - g * R + pad) * krs + x0 - g * R + pad;
+            block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)g * C * wl, k, wp, g * krs, g, C, n, S);
             for (int r = 0; r < QR; r++) {
-                const int y = ry + g * (i + r);
-                if (y >= H) break;
                 const v16 *s = S + (long)r * n * n;
                 const v16 m = lane_peak(s, n * n);
                 double s0[16] = {0}, sy[16] = {0}, sx[16] = {0};
@@ -184,12 +169,10 @@ void mast_offsets(int C, int H, int W, int R, int g, int hq, int wq, const float
                         sx[l] += rxs[l];
                     }
                 }
-                for (int l = 0; l < 16; l++) {
-                    const int x = rx + g * (j0 + l);
-                    if (x < W) {
-                        offsets[(long)y * W + x] = g * sy[l] / s0[l];
-                        offsets[(long)H * W + (long)y * W + x] = g * sx[l] / s0[l];
-                    }
+                const long row = (long)(y + g * r) * W;
+                for (int l = 0; l < 16 && x0 + l < W; l++) {
+                    offsets[row + x0 + l] = g * sy[l] / s0[l];
+                    offsets[(long)H * W + row + x0 + l] = g * sx[l] / s0[l];
                 }
             }
         }
@@ -320,7 +303,7 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                 for (int x0 = 0; x0 < W; x0 += 16) {
                     const long col = x0 - R + fr->pad;
                     block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)C * wl, fr->key + (y - R + fr->pad) * krs + col,
-                                 fr->wp, krs, C, n, SV);
+                                 fr->wp, krs, 1, C, n, SV);
                     for (int r = 0; r < QR; r++) {
                         const v16 *s = SV + (long)r * n * n;
                         const v16 m = lane_peak(s, n * n);

@@ -84,9 +84,8 @@ def _library() -> ctypes.CDLL:
     lib.mast_fine.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5 \
         + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
     lib.mast_offsets.restype = None
-    lib.mast_offsets.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
-    lib.mast_phases.restype = None
-    lib.mast_phases.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 7 + [ctypes.c_void_p]
+    lib.mast_offsets.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] \
+        + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
     lib.mast_work_floats.restype = ctypes.c_long
     lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
     return lib
@@ -139,9 +138,10 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
     for i, (k, v, d) in enumerate(zip(keys, values, distances)):
         k, v = k.float(), v.float()
         fr = frames[i]
-        offsets = _coarse_offsets(lib, query, k, cfg.dilation(d), r, work) if cfg.uses_roi(d) else None
-        # the fine windows at p + floor(o_p), and their cells' key squares, stay inside the padding
-        pad = r if offsets is None else r + int(offsets.abs().max()) + 2 + _cell(r)
+        roi = cfg.uses_roi(d)
+        # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
+        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
+        pad = cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r
         right = pad + 64 + lanes - w
         right += -(w + pad + right) % 16                                  # rows 16-float aligned
         padding = (pad, right, pad, pad + 1)
@@ -149,6 +149,7 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
         fr.pad, fr.wp = pad, kp.shape[2]
         fr.key, fr.value = kp.data_ptr(), vp.data_ptr()
         keep += [kp, vp]
+        offsets = _coarse_offsets(lib, q_rows, kp, pad, cfg.dilation(d), r, h, w, work) if roi else None
         if offsets is not None:
             if q_last is None:
                 q_last = query.permute(1, 2, 0).contiguous()
@@ -208,26 +209,21 @@ def _parallel(calls: list) -> None:
         f.result()
 
 
-def _coarse_offsets(lib: ctypes.CDLL, query: torch.Tensor, key: torch.Tensor, gamma: int, r: int,
-                    work: torch.Tensor) -> torch.Tensor:
-    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search, threaded
-    over the rows of every dilation phase)."""
-    c, h, w = query.shape
-    rows, cols = -(-h // gamma), -(-w // gamma)
-    hq, wq = rows + 2 * r, -(-(cols + 2 * r + 16) // 16) * 16               # padded by R (+16 columns), 16-float rows
-    qp, kp = torch.zeros(2, gamma * gamma, hq, c, wq)
-    for x, out in ((query, qp), (key, kp)):
-        lib.mast_phases(x.contiguous().data_ptr(), c, h, w, gamma, r, hq, wq, out.data_ptr())
+def _coarse_offsets(lib: ctypes.CDLL, q_rows: torch.Tensor, key: torch.Tensor, pad: int, gamma: int, r: int,
+                    h: int, w: int, work: torch.Tensor) -> torch.Tensor:
+    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search): query
+    ``q_rows`` ``[h, C, lanes]``, padded key ``[hp, C, wp]`` (``pad`` >= gamma R), threaded over
+    the rows of each residue modulo gamma."""
+    c = q_rows.shape[1]
     offsets = torch.empty(2, h, w, dtype=torch.float64)
-    args = (c, h, w, r, gamma, hq, wq, qp.data_ptr(), kp.data_ptr())
-    units = [(ph, lo, hi) for ph in range(gamma * gamma) for lo, hi in _split(rows, 1)]
-    per_thread = _split(len(units), work.shape[0]) if len(units) >= work.shape[0] else [(0, len(units))]
+    args = (c, h, w, r, gamma, q_rows.data_ptr(), pad, key.shape[2], key.data_ptr())
+    units = [(ry, lo, hi) for ry in range(gamma) for lo, hi in _split(-(-(h - ry) // gamma), 2)]
 
     def run(lo: int, hi: int, t: int) -> None:
-        for ph, i0, i1 in units[lo:hi]:
-            lib.mast_offsets(*args, ph, i0, i1, offsets.data_ptr(), _aligned(work[t]))
+        for ry, i0, i1 in units[lo:hi]:
+            lib.mast_offsets(*args, ry, i0, i1, offsets.data_ptr(), _aligned(work[t]))
 
-    _parallel([(run, lo, hi) for lo, hi in per_thread])
+    _parallel([(run, lo, hi) for lo, hi in _split(len(units), work.shape[0], block=1)])
     return offsets
 
 
