@@ -105,6 +105,8 @@ class RunConfig:
 def open_input(cfg: RunConfig) -> FrameSource:
     """The source of ``cfg`` (InputError when it cannot be opened or the options do not fit it)."""
     options: dict[str, Any] = {"simulate_live": True} if cfg.simulate_live else {}
+    if cfg.camera is None:
+        options["prefetch"] = True   # files: the next frames decode while the tracker works (all kept)
     if cfg.simulate_live and cfg.video is None:
         raise InputError("--simulate-live applies to --video only (a camera is live already)")
     source = open_source(camera=cfg.camera, video=cfg.video, frames=cfg.frames, **options)

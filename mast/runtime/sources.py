@@ -11,18 +11,22 @@ Every source is a small object with the same interface:
   ``frame_name(index)`` (a file-name stem for that frame's outputs), ``dropped`` (stale frames
   skipped so far; always 0 for a non-live source).
 
-Live sources (a camera, or a video file with ``simulate_live=True``) are read through a
-:class:`LatestFrameReader`: a background thread grabs frames as fast as the device delivers them and
-the consumer always gets the newest one, so a tracker slower than the camera never falls behind.
+A :class:`FrameReader` reads a source in a background thread, so decoding overlaps the tracker.
+Live sources (a camera, or a video file with ``simulate_live=True``) in ``"latest"`` mode:
+the thread grabs frames as fast as the device delivers them and the consumer always gets the newest
+one, so a tracker slower than the camera never falls behind. Files (videos, frame folders) with
+``prefetch=True`` (``mast-run``'s) in ``"all"`` mode: a short queue, every frame in order, nothing
+dropped; without it they are read in the consumer's thread.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -57,37 +61,46 @@ def _positive(value: float | None) -> float | None:
     return float(value) if value is not None and value > 0 else None
 
 
-class LatestFrameReader:
-    """Reads frames in a background thread and always hands out the newest one.
+ReadMode = Literal["latest", "all"]
+"""How a :class:`FrameReader` hands frames out: the newest only (live), or every one in order (files)."""
 
-    ``frames`` is any iterable of ``(index, bgr)`` (e.g. a camera's blocking reads). The producer
-    thread keeps a single slot: a frame that is replaced before the consumer took it is *dropped*
-    (counted in ``dropped``). Hence the consumer never gets an older frame after a newer one and
-    memory holds at most one waiting frame. ``produced`` counts the frames taken from ``frames``
-    (``delivered + dropped``, plus the one waiting).
+
+class FrameReader:
+    """Reads frames in a background thread and hands them to the consumer.
+
+    ``frames`` is any iterable of ``(index, bgr)`` (e.g. a camera's blocking reads, a file's decoder).
+    ``mode`` ``"latest"`` (live sources): the producer keeps a single slot; a frame replaced before
+    the consumer took it is *dropped* (counted in ``dropped``): the consumer never gets an older frame
+    after a newer one, and memory holds at most one waiting frame. ``"all"`` (files): a queue of up to
+    ``depth`` frames; the producer waits while it is full: every frame, in order, none dropped (the
+    next frames decode while the consumer works). ``produced`` counts the frames taken from ``frames``.
 
     ``pace_fps``: when set, the producer publishes at most this many frames per second (frame k
     is due ``k / pace_fps`` seconds after the start) — a video file then behaves like a camera.
     ``timeout_s``: the consumer raises :class:`SourceStalledError` when no new frame arrived for
     this many seconds (None: wait forever). An error raised by ``frames`` is re-raised to the
-    consumer after the last frame read before it was handed out.
+    consumer after the frames read before it were handed out (in ``"latest"`` mode: the newest).
     """
 
-    def __init__(self, frames: Iterable[Frame], *, pace_fps: float | None = None,
-                 timeout_s: float | None = 5.0, name: str = "source") -> None:
+    def __init__(self, frames: Iterable[Frame], *, mode: ReadMode = "latest", depth: int = 2,
+                 pace_fps: float | None = None, timeout_s: float | None = 5.0, name: str = "source") -> None:
+        if mode not in ("latest", "all") or depth < 1:
+            raise ValueError(f"FrameReader mode {mode!r}, depth {depth}: expected 'latest' or 'all', depth >= 1")
         self._frames = frames
+        self.mode = mode
+        self._depth = 1 if mode == "latest" else depth
         self._pace = _positive(pace_fps)
         self.timeout_s = timeout_s
         self.name = name
         self.dropped = 0
         self.delivered = 0
         self.produced = 0
-        self._slot: Frame | None = None
-        self._on_exit: list[Callable[[], None]] = []   # run by the producer thread as it ends
+        self._queue: deque[Frame] = deque()
         self._done = False
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._cond = threading.Condition()
+        self._on_exit: list[Callable[[], None]] = []   # run by the producer thread as it ends
         self._thread = threading.Thread(target=self._produce, name=f"frames:{name}", daemon=True)
 
     # -- producer (background thread) --------------------------------------------------------
@@ -96,9 +109,8 @@ class LatestFrameReader:
         start = time.monotonic()
         try:
             for k, frame in enumerate(iterator):
-                if self._stop.is_set() or not self._wait_due(start, k):
+                if self._stop.is_set() or not self._wait_due(start, k) or not self._publish(frame):
                     break
-                self._publish(frame)
         except BaseException as exc:  # handed to the consumer, re-raised there
             with self._cond:
                 self._error = exc
@@ -120,22 +132,30 @@ class LatestFrameReader:
         delay = start + k / self._pace - time.monotonic()
         return delay <= 0 or not self._stop.wait(delay)
 
-    def _publish(self, frame: Frame) -> None:
+    def _publish(self, frame: Frame) -> bool:
+        """Hand ``frame`` over (in ``"all"`` mode once there is room); False when asked to stop meanwhile."""
         with self._cond:
-            if self._slot is not None:
-                self.dropped += 1
+            if self.mode == "latest":
+                if self._queue:
+                    self._queue.clear()
+                    self.dropped += 1
+            else:
+                self._cond.wait_for(lambda: len(self._queue) < self._depth or self._stop.is_set())
+                if self._stop.is_set():
+                    return False
+            self._queue.append(frame)
             self.produced += 1
-            self._slot = frame
             self._cond.notify_all()
+            return True
 
     # -- consumer ----------------------------------------------------------------------------
-    def start(self) -> "LatestFrameReader":
+    def start(self) -> "FrameReader":
         """Start the background thread (done by the first iteration; calling it twice is fine)."""
         if self._thread.ident is None:
             self._thread.start()
         return self
 
-    def __iter__(self) -> "LatestFrameReader":
+    def __iter__(self) -> "FrameReader":
         return self.start()
 
     def __next__(self) -> Frame:
@@ -145,17 +165,17 @@ class LatestFrameReader:
                     f"{self.name} delivered no frame for {self.timeout_s:g} s after "
                     f"{self.delivered} frame(s) (expected a steady stream): check that the camera "
                     "is connected and not used by another program")
-            if self._slot is not None:
-                frame, self._slot = self._slot, None
+            if self._queue:
                 self.delivered += 1
-                return frame
+                self._cond.notify_all()        # room for the producer ("all" mode)
+                return self._queue.popleft()
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             raise StopIteration
 
     def _ready(self) -> bool:
-        return self._slot is not None or self._done
+        return bool(self._queue) or self._done
 
     @property
     def alive(self) -> bool:
@@ -166,6 +186,8 @@ class LatestFrameReader:
         """Ask the producer to stop and wait up to ``join_timeout_s`` for it (it may be blocked
         inside a device read; it is a daemon thread and does not keep the process alive)."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()            # a producer waiting for room
         if self._thread.is_alive():
             self._thread.join(join_timeout_s)
 
@@ -178,7 +200,7 @@ class LatestFrameReader:
                 return
         call()
 
-    def __enter__(self) -> "LatestFrameReader":
+    def __enter__(self) -> "FrameReader":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -187,17 +209,22 @@ class LatestFrameReader:
 
 class FrameSource:
     """Base class: the common interface (see the module docstring). Subclasses implement
-    ``_read_frames()`` — a plain sequential generator of ``(index, bgr)`` — and ``_release()``."""
+    ``_read_frames()`` — a plain sequential generator of ``(index, bgr)`` — and ``_release()``.
+
+    ``latest`` (live sources): read in ``"latest"`` mode (else every frame, in the consumer's
+    thread, however late); ``prefetch`` (files): read ahead in ``"all"`` mode (else in the
+    consumer's thread); ``timeout_s``: see :class:`FrameReader`."""
 
     name: str = "source"
     fps: float | None = None
     is_live: bool = False
     frame_size: tuple[int, int] | None = None
 
-    def __init__(self, *, latest: bool = True, timeout_s: float | None = 5.0) -> None:
+    def __init__(self, *, latest: bool = True, prefetch: bool = False, timeout_s: float | None = 5.0) -> None:
         self.latest = latest
+        self.prefetch = prefetch
         self.timeout_s = timeout_s
-        self._reader: LatestFrameReader | None = None
+        self._reader: FrameReader | None = None
         self._closed = False
 
     def _read_frames(self) -> Iterator[Frame]:
@@ -207,7 +234,7 @@ class FrameSource:
         """Free the device or file handle (called once, by ``close()``)."""
 
     def _pace_fps(self) -> float | None:
-        """Frames per second the latest-frame reader paces the producer at (None: no pacing)."""
+        """Frames per second a live reader paces the producer at (None: no pacing)."""
         return None
 
     def frame_name(self, index: int) -> str:
@@ -216,17 +243,20 @@ class FrameSource:
 
     @property
     def dropped(self) -> int:
-        """Stale frames skipped so far by the latest-frame reader (0 for non-live sources)."""
+        """Stale frames skipped so far by a live reader (0 for files: they drop none)."""
         return self._reader.dropped if self._reader is not None else 0
 
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
             raise InputError(f"{self.name} is closed (expected an open source): open it again")
         if self.is_live and self.latest:
-            self._reader = LatestFrameReader(self._read_frames(), pace_fps=self._pace_fps(),
-                                             timeout_s=self.timeout_s, name=self.name)
-            return iter(self._reader)
-        return self._read_frames()
+            self._reader = FrameReader(self._read_frames(), mode="latest", pace_fps=self._pace_fps(),
+                                       timeout_s=self.timeout_s, name=self.name)
+        elif not self.is_live and self.prefetch:
+            self._reader = FrameReader(self._read_frames(), mode="all", timeout_s=None, name=self.name)
+        else:
+            return self._read_frames()
+        return iter(self._reader)
 
     def close(self) -> None:
         """Stop any reader thread and release the device or file; safe to call twice."""
@@ -251,8 +281,8 @@ class FrameSource:
 
 
 class CameraSource(FrameSource):
-    """A camera read with OpenCV's ``VideoCapture(index)``; live, read through the latest-frame
-    reader unless ``latest=False``.
+    """A camera read with OpenCV's ``VideoCapture(index)``; live: read in its own thread, the newest
+    frame handed out (:class:`FrameReader` ``"latest"``) unless ``latest=False``.
 
     ``max_failures``: that many failed reads in a row end the stream with
     :class:`SourceStalledError` (after the frames read so far were handed out); ``timeout_s``: the
@@ -314,16 +344,17 @@ class CameraSource(FrameSource):
 
 
 class VideoSource(FrameSource):
-    """A video file read with OpenCV (FFmpeg). Not live by default: every frame, in order.
+    """A video file read with OpenCV (FFmpeg). Not live by default: every frame, in order (decoded
+    ahead in a background thread with ``prefetch=True``, as ``mast-run`` does).
 
     ``simulate_live=True`` makes it stand in for a camera: frames are produced at ``fps`` (the
     file's rate unless given; 30 when the file has none) in a background thread and the consumer
-    gets the newest one, stale frames being dropped (see :class:`LatestFrameReader`).
+    gets the newest one, stale frames being dropped (see :class:`FrameReader`).
     """
 
     def __init__(self, path: str | Path, *, simulate_live: bool = False, fps: float | None = None,
-                 latest: bool = True, timeout_s: float | None = 5.0) -> None:
-        super().__init__(latest=latest, timeout_s=timeout_s)
+                 latest: bool = True, prefetch: bool = False, timeout_s: float | None = 5.0) -> None:
+        super().__init__(latest=latest, prefetch=prefetch, timeout_s=timeout_s)
         self.path = Path(path)
         self.name = self.path.name
         self.is_live = simulate_live
@@ -374,14 +405,15 @@ class VideoSource(FrameSource):
 
 class FrameFolderSource(FrameSource):
     """A folder of ``.jpg``/``.jpeg``/``.png`` frames, in natural name order
-    (:func:`mast.core.images.list_images`); not live.
+    (:func:`mast.core.images.list_images`); not live: every frame, in order (decoded ahead in a
+    background thread with ``prefetch=True``, as ``mast-run`` does).
 
     All frames must have the first frame's size. ``frame_name(i)`` is the i-th file's stem, so
     outputs keep the input's names (DAVIS ``00000.jpg`` -> ``00000.png``).
     """
 
-    def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
-        super().__init__(latest=False, timeout_s=None)
+    def __init__(self, path: str | Path, *, fps: float | None = None, prefetch: bool = False) -> None:
+        super().__init__(latest=False, prefetch=prefetch, timeout_s=None)
         self.path = Path(path)
         self.name = self.path.name
         self.fps = _positive(fps)

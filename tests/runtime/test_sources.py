@@ -13,7 +13,7 @@ from mast.core.errors import InputError
 from mast.runtime.sources import (
     CameraSource,
     FrameFolderSource,
-    LatestFrameReader,
+    FrameReader,
     SourceStalledError,
     VideoSource,
     open_source,
@@ -211,7 +211,7 @@ def test_latest_frame_reader_drops_stale_frames(tmp_path: Path) -> None:
 
 def test_latest_frame_reader_over_any_iterable() -> None:
     frames = ((i, _frame(i)) for i in range(30))
-    with LatestFrameReader(frames, pace_fps=300, timeout_s=2.0, name="gen") as reader:
+    with FrameReader(frames, pace_fps=300, timeout_s=2.0, name="gen") as reader:
         seen = []
         for index, _ in reader:
             seen.append(index)
@@ -223,7 +223,7 @@ def test_latest_frame_reader_over_any_iterable() -> None:
 
 def test_latest_frame_reader_fast_consumer_gets_everything() -> None:
     frames = ((i, _frame(i)) for i in range(20))
-    reader = LatestFrameReader(frames, pace_fps=50, timeout_s=2.0)
+    reader = FrameReader(frames, pace_fps=50, timeout_s=2.0)
     seen = [i for i, _ in reader]
     assert seen == sorted(seen) and seen[-1] == 19
     assert len(seen) + reader.dropped == 20
@@ -235,7 +235,7 @@ def test_latest_frame_reader_reraises_after_last_frame() -> None:
         yield 1, _frame(1)
         raise SourceStalledError("boom")
 
-    reader = LatestFrameReader(frames(), timeout_s=2.0)
+    reader = FrameReader(frames(), timeout_s=2.0)
     seen = []
     with pytest.raises(SourceStalledError, match="boom"):
         for index, _ in reader:
@@ -412,14 +412,55 @@ def test_files_give_every_frame_to_a_slow_consumer(camera_clip, tmp_path: Path) 
     folder.mkdir()
     for k, frame in enumerate(expected[:12]):
         cv2.imwrite(str(folder / f"{k}.png"), frame)
-    for src, n in ((VideoSource(path), 120), (FrameFolderSource(folder), 12)):
+    for src, n in ((VideoSource(path, prefetch=True), 120), (FrameFolderSource(folder, prefetch=True), 12)):
         with src:
             seen = []
             for index, frame in src:
                 assert np.array_equal(frame, expected[index])
                 seen.append(index)
                 time.sleep(0.002)
-            assert seen == list(range(n)) and src.dropped == 0 and src._reader is None
+            assert seen == list(range(n)) and src.dropped == 0 and src._reader.mode == "all"
+    with VideoSource(path) as src:                                    # read in the consumer's thread
+        assert [i for i, _ in src][-1] == 119 and src._reader is None
+
+
+def test_reader_in_all_mode_reads_ahead_a_bounded_queue_and_drops_nothing() -> None:
+    taken: list[int] = []
+
+    def frames():
+        for i in range(10):
+            taken.append(i)
+            yield i, _frame(i)
+
+    reader = FrameReader(frames(), mode="all", depth=2, timeout_s=30)
+    it = iter(reader)
+    _wait_until(lambda: len(taken) == 3, "the producer to read ahead")
+    assert reader.produced == 2                      # frame 2 waits for room: the queue holds 2
+    first = next(it)
+    assert first[0] == 0 and _index_of(first[1]) == 0
+    _wait_until(lambda: len(taken) == 4, "the producer to go on once there is room")
+    assert [i for i, _ in it] == list(range(1, 10))
+    assert reader.dropped == 0 and reader.delivered == reader.produced == 10
+
+
+def test_reader_in_all_mode_errors_after_every_frame_before_and_stops_on_close() -> None:
+    def failing():
+        yield from ((i, _frame(i)) for i in range(3))
+        raise InputError("cannot read frame 3")
+
+    reader = FrameReader(failing(), mode="all", depth=1, timeout_s=30)
+    seen = []
+    with pytest.raises(InputError, match="cannot read frame 3"):
+        for index, _ in reader:
+            seen.append(index)
+    assert seen == [0, 1, 2]
+    endless = FrameReader(((i, _frame(i % 200)) for i in range(10**9)), mode="all", depth=2, timeout_s=30)
+    assert next(iter(endless))[0] == 0
+    _wait_until(lambda: endless.produced == 3, "the queue to fill")
+    endless.close()                                  # the producer waits for room: woken, it stops
+    _wait_until(lambda: not endless.alive, "the reader thread to end")
+    with pytest.raises(ValueError, match="expected 'latest' or 'all'"):
+        FrameReader([], mode="newest")
 
 
 # -- open_source ---------------------------------------------------------------------------------
