@@ -25,6 +25,7 @@ def _objects_box(ids: np.ndarray) -> tuple[int, int, int, int]:
 def _centroids(ids: np.ndarray) -> dict[int, tuple[int, int]]:
     """Centroid ``(x, y)`` in pixels (rounded half to even) of every object id > 0 present in
     ``ids`` ``[H, W]``: pixel counts and coordinate sums (exact integers in float64) per id."""
+    ids = np.asarray(ids, dtype=np.uint8)
     x0, y0, w, h = _objects_box(ids)
     if w == 0:
         return {}
@@ -47,7 +48,7 @@ def blend_colours(bgr: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.nd
     x, y, w, h = _objects_box(ids)
     if w == 0:
         return out
-    roi, sel = out[y:y + h, x:x + w], np.ascontiguousarray(ids[y:y + h, x:x + w])
+    roi, sel = out[y:y + h, x:x + w], np.ascontiguousarray(ids[y:y + h, x:x + w], dtype=np.uint8)
     blend = cv2.addWeighted(roi, 1.0 - alpha, np.take(_PALETTE_BGR, sel, axis=0), alpha, 0.0)
     cv2.copyTo(blend, sel, roi)          # object pixels only, into the view of ``out``
     return out

@@ -84,6 +84,10 @@ def test_blend_colours_is_the_palette_overlay() -> None:
         assert np.abs(out.astype(int) - colour_overlay(frame, ids, alpha).astype(int)).max() <= 1
     empty = drawing.blend_colours(frame, np.zeros((H, W), np.uint8))
     assert empty is not frame and np.array_equal(empty, frame)
+    view = frame[:, ::-1]                                 # any layout, any integer ids
+    np.testing.assert_array_equal(drawing.blend_colours(view, ids.astype(np.int64)),
+                                  drawing.blend_colours(view.copy(), ids))
+    assert drawing._centroids(ids.astype(np.int32)) == drawing._centroids(ids)
 
 
 def test_render_is_a_new_image_with_colours_and_ids() -> None:
