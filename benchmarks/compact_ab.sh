@@ -14,5 +14,6 @@ ckpt=${CKPT:-runs/ab/$name.pt}
 for split in dev mo; do
   root=$shared/data/davis2016-val-dev; [ $split = mo ] && root=$shared/data/multiobject-dev
   mast-eval --davis "$root" --checkpoint "$ckpt" --size 240x427 --out runs/ab/$name/$split --csv-dir runs/ab/$name/$split \
-    2>&1 | tail -n 3 | sed "s|^|$name $split: |"
+    > runs/ab/$name.$split.log 2>&1
+  echo "$name $split J&F,J,F: $(sed -n 2p runs/ab/$name/$split/global_results.csv | cut -d, -f1,2,5)"
 done | tee runs/ab/$name.txt
