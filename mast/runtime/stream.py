@@ -80,6 +80,12 @@ class LoopTimes:
     track: float = 0.0
     loop: float = 0.0
 
+    @property
+    def fps(self) -> float:
+        """Frames per second over these frames (0 without any)."""
+        busy = self.read + self.track + self.loop
+        return self.frames / busy if self.frames and busy > 0 else 0.0
+
     def per_frame_ms(self) -> dict[str, float]:
         """``read``, ``track`` and ``loop`` in milliseconds per frame (zeros without frames)."""
         n = max(self.frames, 1)
@@ -107,10 +113,8 @@ class RunSummary:
     def fps(self) -> float:
         """Frames per second of the stream after its first frame (window pauses left out; the rate
         of the whole run when only one frame was processed)."""
-        t = self.times
-        busy = t.read + t.track + t.loop
-        if t.frames and busy > 0:
-            return t.frames / busy
+        if self.times.fps > 0:
+            return self.times.fps
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     @property
@@ -244,7 +248,7 @@ def track_stream(tracker: ObjectTracker, source: FrameSource, make_mask: FirstMa
             if time.perf_counter() - last_report > REPORT_EVERY_S:
                 last_report = time.perf_counter()
                 say(f"frame {index}: {summary.frames} processed, "
-                    f"{summary.frames / (last_report - t0):.2f} fps, {source.dropped} dropped")
+                    f"{_loop_times(marks, summary.frames).fps:.2f} fps, {source.dropped} dropped")
     except KeyboardInterrupt:
         summary.interrupted = True
     except MastError as exc:  # a camera that stalls, an unreadable frame mid-folder, ...

@@ -100,7 +100,9 @@ def test_loop_times_split_each_frame_after_the_first(monkeypatch: pytest.MonkeyP
         clock.spend(MASK)
         return np.ones(frame.shape[:2], np.uint8)
 
-    summary = track_stream(tracker, _Source(clock, N), make_mask, [sink], editor=_Window(clock), say=lambda _: None)
+    said: list[str] = []
+    summary = track_stream(tracker, _Source(clock, N), make_mask, [sink], editor=_Window(clock), say=said.append)
+    assert said == ["frame 3: 4 processed, 4.27 fps, 0 dropped"]   # 5 s passed (the pause): the rate without it
     assert summary.frames == N and sink.written == list(range(N)) and tracker.calls == ["start"] + ["step"] * (N - 1)
     t = summary.times
     assert t.frames == N - 1
