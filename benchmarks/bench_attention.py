@@ -8,11 +8,11 @@ Keys: the shipped weights (bf16 encoder) on DAVIS camel frames 0, 5, 55, 57, 59 
 60 under the default schedule: distances 60, 55 read through their ROI at dilation 4, and 5, 3, 1
 through restricted windows) and frame 60 as the query; 3 one-hot labels. ``--channels C`` keeps the
 keys' first C channels (e.g. 56, the compact encoder's key width). Prints the fastest and the
-median of ``--repeats`` runs (ms) of the whole read, of its three restricted windows alone and of
-its two ROI frames alone (where the time goes). ``--against`` loads another version of
-``mast/core/attention.py`` (e.g. ``git show REV:mast/core/attention.py > /tmp/old.py``) and times
-both in turn in this process, twice, with the max abs difference of their outputs: an A/B on a
-noisy host.
+median wall time and the least CPU time (all threads) of ``--repeats`` runs (ms) of the whole
+read, of its three restricted windows alone and of its two ROI frames alone (where the time goes).
+``--against`` loads another version of ``mast/core/attention.py`` (e.g. ``git show
+REV:mast/core/attention.py > /tmp/old.py``) and times both in turn in this process, twice, with
+the max abs difference of their outputs: an A/B on a noisy host.
 """
 from __future__ import annotations
 
@@ -33,14 +33,16 @@ CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-val-
 MEMORY, DISTANCES, QUERY = (0, 5, 59, 57, 55), [60, 55, 1, 3, 5], 60
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Fastest and median of ``repeats`` runs of ``fn()``, ms."""
-    times = []
+def timed(fn, repeats: int) -> tuple[float, float, float]:
+    """Fastest and median wall time and least CPU time (this process, all threads) of ``repeats``
+    runs of ``fn()``, ms. On a shared host the CPU time shows the work; the wall time, the wait."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3, sorted(times)[len(times) // 2] * 1e3
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return min(wall) * 1e3, sorted(wall)[len(wall) // 2] * 1e3, min(cpu) * 1e3
 
 
 def load(path: Path):
@@ -82,15 +84,16 @@ def main() -> None:
     versions = [(f"this/{a.kernel}", this)] + ([("against", load(a.against).roi_memory_attention)] if a.against else [])
     local, roi = [i for i, d in enumerate(DISTANCES) if not cfg.uses_roi(d)], [i for i, d in enumerate(DISTANCES) if cfg.uses_roi(d)]
     parts = {"read": range(len(keys)), "windows": local, "ROI": roi}
-    print(f"{a.size}, C={query.shape[0]}, {a.threads} thread(s), fastest / median of {a.repeats} (ms)")
+    print(f"{a.size}, C={query.shape[0]}, {a.threads} thread(s), {a.repeats} runs: "
+          "wall fastest / wall median / CPU least (ms)")
     with torch.inference_mode():
         for _ in range(2 if a.against else 1):
             for name, read in versions:
                 cells = []
                 for part, idx in parts.items():
                     args = (query, [keys[i] for i in idx], [values[i] for i in idx], [DISTANCES[i] for i in idx], cfg)
-                    best, median = timed(lambda: read(*args), a.repeats)
-                    cells.append(f"{part} {best:7.1f} / {median:7.1f}")
+                    best, median, cpu = timed(lambda: read(*args), a.repeats)
+                    cells.append(f"{part} {best:6.0f} / {median:6.0f} / {cpu:6.0f}")
                 print(f"{name:12s} " + "   ".join(cells))
         if a.against:
             outs = [read(query, keys, values, DISTANCES, cfg) for _, read in versions]

@@ -130,6 +130,60 @@ static v16 lane_peak(const v16 *S, int m) {
     return p;
 }
 
+/* Rows [r0, r1) of out [hp][C][wp] (zero padded) from x [C][H][W] placed at (top, left): the
+ * layouts above, without PyTorch's threads (whose spinning would compete with ours). */
+void mast_layout(const float *x, int C, int H, int W, int top, int left, int wp, int r0, int r1, float *out) {
+    for (int r = r0; r < r1; r++) {
+        const int y = r - top;
+        for (int c = 0; c < C; c++) {
+            float *o = out + ((long)r * C + c) * wp;
+            if (y < 0 || y >= H) {
+                memset(o, 0, sizeof(float) * wp);
+                continue;
+            }
+            memset(o, 0, sizeof(float) * left);
+            memcpy(o + left, x + ((long)c * H + y) * W, sizeof(float) * W);
+            memset(o + left + W, 0, sizeof(float) * (wp - left - W));
+        }
+    }
+}
+
+/* Pixels grouped by the T x T cell where their fine window lands (p + floor(o_p)), by a counting
+ * sort: order [H * W] pixel indices group by group, starts [G + 1] where each group begins;
+ * count [cells] is scratch (cells >= the cells spanned, see mast_cells). Returns G. */
+int mast_group(int H, int W, int T, const double *offsets, int32_t *order, int32_t *starts, int32_t *count,
+               int32_t *cell) {
+    const long hw = (long)H * W;
+    int ymin = 1 << 30, xmin = 1 << 30, ymax = -(1 << 30), xmax = -(1 << 30);
+    for (long p = 0; p < hw; p++) {
+        const int ty = (int)floor((p / W + floor(offsets[p])) / T), tx = (int)floor((p % W + floor(offsets[hw + p])) / T);
+        ymin = ty < ymin ? ty : ymin; ymax = ty > ymax ? ty : ymax;
+        xmin = tx < xmin ? tx : xmin; xmax = tx > xmax ? tx : xmax;
+    }
+    const int cols = xmax - xmin + 1;
+    const long cells = (long)(ymax - ymin + 1) * cols;
+    memset(count, 0, sizeof(int32_t) * (cells + 1));
+    for (long p = 0; p < hw; p++) {
+        const int ty = (int)floor((p / W + floor(offsets[p])) / T), tx = (int)floor((p % W + floor(offsets[hw + p])) / T);
+        cell[p] = (ty - ymin) * cols + (tx - xmin);
+        count[cell[p] + 1]++;
+    }
+    int groups = 0;
+    for (long b = 0; b < cells; b++) {
+        if (count[b + 1] > 0) starts[groups++] = count[b];
+        count[b + 1] += count[b];
+    }
+    starts[groups] = (int32_t)hw;
+    for (long p = 0; p < hw; p++) order[count[cell[p]]++] = (int32_t)p;
+    return groups;
+}
+
+/* Pixels [p0, p1) of out [H * W][C] from x [C][H][W] (channels last). */
+void mast_channels_last(const float *x, int C, int H, int W, int p0, int p1, float *out) {
+    for (int p = p0; p < p1; p++)
+        for (int c = 0; c < C; c++) out[(long)p * C + c] = x[(long)c * H * W + p];
+}
+
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16, wl = (W + 15) / 16 * 16;
@@ -286,7 +340,7 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
     }
 }
 
-/* Label distribution of query rows [y0, y1): out[(y * W + x) * L + l] (ROI frames' terms precomputed). */
+/* Label distribution of query rows [y0, y1): out[(l * H + y) * W + x] (ROI frames' terms precomputed). */
 void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                const Frame *frames, int y0, int y1, float *out, float *work) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
@@ -345,11 +399,10 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                     scale[f] = expf(d > EXP_FLOOR ? d : EXP_FLOOR);
                     total += st[((long)f * (L + 2) + 1) * wl + x] * scale[f];
                 }
-                float *o = out + ((long)(y + r) * W + x) * L;
                 for (int l = 0; l < L; l++) {
                     float sum = 0.0f;
                     for (int f = 0; f < n_frames; f++) sum += st[((long)f * (L + 2) + 2 + l) * wl + x] * scale[f];
-                    o[l] = sum / total;
+                    out[((long)l * H + y + r) * W + x] = sum / total;
                 }
             }
         }

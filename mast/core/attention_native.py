@@ -25,7 +25,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from mast.core.config import AttentionConfig
 from mast.core.errors import DependencyError
@@ -86,6 +85,12 @@ def _library() -> ctypes.CDLL:
     lib.mast_offsets.restype = None
     lib.mast_offsets.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] \
         + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+    lib.mast_layout.restype = None
+    lib.mast_layout.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 8 + [ctypes.c_void_p]
+    lib.mast_channels_last.restype = None
+    lib.mast_channels_last.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [ctypes.c_void_p]
+    lib.mast_group.restype = ctypes.c_int
+    lib.mast_group.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 5
     lib.mast_work_floats.restype = ctypes.c_long
     lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
     return lib
@@ -129,43 +134,53 @@ def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values
     c, h, w = query.shape
     n_labels, r = values[0].shape[0], cfg.radius
     lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
-    query = query.float()
-    q_rows = F.pad(query, (0, lanes - w)).transpose(0, 1).contiguous()    # [h, C, lanes]
-    q_last = None                                                          # [h, w, C], for the ROI branch
     n_threads = max(1, min(threads or torch.get_num_threads(), h))
+    query = query.float().contiguous()
+    q_rows = _layout(lib, query, 0, 0, h, lanes, n_threads)              # [h, C, lanes]
+    q_last = None                                                          # [h, w, C], for the ROI branch
     work = torch.empty(n_threads, lib.mast_work_floats(w, n_labels, r, len(keys)) + 16)
     frames, keep = (_Frame * len(keys))(), []                             # keep: tensors the frames point into
     for i, (k, v, d) in enumerate(zip(keys, values, distances)):
-        k, v = k.float(), v.float()
+        k, v = k.float().contiguous(), v.float().contiguous()
         fr = frames[i]
         roi = cfg.uses_roi(d)
         # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
         # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
         pad = cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r
-        right = pad + 64 + lanes - w
-        right += -(w + pad + right) % 16                                  # rows 16-float aligned
-        padding = (pad, right, pad, pad + 1)
-        kp, vp = (F.pad(x, padding).transpose(0, 1).contiguous() for x in (k, v))   # [hp, C | L, wp]
-        fr.pad, fr.wp = pad, kp.shape[2]
+        wp = -(-(w + 2 * pad + 64 + lanes - w) // 16) * 16               # rows 16-float aligned
+        kp, vp = (_layout(lib, x, pad, pad, h + 2 * pad + 1, wp, n_threads) for x in (k, v))   # [hp, C | L, wp]
+        fr.pad, fr.wp = pad, wp
         fr.key, fr.value = kp.data_ptr(), vp.data_ptr()
         keep += [kp, vp]
         offsets = _coarse_offsets(lib, q_rows, kp, pad, cfg.dilation(d), r, h, w, work) if roi else None
         if offsets is not None:
             if q_last is None:
-                q_last = query.permute(1, 2, 0).contiguous()
+                q_last = torch.empty(h * w, c)
+                _parallel([(lambda lo, hi, t: lib.mast_channels_last(query.data_ptr(), c, h, w, lo, hi, q_last.data_ptr()),
+                            lo, hi) for lo, hi in _split(h * w, n_threads)])
             terms = torch.empty(n_labels + 2, h * w)
-            order, starts = _by_cell(offsets, _cell(r))
+            order, starts = _by_cell(lib, offsets, _cell(r))
             args = (c, h, w, n_labels, r, _cell(r), q_last.data_ptr(), pad, fr.wp, kp.data_ptr(), vp.data_ptr(),
                     offsets.data_ptr(), order.data_ptr(), starts.data_ptr())
             _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.data_ptr(), _aligned(work[t])), lo, hi)
                        for lo, hi in _split(starts.numel() - 1, n_threads, block=1)])
             fr.roi, fr.terms = 1, terms.data_ptr()
             keep.append(terms)
-    out = torch.empty(h, w, n_labels)
+    out = torch.empty(n_labels, h, w)
     args = (c, h, w, n_labels, r, q_rows.data_ptr(), len(keys), ctypes.addressof(frames))
     _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.data_ptr(), _aligned(work[t])), lo, hi)
                for lo, hi in _split(h, n_threads)])
-    return out.permute(2, 0, 1).contiguous()
+    return out
+
+
+def _layout(lib: ctypes.CDLL, x: torch.Tensor, top: int, left: int, rows: int, width: int,
+            n_threads: int) -> torch.Tensor:
+    """``x`` ``[C, h, w]`` (contiguous float32) placed at (top, left) in a zero ``[rows, C, width]``."""
+    c, h, w = x.shape
+    out = torch.empty(rows, c, width)
+    _parallel([(lambda lo, hi, t: lib.mast_layout(x.data_ptr(), c, h, w, top, left, width, lo, hi, out.data_ptr()),
+                lo, hi) for lo, hi in _split(rows, n_threads)])
+    return out
 
 
 def _cell(r: int) -> int:
@@ -174,19 +189,18 @@ def _cell(r: int) -> int:
     return max(1, min(4, 64 - (2 * r + 1)))
 
 
-def _by_cell(offsets: torch.Tensor, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _by_cell(lib: ctypes.CDLL, offsets: torch.Tensor, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels grouped by the ``cell x cell`` square where their fine window lands (p + floor(o_p)):
     ``order`` ``[h*w]`` int32 pixel indices, group by group, and ``starts`` ``[G+1]`` int32 where
     each group begins in it."""
     _, h, w = offsets.shape
-    iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    ty = torch.div(offsets[0].floor().long() + iy, cell, rounding_mode="floor")
-    tx = torch.div(offsets[1].floor().long() + ix, cell, rounding_mode="floor")
-    bucket = ((ty - ty.min()) * (int(tx.max() - tx.min()) + 1) + (tx - tx.min())).flatten()
-    order = torch.argsort(bucket, stable=True)
-    _, counts = torch.unique_consecutive(bucket[order], return_counts=True)
-    starts = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return order.to(torch.int32), starts.to(torch.int32)
+    reach = int(offsets.abs().max()) + 1                                  # cells spanned: at most this
+    cells = (-(-(h + 2 * reach) // cell) + 2) * (-(-(w + 2 * reach) // cell) + 2)
+    order, starts = torch.empty(h * w, dtype=torch.int32), torch.empty(h * w + 1, dtype=torch.int32)
+    count, scratch = torch.empty(cells + 1, dtype=torch.int32), torch.empty(h * w, dtype=torch.int32)
+    groups = lib.mast_group(h, w, cell, offsets.data_ptr(), order.data_ptr(), starts.data_ptr(), count.data_ptr(),
+                            scratch.data_ptr())
+    return order, starts[: groups + 1]
 
 
 def _split(n: int, parts: int, block: int = 4) -> list[tuple[int, int]]:
