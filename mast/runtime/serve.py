@@ -56,7 +56,8 @@ from mast.runtime.batcher import Batcher
 from mast.runtime.engine import Engine, EngineConfig, Job, StreamError
 from mast.runtime.protocol import (ANCHOR_MODES, ANCHOR_PARAMETER, DEFAULT_ADDRESS, FRAME_INPUT, MASK_INPUT,
                                    MASK_OUTPUT, MODEL_NAME, STREAM_PARAMETER, TOKEN_ENV)
-from mast.runtime.serve_scratch import SCRATCH_LOG, make_scratch, record_triton_folders, remove_scratch, remove_stale
+from mast.runtime.serve_scratch import (SCRATCH_LOG, make_scratch, record_shared_memory, record_triton_folders,
+                                       remove_scratch, remove_stale)
 from mast.runtime.tracker import working_size
 
 # The endpoints refused without the token (Triton's protocol groups): all but "health" (server and
@@ -65,6 +66,7 @@ RESTRICTED_ENDPOINTS = ("metadata", "inference", "shared-memory", "model-config"
                         "trace", "logging")
 _CAUSE = re.compile(r"^\S*?(\w*(?:Error|Exception)): (.+)$", re.MULTILINE)   # a line "XError: text" of a traceback
 POLL_S = 0.2   # how often the main thread checks for Ctrl-C and a dead server
+RECORD_S = 2.0   # how often the shared memory the server maps is listed (removed after a SIGKILL)
 START_ATTEMPTS = 3
 
 
@@ -243,7 +245,11 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
                 f"gRPC {cfg.address}:{cfg.grpc_port}, metrics {cfg.address}:{cfg.metrics_port}"
                 + (", every request must carry the token" if cfg.token else "")
                 + f" (Triton's log: {log}" + ("" if cfg.triton_log else ", removed at exit") + "); Ctrl-C stops")
+            recorded = 0.0
             while triton.is_alive() and not (interrupt is not None and interrupt.requested):
+                if time.monotonic() - recorded > RECORD_S:
+                    record_shared_memory(scratch)
+                    recorded = time.monotonic()
                 time.sleep(POLL_S)
             stopped_by_signal = interrupt is not None and interrupt.requested
             say("stopping ..." if stopped_by_signal else "Triton stopped: shutting down")

@@ -2,11 +2,13 @@
 that was killed (SIGKILL: nothing of it ran) removed by the next ``mast-serve`` that starts.
 
 A server writes into one folder ``$TMPDIR/mast-serve-<pid>-XXXX`` (its Triton log unless
-``--triton-log``, and PyTriton's workspace with its copy of Triton). Two more things Triton makes
-elsewhere, named here so they can be removed: the folder into which it copies each model it loads,
-``/tmp/folderXXXXXX`` (fixed in Triton, listed in ``triton-folders`` of the server's folder once
-Triton runs), and the Python backend's shared-memory regions ``/dev/shm/pytrtion<pid>-*`` (PyTriton
-names them after the server's pid). A folder whose pid is no longer running is stale.
+``--triton-log``, and PyTriton's workspace with its copy of Triton). Three more things are made
+elsewhere, named here so they can be removed: the folder into which Triton copies each model it
+loads, ``/tmp/folderXXXXXX`` (fixed in Triton, listed in ``triton-folders`` of the server's folder
+once Triton runs), the Python backend's shared-memory regions ``/dev/shm/pytrtion<pid>-*``
+(PyTriton names them after the server's pid), and PyTriton's tensor-store segments
+``/dev/shm/psm_*`` (random names: those the server's processes map are listed in
+``shared-memory`` every few seconds while it runs). A folder whose pid is no longer running is stale.
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from pathlib import Path
 
 PREFIX = "mast-serve-"
 FOLDERS_FILE = "triton-folders"
+SHM_FILE = "shared-memory"
 SCRATCH_LOG = "triton.log"   # Triton's log, when no --triton-log is given
 SHM = Path("/dev/shm")
 STUB = "triton_python_backend_stub"   # Triton's Python backend helper: argv[1] is the model's copy
 _TRITON_FOLDER = re.compile(r"^/tmp/folder\w{6}$")
 _OURS = re.compile(rf"^{PREFIX}(\d+)-\w+$")
+_SEGMENT = re.compile(r"^psm_\w+$")   # multiprocessing.shared_memory's names (PyTriton's tensor store)
 
 
 def make_scratch() -> Path:
@@ -65,6 +69,20 @@ def record_triton_folders(scratch: Path) -> list[Path]:
     return listed
 
 
+def record_shared_memory(scratch: Path) -> list[str]:
+    """List in ``scratch`` the tensor-store segments (``/dev/shm/psm_*``) that this server's
+    processes map now, with those listed before; returns them."""
+    names = set(_listed_segments(scratch))
+    for pid in [os.getpid(), *descendants(os.getpid())]:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        names.update(re.findall(r"/dev/shm/(psm_\w+)", maps))
+    (scratch / SHM_FILE).write_text("".join(f"{name}\n" for name in sorted(names)))
+    return sorted(names)
+
+
 def remove_scratch(scratch: Path, pid: int | None = None, keep_log: bool = False) -> None:
     """Remove what server ``pid`` (default: this process) left: Triton's model folders listed in
     ``scratch``, its shared-memory regions, and ``scratch`` (all but Triton's log with ``keep_log``:
@@ -72,7 +90,7 @@ def remove_scratch(scratch: Path, pid: int | None = None, keep_log: bool = False
     pid = os.getpid() if pid is None else pid
     for folder in _listed(scratch):
         shutil.rmtree(folder, ignore_errors=True)
-    for region in SHM.glob(f"pytrtion{pid}-*"):
+    for region in [*SHM.glob(f"pytrtion{pid}-*"), *(SHM / name for name in _listed_segments(scratch))]:
         region.unlink(missing_ok=True)
     if not keep_log:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -103,6 +121,15 @@ def _listed(scratch: Path) -> list[Path]:
     except OSError:
         return []
     return [Path(line) for line in lines if _TRITON_FOLDER.match(line)]
+
+
+def _listed_segments(scratch: Path) -> list[str]:
+    """The tensor-store segments listed in ``scratch`` (only names of their pattern)."""
+    try:
+        names = (scratch / SHM_FILE).read_text().split()
+    except OSError:
+        return []
+    return [name for name in names if _SEGMENT.match(name)]
 
 
 def _running(pid: int) -> bool:

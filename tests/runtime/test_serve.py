@@ -49,6 +49,17 @@ def triton_folders(scratch: Path) -> list[Path]:
     return [Path(line) for line in (scratch / "triton-folders").read_text().split()]
 
 
+def wait_listed_segments(scratch: Path, timeout: float = 20.0) -> list[Path]:
+    """The tensor-store segments the running server listed (it lists them every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = (scratch / "shared-memory").read_text().split() if (scratch / "shared-memory").exists() else []
+        if listed:
+            return [Path("/dev/shm") / name for name in listed]
+        time.sleep(0.2)
+    raise AssertionError(f"the server listed no shared memory in {timeout:g} s")
+
+
 def assert_clean_exit(srv: ServeProcess, code: int) -> None:
     """Exit 130 with the summary, none of Triton's console noise, no temporary file left."""
     out = srv.output()
@@ -246,13 +257,15 @@ def test_restarts_mid_stream_cost_one_reanchor_and_no_frame(tmp_path, dev_clip):
         assert tracker.reanchors == 1 and tracker.waits == 1
         killed_scratch = scratch_of(srv)[0]
         killed_folders = triton_folders(killed_scratch)
+        killed_segments = wait_listed_segments(killed_scratch)
         srv.kill_group(signal.SIGKILL)
-        assert killed_scratch.exists()      # nothing of the killed server ran ...
+        assert killed_scratch.exists() and all(s.exists() for s in killed_segments)   # nothing of it ran ...
         for port in srv.ports:
             wait_port_free(port)
         srv = ServeProcess(tmp_path / "after-sigkill.log", *args, ports=srv.ports)
         assert "removed the temporary files of 1 mast-serve process" in srv.output()
         assert not killed_scratch.exists() and not any(f.exists() for f in killed_folders)   # ... the next start did
+        assert not any(s.exists() for s in killed_segments)
         client.join(timeout=180)
         assert not client.is_alive() and not errors, errors
         assert len(masks) == len(frames) and all(m.shape == frames[0].shape[:2] and m.any() for m in masks)
