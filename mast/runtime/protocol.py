@@ -19,8 +19,9 @@ ANCHOR_MODES = ("merge", "replace")   # merge (the default): painted over the pr
 STREAM_HEADER = "mast-stream-id"      # the stream id again as a header: what a router hashes on
 
 # The optional shared secret (mast-serve --token / MAST_TOKEN): Triton refuses every request that
-# lacks it (inference, metadata, configuration, statistics, ...) but the health probes (live / ready). Over HTTP it travels as header TOKEN_HEADER; Triton
-# reads it over gRPC as metadata GRPC_TOKEN_HEADER (its restricted-protocol prefix + the same name).
+# lacks it (inference, metadata, configuration, statistics, ...) but the health probes (live /
+# ready). Over HTTP it travels as header TOKEN_HEADER; over gRPC Triton reads it as metadata
+# GRPC_TOKEN_HEADER (its restricted-protocol prefix + the same name).
 TOKEN_ENV = "MAST_TOKEN"
 TOKEN_HEADER = "triton-access-token"
 GRPC_TOKEN_HEADER = "triton-grpc-protocol-" + TOKEN_HEADER

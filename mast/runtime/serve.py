@@ -11,8 +11,8 @@ said at start), and with a shared secret (``--token`` or ``$MAST_TOKEN``) Triton
 request that does not carry it (docs/SERVING.md: running it behind a TLS reverse proxy).
 
 The contract (docs/SERVING.md; its names in :mod:`mast.runtime.protocol`; a stock ``tritonclient``
-uses it, :mod:`mast.runtime.client` is one): model ``mast``; input ``frame`` UINT8 ``[H, W, 3]`` BGR; optional input ``mask`` UINT8
-``[H, W]`` object ids (a stream's first request must carry it: it starts the stream; later it
+uses it, :mod:`mast.runtime.client` is one): model ``mast``; input ``frame`` UINT8 ``[H, W, 3]``
+BGR; optional input ``mask`` UINT8 ``[H, W]`` object ids (a stream's first request must carry it: it starts the stream; later it
 re-anchors, new ids added); request parameter ``stream_id`` (string), optional ``anchor``
 (``merge``, the default: the mask's objects painted over the prediction; ``replace``: the mask is
 complete, objects it lacks are dropped); output ``mask`` UINT8 ``[H, W]``. A refused request gets

@@ -22,8 +22,9 @@ import pytest
 
 from mast.core.masks import read_mask
 
-grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed (pip install -e '.[serve]')")
-pytest.importorskip("pytriton", reason="nvidia-pytriton not installed (pip install -e '.[serve]')")
+SERVE_ENV = "run .ci/serve_tests (the serve environment: docs/SERVING.md)"
+grpcclient = pytest.importorskip("tritonclient.grpc", reason=f"tritonclient not installed: {SERVE_ENV}")
+pytest.importorskip("pytriton", reason=f"nvidia-pytriton not installed: {SERVE_ENV}")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from mast.runtime.client import RemoteTracker, ServerError, error_cause  # noqa: E402
