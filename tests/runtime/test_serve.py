@@ -9,7 +9,6 @@ Every wait is bounded; the server works at 104x184 (``--size``) so each frame ta
 """
 from __future__ import annotations
 
-import re
 import signal
 import tempfile
 import threading
