@@ -5,7 +5,7 @@
  *
  * Two entry points: mast_offsets (the ROI branch's coarse search: soft-argmax centre offsets) and
  * mast_read (every frame's scores, softmax terms and values, merged into the label distribution).
- * Restricted windows and the coarse search vectorise over 16 neighbouring query pixels ("lanes")
+ * Restricted windows and the coarse search vectorise over VL neighbouring query pixels ("lanes")
  * and reuse each loaded key vector for 4 query rows; the ROI branch's fine windows (each pixel's
  * own fractional centre) are scored per group of pixels whose windows land in one small cell,
  * vectorised over the window's columns, each loaded key vector reused for up to 8 pixels.
@@ -22,77 +22,88 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-typedef int32_t i16v __attribute__((vector_size(64)));
+/* VL lanes a vector: 16 with AVX-512, else 8 (AVX2) */
+#ifdef __AVX512F__
+#define VL 16
+#define BB 6                   /* block_scores: window columns a block (4 rows x BB accumulators) */
+#define REGS 16                /* mast_fine: accumulators a group block may hold */
+#else
+#define VL 8
+#define BB 2
+#define REGS 8
+#endif
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef float vfu __attribute__((vector_size(4 * VL), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(4 * VL)));
 
-#define MAXV 4                 /* at most 64 columns: R <= 31 */
+#define MAXCOLS 64             /* window columns read at most: R <= 31 */
+#define MAXV (MAXCOLS / VL)
 #define MAXF 16                /* memory frames */
 #define MAXL 16                /* label channels */
 #define EXP_FLOOR (-80.0f)     /* mast.core.config.EXP_FLOOR */
 
-static inline v16 load(const float *p) { return *(const v16u *)p; }
-static inline void store(float *p, v16 x) { *(v16u *)p = x; }
-static inline v16 splat(float x) { return (v16){0} + x; }
-static inline v16 pick(i16v m, v16 a, v16 b) { return (v16)(((i16v)a & m) | ((i16v)b & ~m)); }
-static inline v16 vmax(v16 a, v16 b) { return pick(a > b, a, b); }
-static inline v16 vmin(v16 a, v16 b) { return pick(a < b, a, b); }
-static inline float hsum(v16 x) { float s = 0; for (int i = 0; i < 16; i++) s += x[i]; return s; }
-static inline float hmax(v16 x) { float s = x[0]; for (int i = 1; i < 16; i++) s = x[i] > s ? x[i] : s; return s; }
+static inline vf load(const float *p) { return *(const vfu *)p; }
+static inline void store(float *p, vf x) { *(vfu *)p = x; }
+static inline vf splat(float x) { return (vf){0} + x; }
+static inline vf pick(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf vmax(vf a, vf b) { return pick(a > b, a, b); }
+static inline vf vmin(vf a, vf b) { return pick(a < b, a, b); }
+static inline float hsum(vf x) { float s = 0; for (int i = 0; i < VL; i++) s += x[i]; return s; }
+static inline float hmax(vf x) { float s = x[0]; for (int i = 1; i < VL; i++) s = x[i] > s ? x[i] : s; return s; }
 
 /* exp(x - m) for x - m clamped to [EXP_FLOOR, 0] (Cephes expf polynomial, ~1 ulp): the floor of
  * mast.core.config; the ceiling only matters for the masked columns past the window. */
-static inline v16 vexp_shifted(v16 s, v16 m) {
-    v16 x = vmin(vmax(s - m, splat(EXP_FLOOR)), splat(0.0f));
-    const v16 magic = splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
-    v16 n = (x * 1.44269504088896341f + magic) - magic;
-    v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    v16 p = splat(1.9875691500e-4f);
+static inline vf vexp_shifted(vf s, vf m) {
+    vf x = vmin(vmax(s - m, splat(EXP_FLOOR)), splat(0.0f));
+    const vf magic = splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
+    vf n = (x * 1.44269504088896341f + magic) - magic;
+    vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    i16v e = (__builtin_convertvector(n, i16v) + 127) << 23;
-    v16 scale;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    vf scale;
     memcpy(&scale, &e, sizeof scale);
     return p * scale;
 }
 
-/* Scores of QR query rows (row stride qrs) of 16 lanes each (q: lane 0 of row 0, channel stride
+/* Scores of QR query rows (row stride qrs) of VL lanes each (q: lane 0 of row 0, channel stride
  * qcs) against their n x n windows of key pixels `step` apart (k: lane 0's window corner for row 0;
  * row j's window starts j window rows lower, krs apart): S[j * n * n + a * n + b], one vector each.
  * Window row t serves query row j at a = t - j: with 4 rows each loaded key vector feeds 4
  * accumulators. step > 1: the ROI branch's dilated coarse search (query rows step apart). */
 static void block_scores(int QR, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
-                         int step, int C, int n, v16 *S) {
+                         int step, int C, int n, vf *S) {
     for (int t = 0; t < n + QR - 1; t++) {
         const float *row = k + t * krs;
         if (QR == 4 && t >= 3 && t < n) {
-            v16 *s = S + t * n;                       /* row j's window row t - j: s + j * (n * n - n) */
+            vf *s = S + t * n;                       /* row j's window row t - j: s + j * (n * n - n) */
             const long sj = (long)n * n - n;
             int b = 0;
-            for (; b + 6 <= n; b += 6) {
-                v16 acc[4][6];
-                for (int j = 0; j < 4; j++) for (int i = 0; i < 6; i++) acc[j][i] = splat(0.0f);
+            for (; b + BB <= n; b += BB) {
+                vf acc[4][BB];
+                for (int j = 0; j < 4; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
                     const float *p = row + c * kcs + step * b, *qq = q + c * qcs;
-                    const v16 q0 = load(qq), q1 = load(qq + qrs), q2 = load(qq + 2 * qrs), q3 = load(qq + 3 * qrs);
-                    for (int i = 0; i < 6; i++) {
-                        const v16 kv = load(p + step * i);
+                    const vf q0 = load(qq), q1 = load(qq + qrs), q2 = load(qq + 2 * qrs), q3 = load(qq + 3 * qrs);
+                    for (int i = 0; i < BB; i++) {
+                        const vf kv = load(p + step * i);
                         acc[0][i] += q0 * kv;
                         acc[1][i] += q1 * kv;
                         acc[2][i] += q2 * kv;
                         acc[3][i] += q3 * kv;
                     }
                 }
-                for (int j = 0; j < 4; j++) for (int i = 0; i < 6; i++) s[j * sj + b + i] = acc[j][i];
+                for (int j = 0; j < 4; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
             }
             for (; b < n; b++) {
-                v16 acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+                vf acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
                 for (int c = 0; c < C; c++) {
-                    const v16 kv = load(row + c * kcs + step * b);
+                    const vf kv = load(row + c * kcs + step * b);
                     for (int j = 0; j < 4; j++) acc[j] += load(q + c * qcs + j * qrs) * kv;
                 }
                 for (int j = 0; j < 4; j++) s[j * sj + b] = acc[j];
@@ -102,21 +113,21 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
         for (int j = 0; j < QR; j++) {
             const int a = t - j;
             if (a < 0 || a >= n) continue;
-            v16 *s = S + (long)j * n * n + a * n;
+            vf *s = S + (long)j * n * n + a * n;
             const float *qj = q + j * qrs;
             int b = 0;
             for (; b + 8 <= n; b += 8) {
-                v16 acc[8];
+                vf acc[8];
                 for (int i = 0; i < 8; i++) acc[i] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
-                    const v16 qv = load(qj + c * qcs);
+                    const vf qv = load(qj + c * qcs);
                     const float *p = row + c * kcs + step * b;
                     for (int i = 0; i < 8; i++) acc[i] += qv * load(p + step * i);
                 }
                 for (int i = 0; i < 8; i++) s[b + i] = acc[i];
             }
             for (; b < n; b++) {
-                v16 acc = splat(0.0f);
+                vf acc = splat(0.0f);
                 for (int c = 0; c < C; c++) acc += load(qj + c * qcs) * load(row + c * kcs + step * b);
                 s[b] = acc;
             }
@@ -124,8 +135,8 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
     }
 }
 
-static v16 lane_peak(const v16 *S, int m) {
-    v16 p = S[0];
+static vf lane_peak(const vf *S, int m) {
+    vf p = S[0];
     for (int i = 1; i < m; i++) p = vmax(p, S[i]);
     return p;
 }
@@ -154,22 +165,24 @@ void mast_layout(const float *x, int C, int H, int W, int top, int left, int wp,
 int mast_group(int H, int W, int T, const double *offsets, int32_t *order, int32_t *starts, int32_t *count,
                int32_t *cell) {
     const long hw = (long)H * W;
-    int ymin = 1 << 30, xmin = 1 << 30, ymax = -(1 << 30), xmax = -(1 << 30);
-    for (long p = 0; p < hw; p++) {
+    starts[0] = 0;
+    if (hw == 0) return 0;
+    int ymin = (int)floor(floor(offsets[0]) / T), xmin = (int)floor(floor(offsets[hw]) / T), ymax = ymin, xmax = xmin;
+    for (long p = 1; p < hw; p++) {
         const int ty = (int)floor((p / W + floor(offsets[p])) / T), tx = (int)floor((p % W + floor(offsets[hw + p])) / T);
         ymin = ty < ymin ? ty : ymin; ymax = ty > ymax ? ty : ymax;
         xmin = tx < xmin ? tx : xmin; xmax = tx > xmax ? tx : xmax;
     }
     const int cols = xmax - xmin + 1;
-    const long cells = (long)(ymax - ymin + 1) * cols;
-    memset(count, 0, sizeof(int32_t) * (cells + 1));
+    const size_t cells = (size_t)(ymax - ymin + 1) * (size_t)cols;
+    for (size_t b = 0; b <= cells; b++) count[b] = 0;
     for (long p = 0; p < hw; p++) {
         const int ty = (int)floor((p / W + floor(offsets[p])) / T), tx = (int)floor((p % W + floor(offsets[hw + p])) / T);
         cell[p] = (ty - ymin) * cols + (tx - xmin);
         count[cell[p] + 1]++;
     }
     int groups = 0;
-    for (long b = 0; b < cells; b++) {
+    for (size_t b = 0; b < cells; b++) {
         if (count[b + 1] > 0) starts[groups++] = count[b];
         count[b + 1] += count[b];
     }
@@ -186,45 +199,44 @@ void mast_channels_last(const float *x, int C, int H, int W, int p0, int p1, flo
 
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
-    const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, ss = 16 * nv + 16, wl = (W + 15) / 16 * 16;
-    const long group = 8L * (n + 4 + 1) * (16 * MAXV + 16) + (long)n * 16 * MAXV;   /* mast_fine: S and B */
-    const long rows = 16L * 4 * n * n + 4L * n_frames * (L + 2) * wl;                /* mast_read */
-    (void)ss;
+    const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
+    const long group = 8L * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;        /* mast_fine: S and B */
+    const long rows = (long)VL * 4 * n * n + 4L * n_frames * (L + 2) * wl;           /* mast_read */
     return (group > rows ? group : rows) + 16;
 }
 
 /* Coarse search of one ROI frame for the query rows y = ry + g * i, i in [i0, i1) (g: dilation):
  * offsets[(0|1) * H * W + y * W + x] = g * sum_k softmax_k(<Q_p, K[p + g k]>) k, k in [-R, R]^2.
- * The dilated window of 16 neighbouring pixels is still 16 neighbouring key pixels per candidate. */
+ * The dilated window of VL neighbouring pixels is still VL neighbouring key pixels per candidate. */
 void mast_offsets(int C, int H, int W, int R, int g, const float *qc, int pad, int wp, const float *key,
                   int ry, int i0, int i1, double *offsets, float *work) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long krs = (long)C * wp;
-    v16 *S = (v16 *)work;
+    vf *S = (vf *)work;
     for (int i = i0; i < i1; i += 4) {
         const int QR = i1 - i < 4 ? i1 - i : 4, y = ry + g * i;
-        for (int x0 = 0; x0 < W; x0 += 16) {
+        for (int x0 = 0; x0 < W; x0 += VL) {
             const float *k = key + (y - g * R + pad) * krs + x0 - g * R + pad;
             block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)g * C * wl, k, wp, g * krs, g, C, n, S);
             for (int r = 0; r < QR; r++) {
-                const v16 *s = S + (long)r * n * n;
-                const v16 m = lane_peak(s, n * n);
-                double s0[16] = {0}, sy[16] = {0}, sx[16] = {0};
+                const vf *s = S + (long)r * n * n;
+                const vf m = lane_peak(s, n * n);
+                double s0[VL] = {0}, sy[VL] = {0}, sx[VL] = {0};
                 for (int a = 0; a < n; a++) {
-                    v16 rs = splat(0.0f), rxs = splat(0.0f);
+                    vf rs = splat(0.0f), rxs = splat(0.0f);
                     for (int b = 0; b < n; b++) {
-                        const v16 e = vexp_shifted(s[a * n + b], m);
+                        const vf e = vexp_shifted(s[a * n + b], m);
                         rs += e;
                         rxs += e * (float)(b - R);
                     }
-                    for (int l = 0; l < 16; l++) {
+                    for (int l = 0; l < VL; l++) {
                         s0[l] += rs[l];
                         sy[l] += (double)(a - R) * rs[l];
                         sx[l] += rxs[l];
                     }
                 }
                 const long row = (long)(y + g * r) * W;
-                for (int l = 0; l < 16 && x0 + l < W; l++) {
+                for (int l = 0; l < VL && x0 + l < W; l++) {
                     offsets[row + x0 + l] = g * sy[l] / s0[l];
                     offsets[(long)H * W + row + x0 + l] = g * sx[l] / s0[l];
                 }
@@ -241,7 +253,7 @@ typedef struct {
     const float *terms;    /* ROI: [L + 2][H][W] the fine windows' peak, sum of exp and values (mast_fine) */
 } Frame;
 
-/* Scores of P pixels (query rows qs[p], channels last) against the same U rows of 16*NV key
+/* Scores of P pixels (query rows qs[p], channels last) against the same U rows of VL*NV key
  * columns (k: the top-left, channel stride kcs, row stride krs): S[p * sp + u * ss + column].
  * Each loaded key vector feeds P accumulators. */
 #define GROUP(NV, P)                                                                                \
@@ -249,27 +261,35 @@ static void group##NV##_##P(const float *const *qs, int C, const float *k, long 
                             float *S, long sp, int ss) {                                            \
     for (int u = 0; u < U; u++) {                                                                   \
         const float *row = k + u * krs;                                                             \
-        v16 acc[P][NV];                                                                             \
+        vf acc[P][NV];                                                                             \
         for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) acc[p][v] = splat(0.0f);           \
         for (int c = 0; c < C; c++) {                                                               \
-            v16 kv[NV];                                                                             \
-            for (int v = 0; v < NV; v++) kv[v] = load(row + c * kcs + 16 * v);                      \
+            vf kv[NV];                                                                             \
+            for (int v = 0; v < NV; v++) kv[v] = load(row + c * kcs + VL * v);                      \
             for (int p = 0; p < P; p++) {                                                           \
-                const v16 qv = splat(qs[p][c]);                                                     \
+                const vf qv = splat(qs[p][c]);                                                     \
                 for (int v = 0; v < NV; v++) acc[p][v] += qv * kv[v];                               \
             }                                                                                       \
         }                                                                                           \
-        for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) store(S + p * sp + u * ss + 16 * v, acc[p][v]); \
+        for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) store(S + p * sp + u * ss + VL * v, acc[p][v]); \
     }                                                                                               \
 }
-GROUP(1, 1) GROUP(1, 2) GROUP(1, 4) GROUP(1, 8)
-GROUP(2, 1) GROUP(2, 2) GROUP(2, 4) GROUP(2, 8)
-GROUP(3, 1) GROUP(3, 2) GROUP(3, 4)
-GROUP(4, 1) GROUP(4, 2) GROUP(4, 4)
-
 typedef void (*GroupFn)(const float *const *, int, const float *, long, long, int, float *, long, int);
-static const GroupFn GROUPS[4][4] = {{group1_1, group1_2, group1_4, group1_8}, {group2_1, group2_2, group2_4, group2_8},
-                                     {group3_1, group3_2, group3_4, NULL}, {group4_1, group4_2, group4_4, NULL}};
+GROUP(1, 1) GROUP(1, 2) GROUP(1, 4) GROUP(1, 8)
+GROUP(2, 1) GROUP(2, 2) GROUP(2, 4)
+GROUP(3, 1) GROUP(3, 2)
+GROUP(4, 1) GROUP(4, 2)
+#if VL == 16
+GROUP(2, 8) GROUP(3, 4) GROUP(4, 4)
+static const GroupFn GROUPS[MAXV][4] = {{group1_1, group1_2, group1_4, group1_8}, {group2_1, group2_2, group2_4, group2_8},
+                                        {group3_1, group3_2, group3_4, NULL}, {group4_1, group4_2, group4_4, NULL}};
+#else
+GROUP(5, 1) GROUP(6, 1) GROUP(7, 1) GROUP(8, 1)
+static const GroupFn GROUPS[MAXV][4] = {{group1_1, group1_2, group1_4, group1_8}, {group2_1, group2_2, group2_4, NULL},
+                                        {group3_1, group3_2, NULL, NULL}, {group4_1, group4_2, NULL, NULL},
+                                        {group5_1, NULL, NULL, NULL}, {group6_1, NULL, NULL, NULL},
+                                        {group7_1, NULL, NULL, NULL}, {group8_1, NULL, NULL, NULL}};
+#endif
 
 /* ROI fine windows of one memory frame for the pixel groups [g0, g1): group i holds the pixels
  * order[starts[i] .. starts[i+1]) (y * W + x), whose windows land in one T x T cell (the caller
@@ -279,15 +299,17 @@ static const GroupFn GROUPS[4][4] = {{group1_1, group1_2, group1_4, group1_8}, {
 void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pad, int wp, const float *key,
                const float *value, const double *offsets, const int32_t *order, const int32_t *starts,
                int g0, int g1, float *terms, float *work) {
-    const int n = 2 * R + 1, nv = (2 * R + 2 + 15) / 16, U = n + T, nvu = (n + T + 15) / 16;
-    const int ss = 16 * nvu + 16, pmax = nvu <= 2 ? 8 : 4;
+    const int n = 2 * R + 1, nv = (2 * R + 2 + VL - 1) / VL, U = n + T, nvu = (n + T + VL - 1) / VL;
+    int pmax = 8;                                          /* pixels a block: P * nvu accumulators fit */
+    while (pmax > 1 && pmax * nvu > REGS) pmax /= 2;
+    const int ss = VL * nvu + 16;
     const long hw = (long)H * W, vrs = (long)L * wp, krs = (long)C * wp, sp = (long)(U + 1) * ss;
     float *S = work, *B = S + 8 * sp;
-    v16 neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
+    vf neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
     for (int v = 0; v < nv; v++)
-        for (int i = 0; i < 16; i++) {
-            neg[v][i] = 16 * v + i < n ? 0.0f : -INFINITY;
-            keep[v][i] = 16 * v + i < n ? 1.0f : 0.0f;
+        for (int i = 0; i < VL; i++) {
+            neg[v][i] = VL * v + i < n ? 0.0f : -INFINITY;
+            keep[v][i] = VL * v + i < n ? 1.0f : 0.0f;
         }
     memset(S, 0, sizeof(float) * 8 * sp);
     for (int g = g0; g < g1; g++) {
@@ -311,24 +333,24 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
                 const int top = y - R + (int)by + pad, left = x - R + (int)bx + pad;
                 const float *Sp = S + p * sp + (long)(top - top0) * ss + (left - left0);
                 const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
-                v16 mv = splat(-INFINITY);
+                vf mv = splat(-INFINITY);
                 for (int a = 0; a < n; a++)
                     for (int v = 0; v < nv; v++) {
-                        const float *s = Sp + a * ss + 16 * v;
-                        const v16 blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
-                        store(B + a * 16 * MAXV + 16 * v, blend);
+                        const float *s = Sp + a * ss + VL * v;
+                        const vf blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
+                        store(B + a * MAXCOLS + VL * v, blend);
                         mv = vmax(mv, blend + neg[v]);
                     }
                 const float m = hmax(mv);
                 const float *vb = value + (long)top * vrs + left;
-                v16 es = splat(0.0f), ev[MAXL];
+                vf es = splat(0.0f), ev[MAXL];
                 for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
                 for (int a = 0; a < n; a++)
                     for (int v = 0; v < nv; v++) {
-                        const v16 e = vexp_shifted(load(B + a * 16 * MAXV + 16 * v), splat(m)) * keep[v];
+                        const vf e = vexp_shifted(load(B + a * MAXCOLS + VL * v), splat(m)) * keep[v];
                         es += e;
                         for (int l = 0; l < L; l++) {
-                            const float *q = vb + (long)l * wp + (long)a * vrs + 16 * v;
+                            const float *q = vb + (long)l * wp + (long)a * vrs + VL * v;
                             ev[l] += e * (w00 * load(q) + w01 * load(q + 1) + w10 * load(q + vrs) + w11 * load(q + vrs + 1));
                         }
                     }
@@ -345,28 +367,28 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                const Frame *frames, int y0, int y1, float *out, float *work) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long row_state = (long)n_frames * (L + 2) * wl;
-    v16 *SV = (v16 *)work;                               /* 4 * n * n lane scores (work is 64-byte aligned) */
-    float *state = work + 16L * 4 * n * n;                /* [4][n_frames][L + 2][wl]: peak, sum, values */
+    vf *SV = (vf *)work;                               /* 4 * n * n lane scores (work is 64-byte aligned) */
+    float *state = work + (long)VL * 4 * n * n;           /* [4][n_frames][L + 2][wl]: peak, sum, values */
     for (int y = y0; y < y1; y += 4) {
         const int QR = y1 - y < 4 ? y1 - y : 4;
         for (int f = 0; f < n_frames; f++) {
             const Frame *fr = frames + f;
             const long krs = (long)C * fr->wp, vrs = (long)L * fr->wp;
             if (!fr->roi) {
-                /* restricted window: 16 pixels x QR rows a block, scores, softmax and values */
-                for (int x0 = 0; x0 < W; x0 += 16) {
+                /* restricted window: VL pixels x QR rows a block, scores, softmax and values */
+                for (int x0 = 0; x0 < W; x0 += VL) {
                     const long col = x0 - R + fr->pad;
                     block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)C * wl, fr->key + (y - R + fr->pad) * krs + col,
                                  fr->wp, krs, 1, C, n, SV);
                     for (int r = 0; r < QR; r++) {
-                        const v16 *s = SV + (long)r * n * n;
-                        const v16 m = lane_peak(s, n * n);
-                        v16 es = splat(0.0f), ev[MAXL];
+                        const vf *s = SV + (long)r * n * n;
+                        const vf m = lane_peak(s, n * n);
+                        vf es = splat(0.0f), ev[MAXL];
                         for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
                         const float *vb = fr->value + (y + r - R + fr->pad) * vrs + col;
                         for (int a = 0; a < n; a++)
                             for (int b = 0; b < n; b++) {
-                                const v16 e = vexp_shifted(s[a * n + b], m);
+                                const vf e = vexp_shifted(s[a * n + b], m);
                                 es += e;
                                 for (int l = 0; l < L; l++) ev[l] += e * load(vb + (long)l * fr->wp + a * vrs + b);
                             }

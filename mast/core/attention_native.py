@@ -2,9 +2,10 @@
 softmax and value blend of every memory frame, the ROI branch included (docs/DESIGN.md, step 5).
 
 The C source ships with the package and is compiled on first use with the host's C compiler
-(``$CC``, else ``cc``; ``-O3 -march=native``) into ``$MAST_CACHE_DIR`` (default
-``~/.cache/mast``), one library per source, compiler flags and CPU flags, so a cache shared
-between machines never runs code built for another instruction set. Without a compiler
+(``$CC``, else ``cc``; ``-O3 -march=native``, plus ``$MAST_ATTENTION_CFLAGS``) into
+``$MAST_CACHE_DIR`` (default ``~/.cache/mast``), one library per source, compiler flags and CPU
+flags, so a cache shared between machines never runs code built for another instruction set.
+Vectors are 16 floats where the compiler targets AVX-512, else 8 (AVX2). Without a compiler
 :func:`available` says why and :mod:`mast.core.attention` keeps its PyTorch implementation.
 
 Threads: the query rows are split over ``torch.get_num_threads()`` Python threads; ctypes releases
@@ -31,6 +32,7 @@ from mast.core.errors import DependencyError
 
 SOURCE = Path(__file__).with_name("attention_kernel.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno")
+EXTRA_FLAGS = "MAST_ATTENTION_CFLAGS"   # environment: more compiler flags (e.g. -mno-avx512f: the AVX2 build)
 MAX_RADIUS = 31     # window rows of at most 64 floats (4 vectors)
 MAX_FRAMES = 16
 MAX_LABELS = 16
@@ -64,14 +66,15 @@ def _library() -> ctypes.CDLL:
     if shutil.which(cc) is None:
         raise DependencyError(f"the fused CPU attention needs a C compiler: {cc!r} not found "
                               "(install gcc, or set CC)")
+    flags = [*FLAGS, *os.environ.get(EXTRA_FLAGS, "").split()]
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(), _cpu_flags().encode()]))
+    tag = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_flags().encode()]))
     target = _cache_dir() / f"mast_attention_{tag.hexdigest()[:16]}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
-            run = subprocess.run([cc, *FLAGS, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True)
+            run = subprocess.run([cc, *flags, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True)
             if run.returncode != 0:
                 raise DependencyError(f"compiling {SOURCE} with {cc} failed: {run.stderr.strip()[:500]}")
             os.replace(built, target)   # atomic: concurrent first uses see a whole library or none

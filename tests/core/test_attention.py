@@ -176,3 +176,23 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_a_warning(monkeypatch,
     finally:
         attention_native._library.cache_clear()
         _fused_builds.cache_clear()
+
+
+def test_the_avx2_build_matches_oracle(monkeypatch, tmp_path):
+    """The kernel built without AVX-512 (8-float vectors, smaller register blocks): what an AVX2
+    host runs, built and checked here on any x86 host."""
+    _need_fused()
+    monkeypatch.setenv(attention_native.EXTRA_FLAGS, "-mno-avx512f")
+    monkeypatch.setenv("MAST_CACHE_DIR", str(tmp_path))
+    attention_native._library.cache_clear()
+    try:
+        if (reason := attention_native.available()) is not None:
+            pytest.skip(f"no AVX2 build here: {reason}")
+        for h, w, radius, distances in [(9, 13, 3, [1, 3, 20]), (17, 23, 12, [1, 2, 5, 16]), (11, 7, 2, [16, 31, 50])]:
+            cfg = AttentionConfig(radius=radius, tile=4, band_tiles=1)
+            q, keys, values = _case(h * w + radius, h, w, distances)
+            got = roi_memory_attention(q, keys, values, distances, cfg, kernel="fused")
+            want = oracle_attention(q, keys, values, distances, cfg)
+            assert torch.allclose(got.double(), want, atol=2e-5), (got.double() - want).abs().max()
+    finally:
+        attention_native._library.cache_clear()
