@@ -1,6 +1,7 @@
 """onnxruntime (CPU) vs the torch backend: per-frame encoder and memory-read latency, and peak memory.
 
     python benchmarks/bench_ort.py [--sizes 240x427,480x854] [--repeats 7] [--threads N] [--model-dir DIR]
+    python benchmarks/bench_ort.py --compare DIR [DIR ...] [--repeats 7] [--threads N] [--frames 22]
 
 Same weights for both backends (the random-init encoder with its keys scaled x20 to trained-like
 magnitudes, so that attention is peaked; random keys of scale 0.1 would make every read a blur),
@@ -13,6 +14,14 @@ exported once per size with ``mast-export``'s code. Each backend runs in its own
 - peak memory: the process's peak RSS (VmHWM) after loading and running everything above.
 
 Prints one markdown table; other processes share the CPU, so figures are medians of several runs.
+
+``--compare``: the memory reads of several export folders (``mast-export`` outputs of one size and
+configuration, e.g. the graph of an older commit beside this one) and the torch read, in one
+process, run in turn (A, B, ..., A, B, ...) so that a shared machine's load hits them alike. The
+bank is a steady-state read of the tracker (the first folder's onnxruntime backend on the bundled
+clip, played back and forth for ``--frames`` frames: two ROI reads and three windows). Prints the
+min and median of each and its largest difference from the read in float64 (the graph's eager
+twin, :class:`mast.export.memory_graph.MemoryRead`, exact to rounding).
 """
 from __future__ import annotations
 
@@ -123,14 +132,96 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def steady_bank(model_dir: Path, frames: int, threads: int | None) -> dict[str, np.ndarray]:
+    """The inputs of the last memory read of a tracker run on the bundled clip (``--compare``)."""
+    from mast.runtime.bench import clip_frames  # noqa: PLC0415
+    from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK  # noqa: PLC0415
+    from mast.runtime.ort_backend import OrtBackend  # noqa: PLC0415
+    from mast.runtime.stream import conform_mask, load_mask  # noqa: PLC0415
+    from mast.runtime.tracker import Tracker  # noqa: PLC0415
+
+    backend = OrtBackend(model_dir, "cpu", threads=threads)
+    seen: list[dict[str, np.ndarray]] = []
+    read = backend.read
+
+    def record(key, slots, distances):
+        if slots:
+            dist = np.zeros(len(backend.keys), np.int64)
+            dist[list(slots)] = distances
+            seen.append({"query": key[None].copy(), "keys": backend.keys.copy(), "labels": backend.labels.copy(),
+                         "distances": dist})
+        return read(key, slots, distances)
+
+    backend.read = record
+    tracker, clip = Tracker(backend), clip_frames(DEMO_FRAMES)
+    first = next(clip)
+    tracker.start(first, conform_mask(load_mask(DEMO_MASK), first.shape[:2])[0])
+    for _ in range(frames):
+        tracker.step(next(clip))
+    return seen[-1]
+
+
+def compare(model_dirs: list[Path], repeats: int, threads: int | None, frames: int) -> None:
+    """``--compare``: the reads of ``model_dirs`` and the torch read, alternated in one process."""
+    import onnxruntime as ort  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from mast.core.attention import roi_memory_attention  # noqa: PLC0415
+    from mast.core.metadata import read_metadata  # noqa: PLC0415
+    from mast.export.memory_graph import MemoryRead, ReadSpec  # noqa: PLC0415
+    from mast.runtime.ort_backend import open_session  # noqa: PLC0415
+
+    if threads:
+        torch.set_num_threads(threads)
+    bank = steady_bank(model_dirs[0], frames, threads)
+    n_labels = int(bank["labels"].max()) + 1
+    used = [int(i) for i in np.nonzero(bank["distances"] > 0)[0]]
+    meta = read_metadata(model_dirs[0])
+    cfg = meta.attention_config
+
+    def torch_read() -> np.ndarray:
+        q = torch.from_numpy(bank["query"][0])
+        values = [torch.from_numpy(bank["labels"][i])[None] == torch.arange(n_labels)[:, None, None] for i in used]
+        return roi_memory_attention(q, [torch.from_numpy(bank["keys"][i]) for i in used], [v.float() for v in values],
+                                    [int(bank["distances"][i]) for i in used], cfg).numpy()
+
+    runs = {"torch": torch_read}
+    for d in model_dirs:
+        session = open_session(d / "memory_read.onnx", ["CPUExecutionProvider"], threads)
+        runs[str(d)] = (lambda s: lambda: s.run(None, bank)[0][:n_labels])(session)
+    _, c, h, w = bank["query"].shape
+    spec = ReadSpec(h, w, c, len(bank["keys"]), meta.slots["reads"], meta.slots["max_labels"], cfg)
+    with torch.no_grad():
+        want = MemoryRead(spec)(*(torch.from_numpy(bank[k]).double() for k in ("query", "keys")),
+                                torch.from_numpy(bank["labels"]), torch.from_numpy(bank["distances"]))
+    want = want[:n_labels].numpy()
+    diffs = {name: float(np.abs(run() - want).max()) for name, run in runs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    print(f"CPU: {cpu_name()} ({cpu_isa()}, {os.cpu_count()} CPUs); onnxruntime {ort.__version__}; threads "
+          f"{threads or 'default'}; distances {bank['distances'].tolist()}; {repeats} runs each, alternated")
+    print("| read | min (ms) | median (ms) | max abs difference from float64 |\n|---|---:|---:|---:|")
+    for name, t in times.items():
+        print(f"| {name} | {1000 * min(t):.0f} | {1000 * statistics.median(t):.0f} | {diffs[name]:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="240x427,480x854")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/mast-bench-ort"))
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads of both backends")
+    parser.add_argument("--compare", type=Path, nargs="+", help="export folders whose memory reads to time")
+    parser.add_argument("--frames", type=int, default=22, help="--compare: frames tracked before the read")
     parser.add_argument("--worker", choices=["torch", "onnxruntime"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args.repeats, args.threads, args.frames)
+        return
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     if args.worker:
         print(json.dumps(worker(args.worker, args.model_dir, sizes[0], args.repeats, args.threads)))
