@@ -12,7 +12,9 @@ operators only.
 - ``labels``    ``[S, h, w]`` int64: each slot's label-channel map (0 .. max_labels-1, strided centres).
 - ``distances`` ``[S]`` int64: frame distance t - m of each slot to read; ``<= 0``: not read.
 
-and returns ``probs`` ``[max_labels, h, w]`` float32 (channels above the tracker's label count are 0).
+and returns ``probs`` ``[max_labels, h, w]`` float32 (channels above the tracker's label count are 0:
+the graph reads only the label channels 0 .. the bank's largest id, so one tracked object costs
+3 value columns, not ``max_labels + 1``).
 
 How it is computed (exportable, memory-bounded):
 
