@@ -1,111 +1,21 @@
-"""The fused CPU memory read (``attention_kernel.c``): one pass per query pixel for the scores,
-softmax and value blend of every memory frame, the ROI branch included (docs/DESIGN.md, step 5).
-
-The C source ships with the package and is compiled on first use with the host's C compiler
-(``$CC``, else ``cc``; ``-O3 -march=native``, plus ``$MAST_ATTENTION_CFLAGS``) into
-``$MAST_CACHE_DIR`` (default ``~/.cache/mast``), one library per source, compiler flags and CPU
-flags, so a cache shared between machines never runs code built for another instruction set.
-Vectors are 16 floats where the compiler targets AVX-512, else 8 (AVX2). Without a compiler
-:func:`available` says why and :mod:`mast.core.attention` keeps its PyTorch implementation.
-
-Threads: the query rows are split over ``torch.get_num_threads()`` Python threads; ctypes releases
-the GIL for the call, so they run in parallel.
+"""The fused CPU memory read for torch tensors: :func:`mast.core.attention.roi_memory_attention`'s
+default on CPU, a thin adapter over the torch-free :mod:`mast.core.attention_c` (which compiles,
+loads and calls ``attention_kernel.c``; see there for the build, the cache and the threads).
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 
+from mast.core import attention_c
+from mast.core.attention_c import EXTRA_FLAGS, MAX_FRAMES, MAX_LABELS, MAX_RADIUS, available
 from mast.core.config import AttentionConfig
-from mast.core.errors import DependencyError
 
-SOURCE = Path(__file__).with_name("attention_kernel.c")
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno")
-EXTRA_FLAGS = "MAST_ATTENTION_CFLAGS"   # environment: more compiler flags (e.g. -mno-avx512f: the AVX2 build)
-MAX_RADIUS = 31     # window rows of at most 64 floats (4 vectors)
-MAX_FRAMES = 16
-MAX_LABELS = 16
+__all__ = ["EXTRA_FLAGS", "available", "native_memory_read", "supports"]
 
-
-class _Frame(ctypes.Structure):
-    """``Frame`` of ``attention_kernel.c``."""
-
-    _fields_ = [("roi", ctypes.c_int), ("pad", ctypes.c_int), ("wp", ctypes.c_int),
-                ("key", ctypes.c_void_p), ("value", ctypes.c_void_p), ("terms", ctypes.c_void_p)]
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("MAST_CACHE_DIR", Path.home() / ".cache" / "mast"))
-
-
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL:
-    """The compiled kernel (built once per source, flags and CPU kind). Raises DependencyError."""
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise DependencyError(f"the fused CPU attention needs a C compiler: {cc!r} not found "
-                              "(install gcc, or set CC)")
-    flags = [*FLAGS, *os.environ.get(EXTRA_FLAGS, "").split()]
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_flags().encode()]))
-    target = _cache_dir() / f"mast_attention_{tag.hexdigest()[:16]}.so"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            run = subprocess.run([cc, *flags, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise DependencyError(f"compiling {SOURCE} with {cc} failed: {run.stderr.strip()[:500]}")
-            os.replace(built, target)   # atomic: concurrent first uses see a whole library or none
-    lib = ctypes.CDLL(str(target))
-    lib.mast_read.restype = None
-    lib.mast_read.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] \
-        + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
-    lib.mast_fine.restype = None
-    lib.mast_fine.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5 \
-        + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
-    lib.mast_offsets.restype = None
-    lib.mast_offsets.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] \
-        + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
-    lib.mast_layout.restype = None
-    lib.mast_layout.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 8 + [ctypes.c_void_p]
-    lib.mast_channels_last.restype = None
-    lib.mast_channels_last.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [ctypes.c_void_p]
-    lib.mast_group.restype = ctypes.c_int
-    lib.mast_group.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 5
-    lib.mast_work_floats.restype = ctypes.c_long
-    lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
-    return lib
-
-
-def available() -> str | None:
-    """None when the fused kernel can run here, else why not (one line)."""
-    try:
-        _library()
-    except (DependencyError, OSError) as e:
-        return str(e)
-    return None
+# the compiled library, cached; the tests clear the cache to rebuild with other flags or no compiler
+_library = attention_c._library
 
 
 def supports(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
@@ -116,134 +26,20 @@ def supports(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence
     grad = torch.is_grad_enabled()
     return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16, torch.float16)
                 and not (grad and t.requires_grad) for t in tensors)
-            and cfg.radius <= MAX_RADIUS and len(keys) <= MAX_FRAMES and values[0].shape[0] <= MAX_LABELS)
-
-
-@lru_cache(maxsize=4)
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="mast-attention")
+            and attention_c.in_domain(cfg.radius, len(keys), values[0].shape[0]))
 
 
 def native_memory_read(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
                        distances: Sequence[int], cfg: AttentionConfig = AttentionConfig(),
                        threads: int | None = None) -> torch.Tensor:
     """:func:`mast.core.attention.roi_memory_attention` by the fused kernel: query ``[C, h, w]``,
-    M keys ``[C, h, w]``, M value maps ``[L, h, w]``, M distances -> ``[L, h, w]`` float32.
-    Inputs outside :func:`supports` raise ValueError; no compiler raises DependencyError."""
+    M keys ``[C, h, w]``, M value maps ``[L, h, w]``, M distances -> ``[L, h, w]`` float32; rows
+    split over ``threads`` (None: ``torch.get_num_threads()``). Inputs outside :func:`supports`
+    raise ValueError; no compiler raises DependencyError."""
     if not supports(query, keys, values, cfg):
         raise ValueError("native_memory_read: CPU float tensors without autograd, radius <= "
                          f"{MAX_RADIUS}, <= {MAX_FRAMES} frames and <= {MAX_LABELS} labels expected")
-    lib = _library()
-    c, h, w = query.shape
-    n_labels, r = values[0].shape[0], cfg.radius
-    lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
-    n_threads = max(1, min(threads or torch.get_num_threads(), h))
-    query = query.float().contiguous()
-    q_rows = _layout(lib, query, 0, 0, h, lanes, n_threads)              # [h, C, lanes]
-    q_last = None                                                          # [h, w, C], for the ROI branch
-    work = torch.empty(n_threads, lib.mast_work_floats(w, n_labels, r, len(keys)) + 16)
-    frames, keep = (_Frame * len(keys))(), []                             # keep: tensors the frames point into
-    for i, (k, v, d) in enumerate(zip(keys, values, distances)):
-        k, v = k.float().contiguous(), v.float().contiguous()
-        fr = frames[i]
-        roi = cfg.uses_roi(d)
-        # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
-        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
-        pad = cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r
-        wp = -(-(w + 2 * pad + 64 + lanes - w) // 16) * 16               # rows 16-float aligned
-        kp, vp = (_layout(lib, x, pad, pad, h + 2 * pad + 1, wp, n_threads) for x in (k, v))   # [hp, C | L, wp]
-        fr.pad, fr.wp = pad, wp
-        fr.key, fr.value = kp.data_ptr(), vp.data_ptr()
-        keep += [kp, vp]
-        offsets = _coarse_offsets(lib, q_rows, kp, pad, cfg.dilation(d), r, h, w, work) if roi else None
-        if offsets is not None:
-            if q_last is None:
-                q_last = torch.empty(h * w, c)
-                _parallel([(lambda lo, hi, t: lib.mast_channels_last(query.data_ptr(), c, h, w, lo, hi, q_last.data_ptr()),
-                            lo, hi) for lo, hi in _split(h * w, n_threads)])
-            terms = torch.empty(n_labels + 2, h * w)
-            order, starts = _by_cell(lib, offsets, _cell(r))
-            args = (c, h, w, n_labels, r, _cell(r), q_last.data_ptr(), pad, fr.wp, kp.data_ptr(), vp.data_ptr(),
-                    offsets.data_ptr(), order.data_ptr(), starts.data_ptr())
-            _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.data_ptr(), _aligned(work[t])), lo, hi)
-                       for lo, hi in _split(starts.numel() - 1, n_threads, block=1)])
-            fr.roi, fr.terms = 1, terms.data_ptr()
-            keep.append(terms)
-    out = torch.empty(n_labels, h, w)
-    args = (c, h, w, n_labels, r, q_rows.data_ptr(), len(keys), ctypes.addressof(frames))
-    _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.data_ptr(), _aligned(work[t])), lo, hi)
-               for lo, hi in _split(h, n_threads)])
-    return out
-
-
-def _layout(lib: ctypes.CDLL, x: torch.Tensor, top: int, left: int, rows: int, width: int,
-            n_threads: int) -> torch.Tensor:
-    """``x`` ``[C, h, w]`` (contiguous float32) placed at (top, left) in a zero ``[rows, C, width]``."""
-    c, h, w = x.shape
-    out = torch.empty(rows, c, width)
-    _parallel([(lambda lo, hi, t: lib.mast_layout(x.data_ptr(), c, h, w, top, left, width, lo, hi, out.data_ptr()),
-                lo, hi) for lo, hi in _split(rows, n_threads)])
-    return out
-
-
-def _cell(r: int) -> int:
-    """Side of the cells the ROI branch groups pixels by: 4, less where the cell's key square
-    (2R + 1 + cell columns) would pass the kernel's 64."""
-    return max(1, min(4, 64 - (2 * r + 1)))
-
-
-def _by_cell(lib: ctypes.CDLL, offsets: torch.Tensor, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels grouped by the ``cell x cell`` square where their fine window lands (p + floor(o_p)):
-    ``order`` ``[h*w]`` int32 pixel indices, group by group, and ``starts`` ``[G+1]`` int32 where
-    each group begins in it."""
-    _, h, w = offsets.shape
-    reach = int(offsets.abs().max()) + 1                                  # cells spanned: at most this
-    cells = (-(-(h + 2 * reach) // cell) + 2) * (-(-(w + 2 * reach) // cell) + 2)
-    order, starts = torch.empty(h * w, dtype=torch.int32), torch.empty(h * w + 1, dtype=torch.int32)
-    count, scratch = torch.empty(cells + 1, dtype=torch.int32), torch.empty(h * w, dtype=torch.int32)
-    groups = lib.mast_group(h, w, cell, offsets.data_ptr(), order.data_ptr(), starts.data_ptr(), count.data_ptr(),
-                            scratch.data_ptr())
-    return order, starts[: groups + 1]
-
-
-def _split(n: int, parts: int, block: int = 4) -> list[tuple[int, int]]:
-    """[0, n) in ``parts`` contiguous ranges, in multiples of ``block`` where possible (the kernel's
-    row block)."""
-    blocks = -(-n // block)
-    bounds = [min(n, block * (blocks * i // parts)) for i in range(parts + 1)]
-    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
-
-
-def _parallel(calls: list) -> None:
-    """Run ``fn(lo, hi, t)`` for each ``(fn, lo, hi)`` of ``calls``, call t in thread t (at most one
-    call per work buffer ``t``)."""
-    if len(calls) == 1:
-        fn, lo, hi = calls[0]
-        fn(lo, hi, 0)
-        return
-    futures = [_pool(len(calls)).submit(fn, lo, hi, t) for t, (fn, lo, hi) in enumerate(calls)]
-    for f in futures:
-        f.result()
-
-
-def _coarse_offsets(lib: ctypes.CDLL, q_rows: torch.Tensor, key: torch.Tensor, pad: int, gamma: int, r: int,
-                    h: int, w: int, work: torch.Tensor) -> torch.Tensor:
-    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search): query
-    ``q_rows`` ``[h, C, lanes]``, padded key ``[hp, C, wp]`` (``pad`` >= gamma R), threaded over
-    the rows of each residue modulo gamma."""
-    c = q_rows.shape[1]
-    offsets = torch.empty(2, h, w, dtype=torch.float64)
-    args = (c, h, w, r, gamma, q_rows.data_ptr(), pad, key.shape[2], key.data_ptr())
-    units = [(ry, lo, hi) for ry in range(gamma) for lo, hi in _split(-(-(h - ry) // gamma), 2)]
-
-    def run(lo: int, hi: int, t: int) -> None:
-        for ry, i0, i1 in units[lo:hi]:
-            lib.mast_offsets(*args, ry, i0, i1, offsets.data_ptr(), _aligned(work[t]))
-
-    _parallel([(run, lo, hi) for lo, hi in _split(len(units), work.shape[0], block=1)])
-    return offsets
-
-
-def _aligned(buffer: torch.Tensor) -> int:
-    """Address of the first 64-byte aligned float of ``buffer`` (16 floats of slack)."""
-    return -(-buffer.data_ptr() // 64) * 64
+    arrays = [[t.detach().float().contiguous().numpy() for t in ts] for ts in (keys, values)]
+    out = attention_c.memory_read(query.detach().float().contiguous().numpy(), *arrays, distances, cfg,
+                                  threads or torch.get_num_threads())
+    return torch.from_numpy(out)

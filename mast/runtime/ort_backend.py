@@ -1,9 +1,17 @@
 """The onnxruntime backend (torch-free): ``encoder.onnx`` + ``memory_read.onnx`` from ``mast-export``.
 
 The bank is preallocated numpy arrays, keys ``[S, C, h, w]`` float32 and label maps ``[S, h, w]``
-int64, passed whole to ``memory_read.onnx`` with a per-slot distance (0 = not read, masked in the
-graph). On the CUDA execution provider the bank stays on the host and is copied in for each read
-(~46 MB at 480x854, a few ms over PCIe); keys are not kept on the device between frames.
+int64. The memory read (:data:`ReadMode`) runs either
+
+- ``graph``: ``memory_read.onnx``, given the whole bank with a per-slot distance (0 = not read,
+  masked in the graph). On the CUDA execution provider the bank stays on the host and is copied in
+  for each read (~46 MB at 480x854, a few ms over PCIe); keys are not kept on the device between
+  frames.
+- ``fused``: the fused C kernel of :mod:`mast.core.attention_c` (the torch backend's CPU read,
+  compiled with the host's C compiler on first use; torch-free) on the read slots' keys and
+  one-hot label maps, with the attention configuration recorded in ``memory_read.onnx`` (the same
+  semantics, docs/DESIGN.md step 5; the graph file is checked but not loaded into onnxruntime).
+  The encoder still runs in onnxruntime.
 
 Frames must have the model's fixed size (``input_size``): the :class:`~mast.runtime.tracker.Tracker`
 resizes them to it and its masks back.
@@ -11,18 +19,25 @@ resizes them to it and its masks back.
 from __future__ import annotations
 
 import copy
+import json
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime as ort
 
-from mast.core.config import ModelConfig
-from mast.core.errors import InputError, ModelError
+from mast.core import attention_c
+from mast.core.config import AttentionConfig, ModelConfig
+from mast.core.errors import DependencyError, InputError, ModelError
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, ModelMetadata, check_expected, check_props, read_metadata
 
 Device = Literal["cpu", "cuda", "auto"]
+# the memory read: "graph" memory_read.onnx; "fused" the fused C kernel (CPU; DependencyError where
+# it cannot be built); "auto" fused on CPU where the kernel builds and takes the model, else graph
+ReadMode = Literal["auto", "fused", "graph"]
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 
@@ -74,25 +89,38 @@ class OrtBackend:
     config:    what the tracker will run (attention, schedule): the model must have been exported
                with the same, else ModelError naming the field.
     size:      (H, W) the caller expects, checked against the model's input size when given.
-    threads:   onnxruntime intra-op threads (None: one per physical core).
+    threads:   onnxruntime intra-op threads, and the fused read's (None: onnxruntime's default, one
+               per physical core; the fused read: :func:`mast.core.attention_c.default_threads`).
+    read:      the memory read (:data:`ReadMode`); ``read_mode`` says which one runs.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_dir: str | Path, device: Device = "cpu", config: ModelConfig = ModelConfig(),
-                 size: tuple[int, int] | None = None, threads: int | None = None) -> None:
+                 size: tuple[int, int] | None = None, threads: int | None = None, read: ReadMode = "auto") -> None:
         self.model_dir = Path(model_dir)
         self.meta: ModelMetadata = read_metadata(self.model_dir)
         check_expected(self.meta, config, size)
         providers = providers_for(device)
         self.encoder = open_session(self.model_dir / ENCODER_FILE, providers, threads)
-        self.memory = open_session(self.model_dir / MEMORY_READ_FILE, providers, threads)
-        for name, session in ((ENCODER_FILE, self.encoder), (MEMORY_READ_FILE, self.memory)):
-            check_props(name, session.get_modelmeta().custom_metadata_map, self.meta)
-        if device == "cuda" and CUDA_EP not in self.memory.get_providers():
+        check_props(ENCODER_FILE, self.encoder.get_modelmeta().custom_metadata_map, self.meta)
+        if device == "cuda" and CUDA_EP not in self.encoder.get_providers():
             raise InputError("device cuda: onnxruntime could not start the CUDA execution provider "
                              "(no GPU visible?): use device cpu")
-        self.device = "cuda" if CUDA_EP in self.memory.get_providers() else "cpu"
+        self.device = "cuda" if CUDA_EP in self.encoder.get_providers() else "cpu"
+        self.read_mode: Literal["fused", "graph"] = self._read_mode(read)
+        self.threads = threads
+        graph = self.model_dir / MEMORY_READ_FILE
+        self.memory: ort.InferenceSession | None = None    # memory_read.onnx's session (graph read only)
+        if self.read_mode == "graph":
+            self.memory = open_session(graph, providers, threads)
+            props = self.memory.get_modelmeta().custom_metadata_map
+        else:
+            props = graph_props(graph)
+        check_props(MEMORY_READ_FILE, props, self.meta)
+        # the configuration the graph was built with (check_props: metadata.json's; check_expected:
+        # the tracker's): what the fused read is called with
+        self.attention = AttentionConfig(**json.loads(props["attention"]))
         self.input_size: tuple[int, int] = tuple(self.meta.input_size)
         self.precision = self.meta.precision
         self.keys: np.ndarray | None = None     # [S, C, h, w] float32, the slots' keys
@@ -112,6 +140,28 @@ class OrtBackend:
         """BGR uint8 ``[N, H, W, 3]`` at ``input_size`` -> N keys ``[C, h, w]`` float32: ``encoder.onnx``
         takes one frame (a fixed batch of 1), so one run per frame."""
         return [self.encode(bgr) for bgr in frames]
+
+    def _read_mode(self, read: ReadMode) -> Literal["fused", "graph"]:
+        """The read ``read`` resolves to here; InputError / DependencyError for a fused read this
+        model or host cannot run."""
+        if read not in ("auto", "fused", "graph"):
+            raise InputError(f"unknown memory read {read!r}: expected auto, fused or graph")
+        if read == "graph" or (read == "auto" and self.device != "cpu"):
+            return "graph"
+        radius, reads, labels = self.meta.attention["radius"], self.meta.slots["reads"], self.meta.slots["max_labels"]
+        if not attention_c.in_domain(radius, reads, labels):
+            if read == "fused":
+                raise InputError(f"read fused: the kernel takes radius <= {attention_c.MAX_RADIUS}, <= "
+                                 f"{attention_c.MAX_FRAMES} reads and <= {attention_c.MAX_LABELS - 1} objects, the model "
+                                 f"has radius {radius}, {reads} reads, {labels - 1} objects: use read graph")
+            return "graph"
+        reason = attention_c.available()
+        if reason is None:
+            return "fused"
+        if read == "fused":
+            raise DependencyError(f"read fused: {reason}; or use read graph")
+        warnings.warn(f"onnxruntime backend: the memory read runs the slower ONNX graph ({reason})", stacklevel=3)
+        return "graph"
 
     def fork(self) -> "OrtBackend":
         """The same sessions (shared), an empty bank of its own."""
@@ -147,6 +197,10 @@ class OrtBackend:
         if not slots or len(slots) > reads or len(slots) != len(distances) or min(distances) < 1:
             raise InputError(f"read needs 1..{reads} slots with distances >= 1 (the model reads at most "
                              f"{reads} per frame), got slots {slots} at distances {distances}")
+        if self.read_mode == "fused":
+            return attention_c.memory_read(key, [self.keys[s] for s in slots],
+                                           [attention_c.one_hot(self.labels[s], self.n_labels) for s in slots],
+                                           distances, self.attention, self.threads)
         dist = np.zeros(len(self.keys), np.int64)
         dist[list(slots)] = distances
         probs = self.memory.run(None, {"query": key[None], "keys": self.keys, "labels": self.labels,
@@ -161,6 +215,17 @@ class OrtBackend:
     def close(self) -> None:
         """Drop the bank (the sessions go with the backend)."""
         self.keys = self.labels = None
+
+
+def graph_props(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path``, read without an inference session; ModelError
+    (one line) when the file does not parse."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own exception types for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {path} as ONNX: {reason}") from exc
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def decode_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from torch.nn import functional as F
 
+from mast.core import attention_c
 from mast.core.config import AttentionConfig, ModelConfig
-from mast.core.errors import InputError, MastError, ModelError
+from mast.core.errors import DependencyError, InputError, MastError, ModelError
 from mast.core.masks import read_mask
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, file_hash
 from mast.core.model import key_encoder
@@ -102,6 +104,103 @@ def test_read_matches_torch_backend_with_several_objects(model_dir: Path):
     assert np.abs(got - want).max() <= 1e-4
 
 
+# -- the fused read (mast.core.attention_c) against the graph (memory_read.onnx) --------------------
+def _need_fused() -> None:
+    if (reason := attention_c.available()) is not None:
+        pytest.skip(reason)
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over the objects of either mask of their IoU."""
+    ids = [i for i in np.union1d(np.unique(a), np.unique(b)) if i]
+    return float(np.mean([((a == i) & (b == i)).sum() / ((a == i) | (b == i)).sum() for i in ids])) if ids else 1.0
+
+
+@pytest.mark.slow
+def test_fused_and_graph_reads_give_the_same_masks_on_a_real_clip(model_dir: Path, data_dir: Path):
+    """18 frames of a real sequence, two objects (the mask split in halves), both trackers in
+    turn; frame 0 is read through its ROI from frame 16 on. Each frame's distributions agree to
+    float32 rounding (both within 1e-4 of the float64 specification, tests/test_attention_matrix.py),
+    so the masks may differ only at near ties."""
+    _need_fused()
+    frames, mask = _sequence(data_dir, "dog", 18)
+    mask = mask.astype(np.uint8)
+    mask[:, mask.shape[1] // 2:] *= 2
+    fused, graph = OrtBackend(model_dir, read="fused"), OrtBackend(model_dir, read="graph")
+    assert (fused.read_mode, graph.read_mode) == ("fused", "graph")
+    trackers = [Tracker(fused), Tracker(graph)]
+    for t in trackers:
+        t.start(frames[0], mask)
+    ious, gaps = [], []
+    for f in frames[1:]:
+        a, b = (t.step(f) for t in trackers)
+        ious.append(_mask_iou(a, b))
+        gaps.append(float(np.abs(trackers[0].last_distribution - trackers[1].last_distribution).max()))
+    assert min(ious) >= 0.999, ious
+    assert max(gaps) <= 2e-4, gaps
+
+
+def test_fused_read_matches_the_graph_under_another_attention_config(tmp_path: Path):
+    """A model exported with a smaller window, threshold and dilation rule: the fused read is called
+    with the configuration recorded in memory_read.onnx and gives the graph's distribution."""
+    _need_fused()
+    attention = AttentionConfig(radius=5, roi_threshold=3, dilation_step=4, max_dilation=3)
+    config = ModelConfig(attention=attention)
+    write_models(tmp_path, sharp_encoder(), ExportConfig(48, 72, max_objects=4, model=config), "x20", "x20")
+    fused, graph = (OrtBackend(tmp_path, config=config, read=r) for r in ("fused", "graph"))
+    props = onnx.load(str(tmp_path / MEMORY_READ_FILE)).metadata_props
+    recorded = json.loads({p.key: p.value for p in props}["attention"])
+    assert fused.attention == AttentionConfig(**recorded) and fused.attention.radius == 5
+    g = np.random.default_rng(3)
+    keys = [fused.encode(g.integers(0, 256, (48, 72, 3), dtype=np.uint8)) for _ in range(4)]
+    labels = g.integers(0, 5, (12, 18))
+    for b in (fused, graph):
+        b.allocate(7, keys[0], 5)
+        for slot in range(7):
+            b.write(slot, keys[slot % 4], np.roll(labels, slot, axis=1))
+    for slots, distances in (([0, 1, 2], [1, 2, 3]), ([0, 3, 4, 6], [4, 9, 13, 1]), ([5], [20])):
+        got, want = fused.read(keys[3], slots, distances), graph.read(keys[3], slots, distances)
+        assert got.shape == want.shape == (5, 12, 18)
+        assert np.abs(got - want).max() <= 2e-4, (distances, np.abs(got - want).max())
+
+
+def test_fused_read_refuses_a_graph_whose_config_disagrees(model_copy: Path):
+    """memory_read.onnx's recorded attention is checked against metadata.json in fused mode too
+    (the graph is not loaded into onnxruntime there)."""
+    path = model_copy / MEMORY_READ_FILE
+    model = onnx.load(str(path))
+    for p in model.metadata_props:
+        if p.key == "attention":
+            p.value = json.dumps({**json.loads(p.value), "radius": 6})
+    onnx.save(model, str(path))
+    meta = json.loads((model_copy / METADATA_FILE).read_text())
+    _edit_metadata(model_copy, files={**meta["files"], MEMORY_READ_FILE: file_hash(path)})
+    for read in ("fused", "graph"):
+        with pytest.raises(ModelError, match="memory_read.onnx: attention is") as exc:
+            OrtBackend(model_copy, read=read)
+        _one_line(exc.value)
+
+
+def test_read_modes_resolve_and_refuse(model_dir: Path, monkeypatch, tmp_path: Path):
+    with pytest.raises(InputError, match="unknown memory read 'fast'"):
+        OrtBackend(model_dir, read="fast")
+    assert OrtBackend(model_dir, read="graph").memory is not None
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("MAST_CACHE_DIR", str(tmp_path))
+    attention_c._library.cache_clear()
+    try:
+        with pytest.raises(DependencyError, match="no-such-compiler") as exc:
+            OrtBackend(model_dir, read="fused")
+        _one_line(exc.value)
+        with pytest.warns(UserWarning, match="slower ONNX graph"):
+            assert OrtBackend(model_dir).read_mode == "graph"
+    finally:
+        attention_c._library.cache_clear()
+    if attention_c.available() is None:
+        backend = OrtBackend(model_dir)
+        assert backend.read_mode == "fused" and backend.memory is None
+
+
 def test_decode_matches_torch_interpolate_argmax():
     g = np.random.default_rng(1)
     probs = g.random((4, 30, 54)).astype(np.float32)
@@ -149,6 +248,31 @@ def test_runs_where_importing_torch_fails(model_dir: Path, data_dir: Path, tmp_p
     assert len(list((tmp_path / "pred" / "dog").glob("*.png"))) == 4
 
 
+@pytest.mark.parametrize("read", ["fused", "graph"])
+def test_ort_backend_imports_no_torch(model_dir: Path, read: str):
+    """In a fresh process: build the backend with each read, encode, write and read (both branches);
+    torch is not in sys.modules afterwards."""
+    if read == "fused":
+        _need_fused()
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from mast.runtime.ort_backend import OrtBackend
+        backend = OrtBackend({str(model_dir)!r}, read={read!r})
+        assert backend.read_mode == {read!r}
+        key = backend.encode(np.full((*backend.input_size, 3), 90, np.uint8))
+        backend.allocate(7, key, 2)
+        backend.write(0, key, np.ones(key.shape[1:], np.int64))
+        backend.write(2, key, np.zeros(key.shape[1:], np.int64))
+        probs = backend.read(key, [0, 2], [30, 1])
+        assert probs.shape == (2, *key.shape[1:]) and probs.max() > 0.5   # zero padding: sums <= 1
+        print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
+
+
 def test_track_davis_backend_refuses_another_size(model_dir: Path, tmp_path: Path):
     with pytest.raises(InputError) as exc:
         track_davis_backend(tmp_path, ["dog"], tmp_path / "out", model_dir, size=(240, 427))
@@ -186,9 +310,10 @@ def test_refuses_corrupted_onnx(model_copy: Path):
     # a corrupted file whose hash was rewritten too still fails, as a load error, in one line
     meta = json.loads((model_copy / METADATA_FILE).read_text())
     _edit_metadata(model_copy, files={**meta["files"], MEMORY_READ_FILE: file_hash(path)})
-    with pytest.raises(ModelError, match="onnxruntime cannot load") as exc:
-        OrtBackend(model_copy)
-    _one_line(exc.value)
+    for read, error in (("graph", "onnxruntime cannot load"), ("auto", "cannot load")):
+        with pytest.raises(ModelError, match=error) as exc:
+            OrtBackend(model_copy, read=read)
+        _one_line(exc.value)
 
 
 def test_refuses_another_format_version(model_copy: Path):

@@ -1,0 +1,283 @@
+"""The fused CPU memory read (``attention_kernel.c``) on numpy arrays, torch-free: one pass per query
+pixel for the scores, softmax and value blend of every memory frame, the ROI branch included
+(docs/DESIGN.md, step 5). The torch backend reaches it through :mod:`mast.core.attention_native`,
+the onnxruntime backend directly.
+
+The C source ships with the package and is compiled on first use with the host's C compiler
+(``$CC``, else ``cc``; ``-O3 -march=native``, plus ``$MAST_ATTENTION_CFLAGS``) into
+``$MAST_CACHE_DIR`` (default ``~/.cache/mast``), one library per source, compiler flags and CPU
+flags, so a cache shared between machines never runs code built for another instruction set.
+Vectors are 16 floats where the compiler targets AVX-512, else 8 (AVX2). Without a compiler
+:func:`available` says why and callers keep their own implementation (PyTorch, the ONNX graph).
+
+Threads: the query rows are split over ``threads`` Python threads; ctypes releases the GIL for the
+call, so they run in parallel. The arrays handed to the kernel are 64-byte aligned (its rows are
+multiples of 16 floats, so each vector load stays in one cache line).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from mast.core.config import AttentionConfig
+from mast.core.errors import DependencyError
+
+SOURCE = Path(__file__).with_name("attention_kernel.c")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno")
+EXTRA_FLAGS = "MAST_ATTENTION_CFLAGS"   # environment: more compiler flags (e.g. -mno-avx512f: the AVX2 build)
+MAX_RADIUS = 31     # window rows of at most 64 floats (4 vectors)
+MAX_FRAMES = 16
+MAX_LABELS = 16
+ALIGN = 64          # bytes
+
+
+class _Frame(ctypes.Structure):
+    """``Frame`` of ``attention_kernel.c``."""
+
+    _fields_ = [("roi", ctypes.c_int), ("pad", ctypes.c_int), ("wp", ctypes.c_int),
+                ("key", ctypes.c_void_p), ("value", ctypes.c_void_p), ("terms", ctypes.c_void_p)]
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MAST_CACHE_DIR", Path.home() / ".cache" / "mast"))
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL:
+    """The compiled kernel (built once per source, flags and CPU kind). Raises DependencyError."""
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise DependencyError(f"the fused CPU attention needs a C compiler: {cc!r} not found "
+                              "(install gcc, or set CC)")
+    flags = [*FLAGS, *os.environ.get(EXTRA_FLAGS, "").split()]
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_flags().encode()]))
+    target = _cache_dir() / f"mast_attention_{tag.hexdigest()[:16]}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            run = subprocess.run([cc, *flags, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise DependencyError(f"compiling {SOURCE} with {cc} failed: {run.stderr.strip()[:500]}")
+            os.replace(built, target)   # atomic: concurrent first uses see a whole library or none
+    lib = ctypes.CDLL(str(target))
+    lib.mast_read.restype = None
+    lib.mast_read.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] \
+        + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
+    lib.mast_fine.restype = None
+    lib.mast_fine.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5 \
+        + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2
+    lib.mast_offsets.restype = None
+    lib.mast_offsets.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] \
+        + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+    lib.mast_layout.restype = None
+    lib.mast_layout.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 8 + [ctypes.c_void_p]
+    lib.mast_channels_last.restype = None
+    lib.mast_channels_last.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [ctypes.c_void_p]
+    lib.mast_group.restype = ctypes.c_int
+    lib.mast_group.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 5
+    lib.mast_work_floats.restype = ctypes.c_long
+    lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
+    return lib
+
+
+def available() -> str | None:
+    """None when the fused kernel can run here, else why not (one line)."""
+    try:
+        _library()
+    except (DependencyError, OSError) as e:
+        return str(e)
+    return None
+
+
+def in_domain(radius: int, n_frames: int, n_labels: int) -> bool:
+    """Whether the kernel takes this read: R <= 31, at most 16 memory frames and 16 label channels."""
+    return radius <= MAX_RADIUS and n_frames <= MAX_FRAMES and n_labels <= MAX_LABELS
+
+
+def default_threads() -> int:
+    """Threads a read uses when not told: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def one_hot(ids: np.ndarray, n_labels: int) -> np.ndarray:
+    """Label channel map ``[h, w]`` (integers in [0, n_labels)) -> one-hot values ``[n_labels, h, w]``
+    float32: what a candidate carries into the blend (docs/DESIGN.md, step 3)."""
+    return (ids[None] == np.arange(n_labels).reshape(-1, 1, 1)).astype(np.float32)
+
+
+def memory_read(query: np.ndarray, keys: Sequence[np.ndarray], values: Sequence[np.ndarray],
+                distances: Sequence[int], cfg: AttentionConfig = AttentionConfig(),
+                threads: int | None = None) -> np.ndarray:
+    """Label distribution of the query read from M memory frames by the fused kernel.
+
+    query:     ``[C, h, w]`` key of the frame being predicted.
+    keys:      M arrays ``[C, h, w]``, the memory frames' keys.
+    values:    M arrays ``[L, h, w]``, their label values (:func:`one_hot` of the label maps, or any values).
+    distances: M frame distances d = t - m >= 1 (d > cfg.roi_threshold: ROI localisation).
+    threads:   threads splitting the rows (None: :func:`default_threads`).
+    Returns ``[L, h, w]`` float32, one softmax over the (2R+1)^2 candidates of every memory frame
+    together. Inputs are read as float32. Shapes outside the kernel (:func:`in_domain`, mismatched
+    maps) raise ValueError; no compiler raises DependencyError.
+    """
+    if not (len(keys) == len(values) == len(distances)) or not keys:
+        raise ValueError("keys, values and distances need the same, non-zero length")
+    query = np.ascontiguousarray(query, np.float32)
+    if query.ndim != 3 or any(k.shape != query.shape for k in keys) \
+            or any(v.ndim != 3 or v.shape[1:] != query.shape[1:] or v.shape[0] != values[0].shape[0] for v in values):
+        raise ValueError(f"fused memory read: query [C, h, w] {query.shape}, keys of its shape and values "
+                         f"[L, h, w] of its h, w expected, got keys {[k.shape for k in keys]}, values "
+                         f"{[v.shape for v in values]}")
+    if not in_domain(cfg.radius, len(keys), values[0].shape[0]):
+        raise ValueError(f"fused memory read: radius <= {MAX_RADIUS}, <= {MAX_FRAMES} frames and <= "
+                         f"{MAX_LABELS} labels expected, got radius {cfg.radius}, {len(keys)} frames, "
+                         f"{values[0].shape[0]} labels")
+    lib = _library()
+    c, h, w = query.shape
+    n_labels, r = values[0].shape[0], cfg.radius
+    lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
+    n_threads = max(1, min(threads or default_threads(), h))
+    q_rows = _layout(lib, query, 0, 0, h, lanes, n_threads)              # [h, C, lanes]
+    q_last = None                                                          # [h*w, C], for the ROI branch
+    work = np.empty((n_threads, lib.mast_work_floats(w, n_labels, r, len(keys)) + 16), np.float32)
+    frames, keep = (_Frame * len(keys))(), []                             # keep: arrays the frames point into
+    for i, (k, v, d) in enumerate(zip(keys, values, distances)):
+        k, v = np.ascontiguousarray(k, np.float32), np.ascontiguousarray(v, np.float32)
+        fr = frames[i]
+        roi = cfg.uses_roi(d)
+        # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
+        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
+        pad = cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r
+        wp = -(-(w + 2 * pad + 64 + lanes - w) // 16) * 16               # rows 16-float aligned
+        kp, vp = (_layout(lib, x, pad, pad, h + 2 * pad + 1, wp, n_threads) for x in (k, v))   # [hp, C | L, wp]
+        fr.pad, fr.wp = pad, wp
+        fr.key, fr.value = kp.ctypes.data, vp.ctypes.data
+        keep += [kp, vp]
+        if not roi:
+            continue
+        offsets = _coarse_offsets(lib, q_rows, kp, pad, cfg.dilation(d), r, h, w, work)
+        if q_last is None:
+            q_last = _empty((h * w, c))
+            _parallel([(lambda lo, hi, t: lib.mast_channels_last(query.ctypes.data, c, h, w, lo, hi, q_last.ctypes.data),
+                        lo, hi) for lo, hi in _split(h * w, n_threads)])
+        terms = _empty((n_labels + 2, h * w))
+        order, starts = _by_cell(lib, offsets, _cell(r))
+        args = (c, h, w, n_labels, r, _cell(r), q_last.ctypes.data, pad, fr.wp, kp.ctypes.data, vp.ctypes.data,
+                offsets.ctypes.data, order.ctypes.data, starts.ctypes.data)
+        _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.ctypes.data, _aligned(work[t])), lo, hi)
+                   for lo, hi in _split(starts.size - 1, n_threads, block=1)])
+        fr.roi, fr.terms = 1, terms.ctypes.data
+        keep.append(terms)
+    out = np.empty((n_labels, h, w), np.float32)
+    args = (c, h, w, n_labels, r, q_rows.ctypes.data, len(keys), ctypes.addressof(frames))
+    _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.ctypes.data, _aligned(work[t])), lo, hi)
+               for lo, hi in _split(h, n_threads)])
+    return out
+
+
+def _empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An uninitialised array whose first element is ``ALIGN``-byte aligned."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start: start + size].view(dtype).reshape(shape)
+
+
+def _layout(lib: ctypes.CDLL, x: np.ndarray, top: int, left: int, rows: int, width: int,
+            n_threads: int) -> np.ndarray:
+    """``x`` ``[C, h, w]`` (contiguous float32) placed at (top, left) in a zero ``[rows, C, width]``."""
+    c, h, w = x.shape
+    out = _empty((rows, c, width))
+    _parallel([(lambda lo, hi, t: lib.mast_layout(x.ctypes.data, c, h, w, top, left, width, lo, hi, out.ctypes.data),
+                lo, hi) for lo, hi in _split(rows, n_threads)])
+    return out
+
+
+def _cell(r: int) -> int:
+    """Side of the cells the ROI branch groups pixels by: 4, less where the cell's key square
+    (2R + 1 + cell columns) would pass the kernel's 64."""
+    return max(1, min(4, 64 - (2 * r + 1)))
+
+
+def _by_cell(lib: ctypes.CDLL, offsets: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels grouped by the ``cell x cell`` square where their fine window lands (p + floor(o_p)):
+    ``order`` ``[h*w]`` int32 pixel indices, group by group, and ``starts`` ``[G+1]`` int32 where
+    each group begins in it."""
+    _, h, w = offsets.shape
+    reach = int(np.abs(offsets).max()) + 1                                # cells spanned: at most this
+    cells = (-(-(h + 2 * reach) // cell) + 2) * (-(-(w + 2 * reach) // cell) + 2)
+    order, starts = np.empty(h * w, np.int32), np.empty(h * w + 1, np.int32)
+    count, scratch = np.empty(cells + 1, np.int32), np.empty(h * w, np.int32)
+    groups = lib.mast_group(h, w, cell, offsets.ctypes.data, order.ctypes.data, starts.ctypes.data,
+                            count.ctypes.data, scratch.ctypes.data)
+    return order, starts[: groups + 1]
+
+
+def _split(n: int, parts: int, block: int = 4) -> list[tuple[int, int]]:
+    """[0, n) in ``parts`` contiguous ranges, in multiples of ``block`` where possible (the kernel's
+    row block)."""
+    blocks = -(-n // block)
+    bounds = [min(n, block * (blocks * i // parts)) for i in range(parts + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="mast-attention")
+
+
+def _parallel(calls: list[tuple[Callable[[int, int, int], None], int, int]]) -> None:
+    """Run ``fn(lo, hi, t)`` for each ``(fn, lo, hi)`` of ``calls``, call t in thread t (at most one
+    call per work buffer ``t``)."""
+    if len(calls) == 1:
+        fn, lo, hi = calls[0]
+        fn(lo, hi, 0)
+        return
+    futures = [_pool(len(calls)).submit(fn, lo, hi, t) for t, (fn, lo, hi) in enumerate(calls)]
+    for f in futures:
+        f.result()
+
+
+def _coarse_offsets(lib: ctypes.CDLL, q_rows: np.ndarray, key: np.ndarray, pad: int, gamma: int, r: int,
+                    h: int, w: int, work: np.ndarray) -> np.ndarray:
+    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search): query
+    ``q_rows`` ``[h, C, lanes]``, padded key ``[hp, C, wp]`` (``pad`` >= gamma R), threaded over
+    the rows of each residue modulo gamma."""
+    c = q_rows.shape[1]
+    offsets = np.empty((2, h, w), np.float64)
+    args = (c, h, w, r, gamma, q_rows.ctypes.data, pad, key.shape[2], key.ctypes.data)
+    units = [(ry, lo, hi) for ry in range(gamma) for lo, hi in _split(-(-(h - ry) // gamma), 2)]
+
+    def run(lo: int, hi: int, t: int) -> None:
+        for ry, i0, i1 in units[lo:hi]:
+            lib.mast_offsets(*args, ry, i0, i1, offsets.ctypes.data, _aligned(work[t]))
+
+    _parallel([(run, lo, hi) for lo, hi in _split(len(units), work.shape[0], block=1)])
+    return offsets
+
+
+def _aligned(buffer: np.ndarray) -> int:
+    """Address of the first 64-byte aligned float of ``buffer`` (16 floats of slack)."""
+    return -(-buffer.ctypes.data // ALIGN) * ALIGN
