@@ -5,11 +5,12 @@
 |---|---|---|
 | reference | ``mast.core.attention.roi_memory_attention(kernel="torch")`` | autograd, float64, parity checks |
 | fused C kernel | ``mast.core.attention_native`` (``roi_memory_attention``'s default on CPU) | torch backend on CPU |
+| fused C kernel, numpy | ``mast.core.attention_c.memory_read`` (torch-free; label ids one-hot in numpy) | onnxruntime backend on CPU |
 | batched, differentiable | ``mast.training.attention.batched_memory_attention`` | training, held-out loss |
 | ``memory_read.onnx`` | ``mast.export.memory_graph`` (standard ONNX operators) | onnxruntime backend |
 | fused kernel | ``mast.plugins.roi_kernel`` (Triton; here under ``TRITON_INTERPRET=1`` without a GPU) | torch backend on CUDA, the TensorRT plugin |
 
-Both CPU implementations of ``mast.core`` are also swept over shapes (lane-block and row-block
+The CPU implementations of ``mast.core`` are also swept over shapes (lane-block and row-block
 edges, windows larger than the map, both branches, 1 to 5 labels, 1 to 64 key channels).
 """
 from __future__ import annotations
@@ -53,8 +54,16 @@ def _fused(q, keys, labels, distances, device):
     return roi_memory_attention(q, list(keys), list(_one_hot(labels)), distances, CFG, kernel="fused")
 
 
+def _fused_numpy(q, keys, labels, distances, device):
+    _need_fused()
+    from mast.core.attention_c import memory_read, one_hot
+
+    values = [one_hot(ids, L) for ids in labels.numpy()]
+    return torch.from_numpy(memory_read(q.numpy(), list(keys.numpy()), values, distances, CFG, threads=2))
+
+
 def _need_fused() -> None:
-    from mast.core.attention_native import available
+    from mast.core.attention_c import available
 
     reason = available()
     if reason is not None:
@@ -89,7 +98,7 @@ def _triton(q, keys, labels, distances, device):
                          tile=(8, 16)).cpu()
 
 
-IMPLEMENTATIONS = {"core": _core, "fused": _fused, "training": _training, "onnx": _onnx, "triton": _triton}
+IMPLEMENTATIONS = {"core": _core, "fused": _fused, "fused-numpy": _fused_numpy, "training": _training, "onnx": _onnx, "triton": _triton}
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +134,24 @@ SWEEP = [
 ]
 
 
-@pytest.mark.parametrize("kernel", ["torch", "fused"])
+@pytest.mark.parametrize("kernel", ["torch", "fused", "fused-numpy"])
 @pytest.mark.parametrize("shape", SWEEP, ids=lambda s: "C{}-L{}-{}x{}-R{}".format(*s[:5]))
 def test_cpu_implementations_over_shapes(kernel, shape):
     c, n_labels, h, w, r, distances = shape
-    if kernel == "fused":
+    if kernel != "torch":
         _need_fused()
     cfg = AttentionConfig(radius=r, tile=4, band_tiles=1)
     g = torch.Generator().manual_seed(c * 100 + h)
     q = torch.randn(c, h, w, generator=g) * (2.0 / c) ** 0.5 * 2
     keys = [(q + torch.randn(c, h, w, generator=g)) * 0.7 for _ in distances]
     values = [torch.rand(n_labels, h, w, generator=g) for _ in distances]   # not one-hot: any values
-    got = roi_memory_attention(q, keys, values, distances, cfg, kernel=kernel)
+    if kernel == "fused-numpy":
+        from mast.core.attention_c import memory_read
+
+        got = torch.from_numpy(memory_read(q.numpy(), [k.numpy() for k in keys], [v.numpy() for v in values],
+                                           distances, cfg))
+    else:
+        got = roi_memory_attention(q, keys, values, distances, cfg, kernel=kernel)
     want = specified_attention(q, keys, values, distances, cfg)
     assert got.shape == want.shape == (n_labels, h, w)
     torch.testing.assert_close(got.double(), want, atol=ATOL, rtol=0)
