@@ -5,25 +5,28 @@ whole ``W x H`` image). A click is ``(x, y, foreground)`` in pixels. :func:`boxe
 ids ``uint8 [H, W]``: 1..n in the order of the boxes, a later box wins where two overlap.
 
 What :func:`segment_box` adds to plain GrabCut (the whole image, the box as ``GC_INIT_WITH_RECT``,
-5 iterations), measured in ``benchmarks/bench_mask.py`` (docs/USAGE.md, "First masks from boxes"):
+5 iterations), chosen in ``benchmarks/bench_mask.py --select`` (docs/USAGE.md, "First masks from
+boxes") by leave-one-sequence-out over davis2016-val-dev and multiobject-dev, and kept only where it
+wins on the sequences it was not chosen on:
 
-- **local context**: GrabCut runs on a crop of the box plus ``context`` x its size on every side, so
-  the background colour model is learned from the box's surroundings, not from the whole image
-  (and it runs faster);
-- **clean-up**: keep the connected components that reach the middle third of the box (else the
-  largest), drop specks under 1 % of the kept area, fill holes;
+- **local context**: GrabCut runs on a crop of the box plus ``context`` x its size on every side (a
+  quarter), so the background colour model is learned from the box's surroundings, not from the
+  whole image (and it runs faster);
 - **clicks** as sure foreground / background discs in GrabCut's seed labels;
 - **fallback**: when GrabCut finds nothing (or cannot run on a box of a few pixels), the box itself,
   with a warning.
 
-Tried and not kept (no gain on the benchmark): more iterations, a sure-foreground ellipse at the box
-centre, the box's inner border as probable background, a downscaled pass refined at full resolution
-(collapses small objects), Lab / bilateral / mean-shift filtered input, majority votes of contexts,
-GrabCut on a box grown by 5-10 % (then clipped), a second pass with the first mask's eroded core as
-sure foreground, picking the best of several contexts and seeds (even an oracle gains only 3 points),
-a colour start (box pixels whose colour is more frequent around the box than in it start as probable
-background: no gain on the first frames), a context of 1.0 (+1.0 / +2.3 / +0.3 points on frames 0,
-25, 40 of davis2016-val-dev, -5.4 on the tiled multiobject-dev clips).
+No clean-up of GrabCut's mask: the old one (the components reaching the box's middle third, specks
+dropped, holes filled), picked once on seven clips, lost 7.7 points on the held-out camel (the
+filled holes take the sand between its legs); dropping specks gained nothing held out; filling
+holes or keeping the largest component lost on all clips. The context: every fold picks 0.05 at
+full size (+1.8 points over 0.25 held out), but at half size 0.05-0.5 tie and 0.05 loses two
+objects of tests/runtime/test_edits.py's half-size frame; 0.25 is above plain GrabCut on every
+split, at both sizes and with boxes 10 % loose, 0.5 and 1.0 lose to it. Tried earlier on the first
+frames and not kept: 10 iterations, a sure-foreground ellipse at the box centre, the box's inner
+border as probable background, a downscaled pass refined at full resolution, Lab / bilateral /
+mean-shift filtered input, votes over contexts or seeds, a second pass seeded with the first mask's
+eroded core, a colour start.
 
 Torch-free; errors are :class:`~mast.core.errors.InputError` with a one-line message.
 """
@@ -46,8 +49,8 @@ class GrabCutConfig:
     """How one box is segmented (see the module docstring; defaults = the measured best)."""
 
     iterations: int = 5             # GrabCut iterations
-    context: float = 0.5            # crop margin per side, fraction of the box's width/height; < 0: whole image
-    clean: bool = True              # keep the central component(s), fill holes
+    context: float = 0.25           # crop margin per side, fraction of the box's width/height; < 0: whole image
+                                    # (benchmarks/bench_mask.py --select; docs/USAGE.md, "First masks from boxes")
     click_radius: float = 0.01      # radius of a click's disc, fraction of the box's diagonal (at least 2 px)
     seed: int = 0                   # OpenCV RNG seed of GrabCut's k-means start (the same box, the same mask)
 
@@ -135,28 +138,6 @@ def _foreground(labels: np.ndarray) -> np.ndarray:
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
 
 
-def _clean(mask: np.ndarray, box: Box, sure_fg: np.ndarray) -> np.ndarray:
-    """Keep the components of ``mask`` (bool ``[h, w]``) that reach the middle third of ``box`` or a
-    ``sure_fg`` pixel (bool ``[h, w]``; none of them: the largest), drop unclicked components under
-    1 % of the kept area, fill the holes. Returns bool ``[h, w]``."""
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return mask
-    x0, y0, x1, y1 = box
-    bw, bh = x1 - x0, y1 - y0
-    centre = comp[y0 + bh // 3:y1 - bh // 3 or y1, x0 + bw // 3:x1 - bw // 3 or x1]
-    areas = stats[:, cv2.CC_STAT_AREA]
-    clicked = set(np.unique(comp[sure_fg]).tolist()) - {0}
-    keep = (set(np.unique(centre).tolist()) - {0}) or {int(np.argmax(areas[1:])) + 1}
-    floor = 0.01 * sum(areas[k] for k in keep | clicked)
-    kept = np.isin(comp, [k for k in keep if areas[k] >= floor] + list(clicked))
-    # holes: background components that do not touch the crop's border
-    holes = np.zeros((kept.shape[0] + 2, kept.shape[1] + 2), np.uint8)
-    holes[1:-1, 1:-1] = kept
-    cv2.floodFill(holes, None, (0, 0), 1)
-    return kept | (holes[1:-1, 1:-1] == 0)
-
-
 def segment_box(bgr: np.ndarray, box: Box, clicks: Sequence[Click] = (),
                 config: GrabCutConfig = GrabCutConfig()) -> BoxResult:
     """The object in ``box`` of ``bgr`` ``uint8 [H, W, 3]``: a bool mask ``[H, W]`` inside the box.
@@ -179,9 +160,6 @@ def segment_box(bgr: np.ndarray, box: Box, clicks: Sequence[Click] = (),
     inside = np.zeros(seed.shape, bool)
     inside[local[1]:local[3], local[0]:local[2]] = True
     fg = _foreground(labels) & inside if labels is not None else np.zeros_like(inside)
-    if config.clean and fg.any():
-        sure_bg = (seed == cv2.GC_BGD) | ~inside   # filled holes must not swallow background clicks
-        fg = _clean(fg, local, seed == cv2.GC_FGD) & ~sure_bg
     full = np.zeros((h, w), bool)
     if not fg.any():
         full[box[1]:box[3], box[0]:box[2]] = True

@@ -7,7 +7,7 @@
 Box k (in the order given) becomes object id k (1..n); pixel corners, X1/Y1 exclusive; boxes are
 clipped to the image; where boxes overlap the later box wins. A click is sure foreground (``:fg``,
 the default) or background (``:bg``) for every box that contains it. The segmentation is
-:mod:`mast.runtime.boxmask` (GrabCut on the box's surroundings, cleaned up). Errors (unreadable
+:mod:`mast.runtime.boxmask` (GrabCut on the box and its near surroundings). Errors (unreadable
 image, a box outside the image, a foreground click in no box, an unwritable output) are one line
 on stderr, exit code 2; a box where GrabCut finds nothing is kept whole with a warning.
 """
@@ -57,7 +57,7 @@ def cli(
     click: Optional[list[str]] = typer.Option(None, "--click", help="X,Y[:fg|bg]: sure foreground (default) or background for the box(es) containing it; repeatable."),
     out: Path = typer.Option(..., "--out", help="Mask PNG to write (palette, ids 1..n)."),
 ) -> None:
-    """Segment the object in each --box of --image (GrabCut on the box's surroundings, cleaned up) and write the ids as a palette PNG.
+    """Segment the object in each --box of --image (GrabCut on the box and its near surroundings) and write the ids as a palette PNG.
 
     Errors are one line on stderr with exit code 2; a box where GrabCut finds nothing is kept whole, with a warning.
     """  # noqa: E501 - typer keeps docstring line breaks: one line per paragraph

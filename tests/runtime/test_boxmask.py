@@ -1,5 +1,5 @@
 """``mast.runtime.boxmask``: box/click parsing, clipping, ids in box order, overlaps, the fallback,
-and a real DAVIS frame where the mask beats its own box."""
+the whole-image setting being plain GrabCut, and a real DAVIS frame where the mask beats its own box."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,8 @@ import pytest
 
 from mast.core.errors import InputError
 from mast.core.masks import read_mask
-from mast.runtime.boxmask import boxes_to_mask, clip_box, mask_box, parse_box, parse_click, segment_box
+from mast.runtime.boxmask import (GrabCutConfig, boxes_to_mask, clip_box, mask_box, parse_box, parse_click,
+                                  segment_box)
 
 H, W = 96, 128
 
@@ -67,6 +68,19 @@ def test_clicks_are_sure_labels() -> None:
     assert plain[36, 96] and not plain[60, 70]
     clicked = segment_box(img, box, [(96, 36, False), (70, 60, True)]).mask
     assert not clicked[36, 96] and clicked[60, 70] and clicked[48, 40]
+
+
+def test_whole_image_context_is_plain_grabcut() -> None:
+    """A negative context is OpenCV's GrabCut on the whole image from the box (``GC_INIT_WITH_RECT``, 5
+    iterations), bit for bit: the baseline that benchmarks/bench_mask.py holds the local context to."""
+    img, box = _scene(), (20, 28, 61, 69)
+    labels = np.zeros((H, W), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(3)
+    cv2.grabCut(img, labels, (20, 28, 41, 41), bgd, fgd, 5, cv2.GC_INIT_WITH_RECT)
+    plain = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    result = segment_box(img, box, config=GrabCutConfig(context=-1.0, seed=3))
+    assert plain.any() and result.warning is None and np.array_equal(result.mask, plain)
 
 
 def test_fallback_to_the_box_with_a_warning() -> None:
