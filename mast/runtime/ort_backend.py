@@ -57,14 +57,19 @@ def providers_for(device: Device) -> list[str]:
 
 
 def open_session(path: Path, providers: list[str], threads: int | None = None,
-                 arena: bool = True) -> ort.InferenceSession:
+                 arena: bool = True, spinning: bool = True) -> ort.InferenceSession:
     """An inference session on ``path``; ModelError (one line) when onnxruntime cannot load it.
 
     ``arena``: onnxruntime's CPU memory arena. It keeps the buffers it served for reuse, so the
     memory read (whose sizes vary from frame to frame) holds more memory, but allocates less: on a
     480x854 stream the read takes 963 instead of 1319 ms for a peak RSS of 1.15 instead of 0.73 GB
     (a 240x427 stream: 276 vs 329 ms, 460 vs 372 MiB), and the footprint stays flat over the stream
-    (BENCHMARKS.md). Off: the smallest footprint."""
+    (BENCHMARKS.md). Off: the smallest footprint.
+
+    ``spinning``: onnxruntime's intra-op threads spin for more work after a run (its default). Off
+    where other threads run between this session's runs: with the fused read after the encoder,
+    the spinning workers took a core from the read (240x424 on 2 cores, shared host: encoder +
+    read 216 vs 151 ms CPU a frame; BENCHMARKS.md)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # all graph optimisations, stated (it is the Python default): on CPU the encoder's convolutions
@@ -72,6 +77,8 @@ def open_session(path: Path, providers: list[str], threads: int | None = None,
     # saved next to the export: it is specific to the CPU it was made on, and loading takes ~1 s.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_cpu_mem_arena = arena
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     try:
@@ -102,14 +109,15 @@ class OrtBackend:
         self.meta: ModelMetadata = read_metadata(self.model_dir)
         check_expected(self.meta, config, size)
         providers = providers_for(device)
-        self.encoder = open_session(self.model_dir / ENCODER_FILE, providers, threads)
+        self.read_mode: Literal["fused", "graph"] = self._read_mode(read, CUDA_EP in providers)
+        self.threads = threads
+        self.encoder = open_session(self.model_dir / ENCODER_FILE, providers, threads,
+                                    spinning=self.read_mode == "graph")
         check_props(ENCODER_FILE, self.encoder.get_modelmeta().custom_metadata_map, self.meta)
         if device == "cuda" and CUDA_EP not in self.encoder.get_providers():
             raise InputError("device cuda: onnxruntime could not start the CUDA execution provider "
                              "(no GPU visible?): use device cpu")
         self.device = "cuda" if CUDA_EP in self.encoder.get_providers() else "cpu"
-        self.read_mode: Literal["fused", "graph"] = self._read_mode(read)
-        self.threads = threads
         graph = self.model_dir / MEMORY_READ_FILE
         self.memory: ort.InferenceSession | None = None    # memory_read.onnx's session (graph read only)
         if self.read_mode == "graph":
@@ -141,12 +149,13 @@ class OrtBackend:
         takes one frame (a fixed batch of 1), so one run per frame."""
         return [self.encode(bgr) for bgr in frames]
 
-    def _read_mode(self, read: ReadMode) -> Literal["fused", "graph"]:
-        """The read ``read`` resolves to here; InputError / DependencyError for a fused read this
-        model or host cannot run."""
+    def _read_mode(self, read: ReadMode, cuda: bool) -> Literal["fused", "graph"]:
+        """The read ``read`` resolves to here (``cuda``: the sessions are given the CUDA EP, where
+        "auto" keeps the graph); InputError / DependencyError for a fused read this model or host
+        cannot run."""
         if read not in ("auto", "fused", "graph"):
             raise InputError(f"unknown memory read {read!r}: expected auto, fused or graph")
-        if read == "graph" or (read == "auto" and self.device != "cpu"):
+        if read == "graph" or (read == "auto" and cuda):
             return "graph"
         radius, reads, labels = self.meta.attention["radius"], self.meta.slots["reads"], self.meta.slots["max_labels"]
         if not attention_c.in_domain(radius, reads, labels):

@@ -181,10 +181,17 @@ def test_fused_read_refuses_a_graph_whose_config_disagrees(model_copy: Path):
         _one_line(exc.value)
 
 
+def _spinning(session: ort.InferenceSession) -> str | None:
+    """The session's ``allow_spinning`` entry (None: not set, onnxruntime's default: spin)."""
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:   # onnxruntime raises for an entry not set
+        return None
+
+
 def test_read_modes_resolve_and_refuse(model_dir: Path, monkeypatch, tmp_path: Path):
     with pytest.raises(InputError, match="unknown memory read 'fast'"):
         OrtBackend(model_dir, read="fast")
-    assert OrtBackend(model_dir, read="graph").memory is not None
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("MAST_CACHE_DIR", str(tmp_path))
     attention_c._library.cache_clear()
@@ -196,9 +203,13 @@ def test_read_modes_resolve_and_refuse(model_dir: Path, monkeypatch, tmp_path: P
             assert OrtBackend(model_dir).read_mode == "graph"
     finally:
         attention_c._library.cache_clear()
+    graph = OrtBackend(model_dir, read="graph")
+    assert graph.memory is not None and _spinning(graph.encoder) is None   # onnxruntime's default
     if attention_c.available() is None:
         backend = OrtBackend(model_dir)
         assert backend.read_mode == "fused" and backend.memory is None
+        # the encoder's workers do not spin into the fused read's threads
+        assert _spinning(backend.encoder) == "0"
 
 
 def test_decode_matches_torch_interpolate_argmax():
