@@ -19,6 +19,10 @@ leaves float32's normal range and vectorised exps (CPU, onnxruntime) take a slow
 included). A floored candidate weighs e^-80 (1.8e-35) of the peak instead of less, which no float32
 sum can show; the specification itself has no floor."""
 
+REACH = 48
+"""The attention window's reach in working-frame pixels: radius R = REACH / stride (the paper's R = 12
+at stride 4; R = 6 at stride 8 reaches as far with a quarter of the candidates)."""
+
 NO_SCORE = -3.0e38
 """The running maximum before any candidate is seen: finite (unlike -inf) so that
 ``exp(NO_SCORE - NO_SCORE)`` stays defined for a pixel no candidate has reached yet."""
@@ -83,6 +87,9 @@ class ModelConfig:
                   (``mast.core.labels``): 1 (default) keeps the labels where the prediction is put
                   back; 0 is the published code (``PUBLISHED_LABEL_OFFSET``), whose masks drift
                   1.5 px per frame; what the parity tests use.
+
+    A model's stride comes from its checkpoint or export (the compact encoder's ``stride``):
+    :meth:`for_stride` gives the configuration that goes with it.
     """
 
     key_dim: int = 64
@@ -90,6 +97,19 @@ class ModelConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     label_offset: int = 1
+
+    @classmethod
+    def for_stride(cls, stride: int = 4, label_offset: int | None = None, **fields) -> ModelConfig:
+        """The configuration of a model whose keys are at 1/``stride`` of the frame: attention radius
+        ``REACH // stride`` (12 at stride 4, 6 at stride 8: the same reach in pixels; the ROI branch's
+        threshold and dilation stay :class:`AttentionConfig`'s), label offset ``(stride - 1) // 2``
+        unless given: half a pixel before the cell centre ``(stride - 1) / 2`` where step 6 puts the
+        key pixel back (1 at stride 4, 3 at stride 8; docs/DESIGN.md step 3). ``fields``: the other
+        fields (``key_dim``, ``memory``)."""
+        if stride < 1 or REACH % stride:
+            raise InputError(f"key stride {stride}: expected a divisor of {REACH} (4 or 8)")
+        return cls(stride=stride, attention=AttentionConfig(radius=REACH // stride),
+                   label_offset=(stride - 1) // 2 if label_offset is None else label_offset, **fields)
 
     def __post_init__(self) -> None:
         if not 0 <= self.label_offset < self.stride:

@@ -1,14 +1,15 @@
-"""The compact key encoder: the first blocks of an ImageNet MobileNetV2, read at stride 4.
+"""The compact key encoder: the first blocks of an ImageNet MobileNetV2, read at stride 4 (or 8).
 
 A normalised Lab frame ``[B, 3, H, W]`` (per-frame step 1, as for the MAST ResNet-18) becomes sRGB
 inside the network (:class:`LabToRgb`, the CIE inverse of step 1), is normalised as ImageNet
 models expect, and runs through ``features[:max(taps)]`` of MobileNetV2 (parameter names of the
 original PyTorch MobileNetV2, ``features.N.conv.K.*``, so the ImageNet weights load strictly).
-The outputs after ``features[:n]`` for each ``n`` in ``taps`` are upsampled bilinearly to the
-stride-4 grid ``[ceil(H/4), ceil(W/4)]``, concatenated and L2-normalised per pixel, then scaled by
+The outputs after ``features[:n]`` for each ``n`` in ``taps`` are upsampled bilinearly to the key
+grid ``[ceil(H/s), ceil(W/s)]`` (``s`` = the config's ``stride``, 4 or 8; a tap of stride ``s`` is
+that grid already), concatenated and L2-normalised per pixel, then scaled by
 ``sqrt(1 / temperature)`` so that a key dot product is cosine / temperature; ``temperature`` is a
 buffer in the weights. Optionally ``colour_weight`` appends 6 colour channels
-``sqrt(w) [cos, sin](f_c m_c)`` of the 4x4-cell mean Lab ``m_c``, whose dot product is the colour
+``sqrt(w) [cos, sin](f_c m_c)`` of the ``s x s``-cell mean Lab ``m_c``, whose dot product is the colour
 kernel ``w sum_c cos(f_c (m_c(p) - m_c(q)))`` of the colour prior (``mast.training.prior``).
 
 Tap ``n`` of MobileNetV2: n=2 stride 2 (16 channels), 4 stride 4 (24), 7 stride 8 (32),
@@ -35,7 +36,8 @@ WHITE = (0.950456, 1.0, 1.088754)
 XYZ_TO_RGB = ((3.240479, -1.53715, -0.498535), (-0.969256, 1.875991, 0.041556), (0.055648, -0.204043, 1.057311))
 # colour channels: frequency per normalised Lab channel (the colour prior's, mast.training.prior.COLOURS)
 COLOUR_FREQ = (math.pi / 2.2, math.pi / 1.2, math.pi / 1.2)
-KEY_STRIDE = 4
+KEY_STRIDE = 4            # the default key stride
+KEY_STRIDES = (4, 8)      # the key strides a compact encoder can have
 Norm = Literal["key", "tap"]
 
 
@@ -114,18 +116,25 @@ class CompactConfig:
                    by 1/sqrt(number of taps).
     temperature:   initial softmax temperature (a buffer of the weights afterwards).
     colour_weight: weight w of the appended colour kernel (0 = no colour channels).
+    stride:        key stride s (4 or 8): keys ``[ceil(H/s), ceil(W/s)]``, taps of stride >= s only;
+                   a tracker built from the checkpoint follows it (``ModelConfig.for_stride``).
     """
 
     taps: tuple[int, ...] = (4, 7)
     norm: Norm = "key"
     temperature: float = 0.05
     colour_weight: float = 0.0
+    stride: int = KEY_STRIDE
 
     def __post_init__(self) -> None:
-        bad = [t for t in self.taps if t not in TAP_STRIDES or TAP_STRIDES[t] < KEY_STRIDE]
+        if self.stride not in KEY_STRIDES:
+            raise CheckpointError(f"compact encoder stride {self.stride}: expected one of {', '.join(map(str, KEY_STRIDES))}")
+        bad = [t for t in self.taps if t not in TAP_STRIDES or TAP_STRIDES[t] < self.stride]
         if not self.taps or bad:
-            raise CheckpointError(f"compact encoder taps {self.taps}: expected MobileNetV2 block counts "
-                                  f"with stride >= {KEY_STRIDE}, e.g. (4, 7); valid: {sorted(t for t in TAP_STRIDES if TAP_STRIDES[t] >= KEY_STRIDE)}")
+            example = "(4, 7)" if self.stride == 4 else "(7,)"
+            raise CheckpointError(f"compact encoder taps {self.taps}: expected MobileNetV2 block counts with stride "
+                                  f">= the key stride {self.stride}, e.g. {example}; valid: "
+                                  f"{sorted(t for t in TAP_STRIDES if TAP_STRIDES[t] >= self.stride)}")
         if self.norm not in ("key", "tap") or self.temperature <= 0 or self.colour_weight < 0:
             raise CheckpointError(f"compact encoder settings norm={self.norm!r}, temperature={self.temperature}, "
                                   f"colour_weight={self.colour_weight}: expected norm key|tap, temperature > 0, colour_weight >= 0")
@@ -136,14 +145,15 @@ class CompactConfig:
 
 
 class CompactEncoder(nn.Module):
-    """Normalised Lab ``[B, 3, H, W]`` -> keys ``[B, key_dim, ceil(H/4), ceil(W/4)]`` (module docstring)."""
+    """Normalised Lab ``[B, 3, H, W]`` -> keys ``[B, key_dim, ceil(H/s), ceil(W/s)]``, ``s`` =
+    ``stride`` = ``config.stride`` (module docstring)."""
 
     arch = "mobilenetv2"
-    stride = KEY_STRIDE
 
     def __init__(self, config: CompactConfig = CompactConfig()) -> None:
         super().__init__()
         self.config = config
+        self.stride = config.stride
         self.key_dim = config.key_dim
         self.to_rgb = LabToRgb()
         self.features = mobilenet_v2_features(max(config.taps))
@@ -166,13 +176,13 @@ class CompactEncoder(nn.Module):
         return out
 
     def _colour(self, lab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        mean = F.avg_pool2d(lab, KEY_STRIDE, KEY_STRIDE, ceil_mode=True, count_include_pad=False)[..., : size[0], : size[1]]
+        mean = F.avg_pool2d(lab, self.stride, self.stride, ceil_mode=True, count_include_pad=False)[..., : size[0], : size[1]]
         phase = mean * self.freq.float()
         return math.sqrt(self.config.colour_weight / 3) * torch.cat([phase.cos(), phase.sin()], 1)
 
     def forward(self, lab: torch.Tensor) -> torch.Tensor:
         """Keys float32; in a half-precision copy only the MobileNetV2 blocks run in half."""
-        size = (-(-lab.shape[-2] // KEY_STRIDE), -(-lab.shape[-1] // KEY_STRIDE))
+        size = (-(-lab.shape[-2] // self.stride), -(-lab.shape[-1] // self.stride))
         lab = lab.float()
         x = (self.to_rgb(lab) - self.mean.float()) / self.std.float()
         taps = [t.float() for t in self._taps(x.to(self.features[0][0].weight.dtype), size)]

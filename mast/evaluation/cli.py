@@ -31,7 +31,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mast.core.cli import DeviceOpt, KeysOpt, PrecisionOpt, exit_on_error, parse_size
-from mast.core.config import ModelConfig
 from mast.core.errors import InputError, MastError
 from mast.evaluation.davis import GLOBAL_COLUMNS, DavisDataset, EvaluationResult, evaluate_semisupervised, write_csvs
 
@@ -131,10 +130,11 @@ def _track(
     device: str,
     size: Optional[tuple[int, int]],
     precision: Optional[str] = None,
-    config: ModelConfig = ModelConfig(),
+    label_offset: Optional[int] = None,
 ) -> dict[str, float]:
     """Run the tracker over ``sequences`` into ``out_dir`` (torch is imported only here).
-    ``precision``: the torch encoder's (None: fp32); ``config``: the tracker's."""
+    ``precision``: the torch encoder's (None: fp32); ``label_offset``: the tracker's (None: the
+    model's, as its key stride and window)."""
     try:
         from mast.evaluation.track import track_davis  # lazy: scoring alone must not import torch
     except ImportError as exc:
@@ -151,15 +151,16 @@ def _track(
         kwargs["size"] = size
     if precision is not None:
         kwargs["precision"] = precision
+    if label_offset is not None:
+        kwargs["label_offset"] = label_offset
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
-        return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress),
-                           config=config, **kwargs)
+        return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress), **kwargs)
 
 
 def _track_exported(console: Console, root: Path, sequences: list[str], out_dir: Path, model: Path,
                     backend: str, device: str, size: Optional[tuple[int, int]],
-                    config: ModelConfig = ModelConfig()) -> dict[str, float]:
+                    label_offset: Optional[int] = None) -> dict[str, float]:
     """Track with an exported model folder (``--model DIR --backend onnxruntime``): torch-free."""
     from mast.evaluation.track import track_davis_backend  # noqa: PLC0415 - lazy: only this mode needs the runtime backends
 
@@ -168,7 +169,7 @@ def _track_exported(console: Console, root: Path, sequences: list[str], out_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
         return track_davis_backend(root, sequences, out_dir, model, backend, device, _TrackProgress(progress), size,
-                                   config=config)
+                                   label_offset=label_offset)
 
 
 def _score(
@@ -210,8 +211,9 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, "--model", help="Exported model folder (mast-export) to track with."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend for --model: onnxruntime (default) or tensorrt."),
     label_offset: Optional[int] = typer.Option(
-        None, "--label-offset", min=0, max=3, help="Pixel of each 4x4 cell whose label the memory stores: 1 (default) "
-        "or 0, the published MAST code (its masks drift 1.5 px per frame; what the parity tests reproduce)."
+        None, "--label-offset", min=0, max=7, help="Pixel of each stride cell whose label the memory stores: by "
+        "default half a pixel before the cell centre (1 at the key stride 4, 3 at stride 8: the model's), or 0, the "
+        "published MAST code (its masks drift 1.5 px per frame at stride 4; what the parity tests reproduce)."
     ),
 ) -> None:
     """Score DAVIS predictions (--results), or track the sequences into --out and score them."""
@@ -247,7 +249,6 @@ def evaluate(
             if out is None:
                 raise InputError("tracking needs --out DIR for the masks (or give --results DIR to score existing ones)")
             start = time.perf_counter()
-            config = ModelConfig() if label_offset is None else ModelConfig(label_offset=label_offset)
             if model is not None:
                 if checkpoint is not None or keys is not None:
                     raise InputError("--model (an exported folder) and --checkpoint/--keys exclude each other: give one")
@@ -255,7 +256,7 @@ def evaluate(
                     raise InputError("--precision applies when tracking with a checkpoint (torch): an exported model "
                                      "keeps the precision it was exported with; drop --precision")
                 seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
-                                                    (device or DeviceOpt.cpu).value, parse_size(size), config)
+                                                    (device or DeviceOpt.cpu).value, parse_size(size), label_offset)
             else:
                 seconds_per_frame = _track(
                     console,
@@ -267,7 +268,7 @@ def evaluate(
                     (device or DeviceOpt.cpu).value,
                     parse_size(size),
                     precision.value if precision is not None else None,
-                    config,
+                    label_offset,
                 )
             console.print(f"tracked {len(chosen)} sequence(s) into {out} in {time.perf_counter() - start:.1f} s")
             scored_dir = out

@@ -19,6 +19,7 @@ from mast.core.errors import InputError
 from mast.core.images import read_image
 from mast.core.masks import write_mask
 from mast.evaluation.davis import DavisDataset
+from mast.runtime.factory import model_config
 from mast.runtime.tracker import Tracker, working_size
 
 Progress = Callable[[str, int, int], None]
@@ -64,18 +65,19 @@ def track_sequence(tracker: Tracker, dataset: DavisDataset, sequence: str, out_d
 def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Path | None,
                 keys: str = "model", device: str = "cpu", progress: Progress | None = None,
                 size: tuple[int, int] | None = None, precision: str = "fp32",
-                config: ModelConfig = ModelConfig()) -> dict[str, float]:
+                config: ModelConfig | None = None, label_offset: int | None = None) -> dict[str, float]:
     """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the torch backend
     (``checkpoint``, or the shipped weights when None; ``keys`` and ``precision`` as
     :func:`~mast.runtime.factory.make_backend` takes them); seconds per frame per sequence.
-    ``size`` (H, W): working size (frames resized, masks back); ``config``: the tracker's (its
-    ``label_offset``: 0 reproduces the published code)."""
+    ``size`` (H, W): working size (frames resized, masks back); ``config``: the tracker's, None = the
+    model's (its key stride and window: :func:`~mast.runtime.factory.model_config`) with
+    ``label_offset`` when given (0 reproduces the published code)."""
     from mast.runtime.factory import make_backend  # noqa: PLC0415 - lazy: the torch backend imports torch
 
     backend = make_backend("torch", model=checkpoint, device=device, keys=keys, precision=precision)
     try:
         dataset = DavisDataset(root)
-        tracker = Tracker(backend, config, size=size)
+        tracker = Tracker(backend, config or model_config(backend, label_offset), size=size)
         return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
     finally:
         backend.close()
@@ -84,13 +86,13 @@ def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Pat
 def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: Path,
                         backend: str = "onnxruntime", device: str = "cpu", progress: Progress | None = None,
                         size: tuple[int, int] | None = None, make: Callable[..., Any] | None = None,
-                        config: ModelConfig = ModelConfig()) -> dict[str, float]:
+                        config: ModelConfig | None = None, label_offset: int | None = None) -> dict[str, float]:
     """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the exported model
     folder ``model`` on ``backend`` (onnxruntime, or any name ``make_backend`` takes) and ``device``.
 
     ``size`` (H, W): must be the model's input size when given (an exported model has one fixed
-    size; frames are resized to it and masks back); ``config`` as :func:`track_davis`'s. Returns
-    seconds per frame per sequence.
+    size; frames are resized to it and masks back); ``config`` and ``label_offset`` as
+    :func:`track_davis`'s (None: the export's stride). Returns seconds per frame per sequence.
     """
     if make is None:
         from mast.runtime.factory import make_backend as make  # noqa: PLC0415 - torch-free, lazy by design
@@ -98,7 +100,7 @@ def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: 
     try:
         size = working_size(size, engine.input_size, model)   # the one --size rule of every command
         dataset = DavisDataset(root)
-        tracker = Tracker(engine, config, size=size)
+        tracker = Tracker(engine, config or model_config(engine, label_offset), size=size)
         return {seq: track_sequence(tracker, dataset, seq, Path(out_dir), progress) for seq in sequences}
     finally:
         engine.close()

@@ -126,7 +126,9 @@ def export(req: Request, console: Console) -> Path:
     from mast.export.parity import ParityConfig, check_parity  # noqa: PLC0415
 
     encoder, (name, digest) = load_encoder(req)
-    model = ModelConfig(key_dim=getattr(encoder, "key_dim", ModelConfig.key_dim))   # the checkpoint's architecture
+    # the checkpoint's architecture: key channels, key stride (and the attention radius that goes with it)
+    model = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride),
+                                   key_dim=getattr(encoder, "key_dim", ModelConfig.key_dim))
     cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, "fp16" if req.fp16 else "fp32", model)
     tmp = req.out.parent / f".{req.out.name}.export-{os.getpid()}"
     try:

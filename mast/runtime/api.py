@@ -36,13 +36,14 @@ def open_tracker(model: str | Path | None = None, backend: factory.BackendName =
     (H, W) in pixels (frames are resized to it and masks back); None = each frame's own size, or an
     exported model's fixed size (a different ``size`` is refused: :func:`working_size`).
     ``precision`` (torch): ``fp32``, ``bf16`` (fast on AVX-512/AMX CPUs) or ``fp16`` (CUDA).
-    ``keys`` (torch): ``model``, ``lab`` (raw colour) or ``random``.
+    ``keys`` (torch): ``model``, ``lab`` (raw colour) or ``random``. The key stride, attention radius
+    and label offset are the model's (:func:`mast.runtime.factory.model_config`).
 
     Raises a :class:`~mast.core.errors.MastError` with a one-line message when it cannot be built.
     """
     built = factory.make_backend(backend, Path(model) if model is not None else None, device, keys, precision)
     try:
-        return Tracker(built, size=working_size(size, built.input_size, model))
+        return Tracker(built, factory.model_config(built), size=working_size(size, built.input_size, model))
     except BaseException:
         built.close()
         raise

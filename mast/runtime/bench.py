@@ -296,7 +296,8 @@ def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
         torch.set_num_threads(cfg.threads)
     sync, gpu_peak = _cuda_tools(backend)
     clock = StageClock(sync)
-    tracker = Tracker(backend, size=working_size(cfg.size, backend.input_size, cfg.model), timer=clock)
+    tracker = Tracker(backend, factory.model_config(backend),   # the model's stride and window
+                      size=working_size(cfg.size, backend.input_size, cfg.model), timer=clock)
     frames = clip_frames(Path(cfg.clip))
     first = next(frames)
     mask, _ = conform_mask(load_mask(cfg.mask), first.shape[:2])

@@ -8,6 +8,10 @@ torch is imported only inside the torch branch, so ``mast-run``/``mast-bench`` w
 TensorRT backend installed) > onnxruntime CUDA (an export folder, the CUDA execution provider) >
 torch CUDA (a checkpoint; an export folder only when it holds one ``*.pt``) > onnxruntime CPU (an
 export folder) > torch CPU. ``device`` "cpu"/"cuda" restricts the choice; None lets it pick.
+
+The model's geometry (key stride, attention radius) comes from the model itself, with no flag: a
+checkpoint's encoder (``stride``, recorded in its ``arch`` entry) or an export's metadata;
+:func:`model_config` gives the tracker configuration of a built backend.
 """
 from __future__ import annotations
 
@@ -17,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mast.core.config import Precision
+from mast.core.config import ModelConfig, Precision
 from mast.core.engine_metadata import ENGINE_FILE
 from mast.core.errors import NO_CUDA_GPU, InputError, MastError
-from mast.core.metadata import ENCODER_FILE, METADATA_FILE
+from mast.core.metadata import ENCODER_FILE, METADATA_FILE, read_metadata
 from mast.runtime.backend import Backend
 
 BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
@@ -175,7 +179,24 @@ def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: 
     from mast.runtime.torch_backend import TorchBackend  # noqa: PLC0415
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError(NO_CUDA_GPU)
-    return TorchBackend(key_encoder(keys, checkpoint), device=device, precision=precision)
+    encoder = key_encoder(keys, checkpoint)
+    attention = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride)).attention   # the checkpoint's stride
+    return TorchBackend(encoder, device=device, precision=precision, attention=attention)
+
+
+def exported_config(model: Path) -> ModelConfig:
+    """The tracker configuration of the export folder ``model`` (its metadata's key stride)."""
+    return ModelConfig.for_stride(read_metadata(model).stride)
+
+
+def model_config(backend: Backend, label_offset: int | None = None) -> ModelConfig:
+    """The tracker configuration (:class:`ModelConfig`) of the model ``backend`` runs, built with
+    :func:`make_backend`: its key stride (an export's metadata, or the torch encoder's ``stride``),
+    the attention radius of that stride and the label offset of that stride unless ``label_offset``
+    is given (:meth:`ModelConfig.for_stride`)."""
+    meta = getattr(backend, "meta", None)   # onnxruntime, tensorrt: the export's metadata
+    stride = meta.stride if meta is not None else getattr(getattr(backend, "encoder", None), "stride", ModelConfig.stride)
+    return ModelConfig.for_stride(stride, label_offset)
 
 
 def _ort_backend(model: Path | None, device: str) -> Backend:
@@ -183,7 +204,7 @@ def _ort_backend(model: Path | None, device: str) -> Backend:
         raise InputError(f"the onnxruntime backend needs --model EXPORT_DIR (a folder written by mast-export "
                          f"with {EXPORT_MARKERS[0]}), got {model or 'none'}")
     cls = _load("mast.runtime.ort_backend", "OrtBackend", "onnxruntime")
-    return cls(model, device)
+    return cls(model, device, exported_config(model))
 
 
 def _trt_backend(model: Path | None, device: str) -> Backend:
@@ -196,7 +217,7 @@ def _trt_backend(model: Path | None, device: str) -> Backend:
     if not is_export_folder(model):
         raise InputError(f"the tensorrt backend needs --model EXPORT_DIR (a folder written by mast-export "
                          f"--engine), got {model or 'none'}")
-    return cls(model, device)
+    return cls(model, device, exported_config(model))
 
 
 def _load(module: str, attr: str, name: str) -> Any:

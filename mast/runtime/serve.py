@@ -224,7 +224,7 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
     except InputError:
         backend.close()
         raise
-    engine = Engine(backend, cfg.engine)
+    engine = Engine(backend, cfg.engine, factory.model_config(backend))   # the model's stride and window
     say(f"backend: {factory.describe(backend)}, working size "
         + (f"{size[0]}x{size[1]}" if size else "= each stream's frame size")
         + f"; up to {cfg.engine.max_streams} streams, freed after {cfg.engine.idle_timeout:g} s idle")

@@ -18,7 +18,7 @@ from torch import nn
 
 from mast.core.checkpoint import load_encoder
 from mast.core.errors import InputError
-from mast.core.mobilenet import CompactConfig, CompactEncoder
+from mast.core.mobilenet import KEY_STRIDES, CompactConfig, CompactEncoder
 from mast.training.prior import PRIORS, colour_prior_encoder
 
 IMAGENET_INIT = "imagenet-mobilenetv2"
@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     key settings (e.g. colour channels added to a fine-tuned encoder)::
 
         python -m mast.training.pretrained OUT.pt [--taps 4 7] [--norm key|tap] [--temperature 0.05]
-                                                  [--colour-weight 0] [--blocks CKPT] [--half]
+                                                  [--colour-weight 0] [--stride 4|8] [--blocks CKPT] [--half]
+
+    ``--stride 8`` reads the blocks at the key stride 8 (taps of stride >= 8 only, e.g. ``--taps 7``):
+    every tool that builds a tracker from the checkpoint then works at stride 8 with radius 6.
     """
     import argparse  # noqa: PLC0415
 
@@ -92,11 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--norm", choices=("key", "tap"), default=defaults.norm)
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--colour-weight", type=float, default=defaults.colour_weight)
+    parser.add_argument("--stride", type=int, choices=KEY_STRIDES, default=defaults.stride,
+                        help="key stride (default 4; 8: taps of stride >= 8 only, radius 6 in the tracker)")
     parser.add_argument("--blocks", type=Path, help="take the MobileNetV2 blocks from this compact checkpoint")
     parser.add_argument("--half", action="store_true", help="store fp16 (as the shipped weights)")
     args = parser.parse_args(argv)
     try:
-        config = CompactConfig(tuple(args.taps), args.norm, args.temperature, args.colour_weight)
+        config = CompactConfig(tuple(args.taps), args.norm, args.temperature, args.colour_weight, args.stride)
         model = (compact_from_blocks(load_encoder(args.blocks).state_dict(), config, str(args.blocks))
                  if args.blocks else imagenet_compact_encoder(config))
         save_checkpoint(args.out, model, half=args.half)

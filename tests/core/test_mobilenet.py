@@ -62,8 +62,42 @@ def test_half_precision_copy_keeps_float32_keys():
     assert cos.min() > 0.98   # bf16 blocks (8-bit mantissa) through 6 blocks
 
 
+@pytest.mark.parametrize("size", [(240, 427), (33, 50), (17, 9)])
+def test_stride_8_keys_are_the_stride_8_taps_themselves(size):
+    """Stride 8: keys at ceil(H/8) x ceil(W/8), the tap of stride 8 read as it is (no resampling)."""
+    torch.manual_seed(0)
+    model = CompactEncoder(CompactConfig(taps=(7,), temperature=0.1, stride=8)).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        keys = model(x)
+        tap = model.features(model.to_rgb(x).sub(model.mean).div(model.std))
+    h, w = -(-size[0] // 8), -(-size[1] // 8)
+    assert model.stride == 8 and keys.shape == (1, TAP_CHANNELS[7], h, w) == (1, model.key_dim, h, w)
+    torch.testing.assert_close(keys, torch.nn.functional.normalize(tap, dim=1) * math.sqrt(1 / 0.1))
+
+
+def test_stride_8_colour_channels_are_the_8x8_cell_means():
+    """A frame whose 8x8 cells are constant (each its own Lab): a key's colour channels are its cell's."""
+    model = CompactEncoder(CompactConfig(taps=(7,), colour_weight=3.0, stride=8)).eval()
+    cells = torch.rand(1, 3, 3, 5) * 2 - 1
+    frame = cells.repeat_interleave(8, 2).repeat_interleave(8, 3)[..., :20, :37]   # partial last cells
+    with torch.no_grad():
+        colour = model(frame)[0, -6:]
+    freq = torch.tensor([math.pi / 2.2, math.pi / 1.2, math.pi / 1.2]).view(3, 1, 1)
+    want = torch.cat([(cells[0] * freq).cos(), (cells[0] * freq).sin()])
+    assert colour.shape == (6, 3, 5)
+    torch.testing.assert_close(colour, want, rtol=1e-5, atol=1e-6)
+
+
+def test_stride_is_recorded_and_old_records_mean_stride_4():
+    assert CompactEncoder(CompactConfig(taps=(7,), stride=8)).arch_record()["stride"] == 8
+    assert CompactEncoder(CompactConfig(taps=(4, 7))).arch_record()["stride"] == 4
+    assert CompactConfig(taps=(4, 7)).stride == 4   # a record without the field (v6) is stride 4
+
+
 @pytest.mark.parametrize("settings", [{"taps": ()}, {"taps": (2,)}, {"taps": (40,)}, {"temperature": 0.0},
-                                      {"norm": "l1"}, {"colour_weight": -1.0}])
+                                      {"norm": "l1"}, {"colour_weight": -1.0}, {"stride": 16},
+                                      {"taps": (4, 7), "stride": 8}])
 def test_bad_settings_are_refused(settings):
     with pytest.raises(CheckpointError):
         CompactConfig(**settings)

@@ -207,8 +207,8 @@ def test_error_option_misuse(davis: Path, tmp_path: Path):
 def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path, monkeypatch):
     calls = []
 
-    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, config):
-        calls.append((root, list(sequences), out_dir, checkpoint, keys, device, config.label_offset))
+    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, label_offset=None):
+        calls.append((root, list(sequences), out_dir, checkpoint, keys, device, label_offset))
         for seq in sequences:
             pngs = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))
             (out_dir / seq).mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,7 @@ def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path
     out = tmp_path / "tracked"
     res = run("--davis", davis, "--out", out, "--keys", "lab", "--sequences", "s1", "--csv-dir", tmp_path / "csv")
     assert res.exit_code == 0, res.output
-    assert calls == [(davis, ["s1"], out, None, "lab", "cpu", 1)]
+    assert calls == [(davis, ["s1"], out, None, "lab", "cpu", None)]   # None: the model's (1 at stride 4)
     assert sorted(p.name for p in (out / "s1").iterdir()) == [f"{100 + i:05d}.png" for i in range(4)]
     res = run("--davis", davis, "--out", out, "--sequences", "s1", "--label-offset", "0", "--csv-dir", tmp_path / "csv")
     assert res.exit_code == 0, res.output
@@ -243,7 +243,7 @@ def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path
 def test_precision_reaches_the_tracker_and_is_refused_where_it_does_not_apply(davis: Path, tmp_path: Path, monkeypatch):
     calls = []
 
-    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, precision="fp32", config=None):
+    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, precision="fp32"):
         calls.append(precision)
         for seq in sequences:
             pngs = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))
