@@ -182,7 +182,9 @@ class CompactEncoder(nn.Module):
 
     def forward(self, lab: torch.Tensor) -> torch.Tensor:
         """Keys float32; in a half-precision copy only the MobileNetV2 blocks run in half."""
-        size = (-(-lab.shape[-2] // self.stride), -(-lab.shape[-1] // self.stride))
+        # ceil(H / stride) as (H + stride - 1) // stride: traced into ONNX, integer division truncates
+        # towards zero, so the negated form -(-H // stride) would round down there (106 for 427 / 4)
+        size = ((lab.shape[-2] + self.stride - 1) // self.stride, (lab.shape[-1] + self.stride - 1) // self.stride)
         lab = lab.float()
         x = (self.to_rgb(lab) - self.mean.float()) / self.std.float()
         taps = [t.float() for t in self._taps(x.to(self.features[0][0].weight.dtype), size)]

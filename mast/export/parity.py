@@ -174,7 +174,7 @@ def check_parity(model_dir: Path, encoder: nn.Module, cfg: ParityConfig,
     if mask.shape != frames[0].shape[:2]:
         raise InputError(f"parity mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but the frames are "
                          f"{frames[0].shape[1]}x{frames[0].shape[0]}")
-    ort_b = OrtBackend(model_dir, "cpu", config, threads=cfg.threads)
+    ort_b = OrtBackend(model_dir, "cpu", config, threads=cfg.threads, read="graph")   # the exported graph is what is checked
     torch_b = TorchBackend(encoder, attention=config.attention)
     key_max, key_scale, keys = key_error(ort_b, torch_b, frames[:3])
     read_max, read_p, dists = read_error(ort_b, keys, mask, config)
