@@ -69,7 +69,7 @@ def bank_state(backend) -> list[tuple[tuple[int, ...], int]]:
 
 def _threads(backend) -> int:
     if backend.name == "onnxruntime":
-        return backend.memory.get_session_options().intra_op_num_threads
+        return backend.encoder.get_session_options().intra_op_num_threads   # memory is None with the fused read
     import torch  # noqa: PLC0415
     return torch.get_num_threads()
 
