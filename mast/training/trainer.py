@@ -50,7 +50,7 @@ from mast.training.distributed import (
 )
 from mast.training.monitor import MetricsLog, TrainProgress
 from mast.training.holdout import HoldoutConfig, holdout_losses, holdout_pairs
-from mast.training.objective import ObjectiveConfig, dropped_channels, reconstruction_loss
+from mast.training.objective import STRIDE, ObjectiveConfig, dropped_channels, reconstruction_loss
 from mast.training.pretrained import IMAGENET_INIT, INIT_NAMES, imagenet_weights_path, named_encoder
 from mast.training.state import StepSchedule, load_state, remove_stale_temps, save_state, set_rng_state
 from mast.training.validate import validate_davis, validation_sequences
@@ -157,6 +157,9 @@ class Trainer:
             model = Encoder()
         else:
             model = build_encoder(read_checkpoint(self.out / LAST).get("arch"), self.out / LAST)
+        if getattr(model, "stride", STRIDE) != STRIDE:
+            raise InputError(f"--init {self.config.init}: an encoder of key stride {model.stride}; training "
+                             f"samples labels on the stride-{STRIDE} grid only: start from a stride-{STRIDE} encoder")
         model = model.to(self.device, memory_format=torch.channels_last).train()
         if self.config.batchnorm == "frozen":
             for module in model.modules():
