@@ -22,7 +22,7 @@ def test_shipped_weights_are_fine_tuned_imagenet_blocks_with_colour():
 
     shipped = load_encoder(default_checkpoint())
     assert isinstance(shipped, CompactEncoder)
-    assert shipped.config == CompactConfig(taps=(4, 7), norm="key", temperature=0.05, colour_weight=4.0)
+    assert shipped.config == CompactConfig(taps=(4, 7), norm="key", temperature=0.03, colour_weight=4.0)
     imagenet = imagenet_compact_encoder(shipped.config).state_dict()
     weights = [n for n, v in imagenet.items() if n.endswith("conv.0.weight") or n == "features.0.0.weight"]
     change = [float((shipped.state_dict()[n] - imagenet[n]).norm() / imagenet[n].norm()) for n in weights]
