@@ -1,7 +1,8 @@
 """Image files: the one reader and the one name order of every stage (torch-free).
 
 ``read_image`` decodes a ``.jpg``/``.png`` frame as OpenCV BGR ``uint8 [H, W, 3]`` (evaluation,
-training, the runtime's frame folders, ``mast-mask``, the demo clip); ``natural_key`` orders file
+training, the runtime's frame folders, ``mast-mask``, the demo clip); ``read_frame`` does the same
+for a stream, where a JPEG cut short is decoded as far as it goes and reported rather than refused; ``natural_key`` orders file
 names with their digit runs compared as numbers (``f2.jpg`` before ``f10.jpg``), and
 ``list_images`` lists a folder's frames in that order.
 """
@@ -16,6 +17,7 @@ import numpy as np
 from mast.core.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")   # frame files every reader takes (compared lower-case)
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"   # SOI / EOI markers
 
 
 def natural_key(name: str) -> list[int | str]:
@@ -50,3 +52,22 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
         raise InputError(f"cannot read {what} {path} (expected a valid JPEG or PNG image): "
                          "replace or remove the file")
     return image
+
+
+def read_frame(path: str | Path, what: str = "frame") -> tuple[np.ndarray, str | None]:
+    """``read_image`` for a stream: a JPEG cut short (its end marker missing, as when a copy or a
+    camera's write was interrupted) is decoded as far as its data goes (libjpeg fills the rest
+    with grey) and returned with a one-line warning naming the file; anything else undecodable
+    raises InputError as ``read_image`` does. Returns (BGR ``uint8 [H, W, 3]``, warning or None)."""
+    try:
+        return read_image(path, what), None
+    except InputError:
+        data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.zeros(0, np.uint8)
+        raw = data.tobytes()
+        if not raw.startswith(JPEG_START) or raw.rstrip(b"\x00").endswith(JPEG_END):
+            raise
+        image = cv2.imdecode(np.frombuffer(raw + JPEG_END, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise
+        return image, (f"{what} {path} is a truncated JPEG ({len(raw)} bytes, no end marker): tracked as "
+                       "decoded, the part after the cut is grey")

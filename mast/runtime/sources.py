@@ -20,6 +20,7 @@ dropped; without it they are read in the consumer's thread.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -32,7 +33,7 @@ import cv2
 import numpy as np
 
 from mast.core.errors import InputError
-from mast.core.images import list_images, read_image
+from mast.core.images import list_images, read_frame
 
 Frame = tuple[int, np.ndarray]
 
@@ -403,17 +404,24 @@ class VideoSource(FrameSource):
         self._cap.release()
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class FrameFolderSource(FrameSource):
     """A folder of ``.jpg``/``.jpeg``/``.png`` frames, in natural name order
     (:func:`mast.core.images.list_images`); not live: every frame, in order (decoded ahead in a
     background thread with ``prefetch=True``, as ``mast-run`` does).
 
     All frames must have the first frame's size. ``frame_name(i)`` is the i-th file's stem, so
-    outputs keep the input's names (DAVIS ``00000.jpg`` -> ``00000.png``).
+    outputs keep the input's names (DAVIS ``00000.jpg`` -> ``00000.png``). A JPEG cut short is
+    tracked as decoded and ``warn`` is told, naming the file (:func:`mast.core.images.read_frame`).
     """
 
-    def __init__(self, path: str | Path, *, fps: float | None = None, prefetch: bool = False) -> None:
+    def __init__(self, path: str | Path, *, fps: float | None = None, prefetch: bool = False,
+                 warn: Callable[[str], None] | None = None) -> None:
         super().__init__(latest=False, prefetch=prefetch, timeout_s=None)
+        self.warn = warn or _to_stderr
         self.path = Path(path)
         self.name = self.path.name
         self.fps = _positive(fps)
@@ -433,7 +441,9 @@ class FrameFolderSource(FrameSource):
 
     def _load(self, file: Path) -> np.ndarray:
         """Read one frame as BGR ``[H, W, 3]`` uint8; InputError naming the file when unreadable."""
-        frame = read_image(file, "frame")
+        frame, warning = read_frame(file, "frame")
+        if warning:
+            self.warn(f"warning: {warning}")
         if self.frame_size is not None and (frame.shape[1], frame.shape[0]) != self.frame_size:
             raise InputError(f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but the first frame "
                              f"is {self.frame_size[0]}x{self.frame_size[1]} (expected one size): "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mast.core.errors import InputError
-from mast.core.images import list_images, natural_key, read_image
+from mast.core.images import list_images, natural_key, read_frame, read_image
 
 
 def test_natural_order_compares_numbers_as_numbers() -> None:
@@ -43,3 +43,21 @@ def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
         read_image(tmp_path / "empty.png")
     with pytest.raises(InputError, match="image not found: .*missing.jpg"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_read_frame_decodes_a_truncated_jpeg_with_a_warning(tmp_path):
+    """A JPEG without its end marker: read_image refuses it, read_frame decodes what is there."""
+    noise = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)   # scan data dominates the file
+    ok, data = cv2.imencode(".jpg", noise)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data.tobytes()[: len(data) * 2 // 3])
+    with pytest.raises(InputError):
+        read_image(cut, "frame")
+    image, warning = read_frame(cut, "frame")
+    assert image.shape == (64, 80, 3) and "truncated JPEG" in warning and str(cut) in warning
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    with pytest.raises(InputError, match="cannot read frame"):
+        read_frame(tmp_path / "junk.jpg", "frame")
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(data.tobytes())
+    assert read_frame(whole)[1] is None
