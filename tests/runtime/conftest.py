@@ -24,3 +24,17 @@ def dev_clip(data_dir: Path):
         return frames, cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST)
 
     return load
+
+
+@pytest.fixture
+def toy_ids():
+    """``toy_ids()`` -> a fresh 64 x 96 id mask (uint8) with objects 1, 3 and 200 (the drawing and
+    sink tests' frames are 96 x 64)."""
+    def make() -> np.ndarray:
+        ids = np.zeros((64, 96), np.uint8)
+        ids[5:25, 5:30] = 1
+        ids[30:60, 50:90] = 3
+        ids[40:50, 10:20] = 200
+        return ids
+
+    return make

@@ -12,24 +12,17 @@ from mast.runtime.drawing import draw_ids, draw_legend, render
 W, H = 96, 64
 
 
-def _ids() -> np.ndarray:
-    ids = np.zeros((H, W), np.uint8)
-    ids[5:25, 5:30] = 1
-    ids[30:60, 50:90] = 3
-    ids[40:50, 10:20] = 200
-    return ids
 
-
-def test_centroids() -> None:
-    cents = drawing._centroids(_ids())
+def test_centroids(toy_ids) -> None:
+    cents = drawing._centroids(toy_ids())
     assert set(cents) == {1, 3, 200}
     assert cents[1] == (17, 14) and cents[3] == (70, 44) and cents[200] == (14, 44)
 
 
-def test_draw_ids_marks_centroids_only() -> None:
+def test_draw_ids_marks_centroids_only(toy_ids) -> None:
     frame = np.full((H, W, 3), 128, np.uint8)
     before = frame.copy()
-    out = draw_ids(frame, _ids())
+    out = draw_ids(frame, toy_ids())
     np.testing.assert_array_equal(frame, before)  # input untouched
     changed = np.any(out != frame, axis=2)
     assert changed[40:50, 60:80].any()  # text around id 3's centroid (70, 44)
@@ -68,12 +61,12 @@ def test_centroids_match_the_definition_on_random_masks() -> None:
         assert drawing._centroids(ids) == _centroids_by_sums(ids)
 
 
-def test_blend_colours_is_the_palette_overlay() -> None:
+def test_blend_colours_is_the_palette_overlay(toy_ids) -> None:
     """Object pixels: (1 - alpha) * pixel + alpha * palette colour (BGR), rounded (the float
     reference truncates: at most 1 apart); background pixels: untouched, copied bit for bit."""
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-    ids = _ids()
+    ids = toy_ids()
     for alpha in (0.5, 0.3, 1.0):
         out = drawing.blend_colours(frame, ids, alpha)
         colours = davis_palette()[ids][..., ::-1].astype(np.float64)
@@ -90,9 +83,9 @@ def test_blend_colours_is_the_palette_overlay() -> None:
     assert drawing._centroids(ids.astype(np.int32)) == drawing._centroids(ids)
 
 
-def test_render_is_a_new_image_with_colours_and_ids() -> None:
+def test_render_is_a_new_image_with_colours_and_ids(toy_ids) -> None:
     frame = np.full((H, W, 3), 128, np.uint8)
-    out = render(frame, _ids())
+    out = render(frame, toy_ids())
     assert out.shape == frame.shape and out.dtype == np.uint8 and (frame == 128).all()
     assert np.array_equal(out[0, 0], frame[0, 0])                     # background
     assert not np.array_equal(out[6, 6], frame[6, 6])                 # object 1, away from its id text

@@ -27,13 +27,6 @@ def _frame(i: int) -> np.ndarray:
     return np.full((H, W, 3), 40 + 10 * i, np.uint8)
 
 
-def _ids() -> np.ndarray:
-    ids = np.zeros((H, W), np.uint8)
-    ids[5:25, 5:30] = 1
-    ids[30:60, 50:90] = 3
-    ids[40:50, 10:20] = 200
-    return ids
-
 
 def _count_frames(path: Path) -> tuple[int, tuple[int, int]]:
     cap = cv2.VideoCapture(str(path))
@@ -49,23 +42,23 @@ def _count_frames(path: Path) -> tuple[int, tuple[int, int]]:
 
 
 # -- masks ---------------------------------------------------------------------------------------
-def test_mask_png_sink_preserves_ids(tmp_path: Path) -> None:
+def test_mask_png_sink_preserves_ids(toy_ids, tmp_path: Path) -> None:
     out = tmp_path / "out" / "masks"  # created at open
     with MaskPngSink(out) as sink:
-        sink.write(0, _frame(0), _ids())
-        sink.write(12, None, _ids())
+        sink.write(0, _frame(0), toy_ids())
+        sink.write(12, None, toy_ids())
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00012.png"]
     back = read_mask(out / "00012.png")
-    np.testing.assert_array_equal(back, _ids())
+    np.testing.assert_array_equal(back, toy_ids())
     assert set(np.unique(back).tolist()) == {0, 1, 3, 200}
     with Image.open(out / "00000.png") as im:
         assert im.mode == "P"
 
 
-def test_mask_png_sink_uses_source_names(tmp_path: Path) -> None:
+def test_mask_png_sink_uses_source_names(toy_ids, tmp_path: Path) -> None:
     names = ["frame_a", "frame_b"]
     with MaskPngSink(tmp_path, name_of=names.__getitem__) as sink:
-        sink.write(1, None, _ids())
+        sink.write(1, None, toy_ids())
     assert (tmp_path / "frame_b.png").is_file()
 
 
@@ -77,16 +70,16 @@ def test_mask_png_sink_unwritable(tmp_path: Path) -> None:
 
 
 # -- video ---------------------------------------------------------------------------------------
-def test_video_sink_writes_playable_mp4(tmp_path: Path) -> None:
+def test_video_sink_writes_playable_mp4(toy_ids, tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     with VideoSink(path, fps=10, size=(W, H)) as sink:
         for i in range(6):
-            sink.write(i, _frame(i), _ids())
+            sink.write(i, _frame(i), toy_ids())
     assert sink.written == 6
     assert _count_frames(path) == (6, (W, H))
 
 
-def test_video_sink_closed_early_is_playable(tmp_path: Path) -> None:
+def test_video_sink_closed_early_is_playable(toy_ids, tmp_path: Path) -> None:
     """A Ctrl-C in the middle of the loop: the `with` releases the writer, the file plays."""
     path = tmp_path / "interrupted.mp4"
     with pytest.raises(KeyboardInterrupt):
@@ -94,16 +87,16 @@ def test_video_sink_closed_early_is_playable(tmp_path: Path) -> None:
             for i in range(20):
                 if i == 4:
                     raise KeyboardInterrupt
-                sink.write(i, _frame(i), _ids())
+                sink.write(i, _frame(i), toy_ids())
     assert _count_frames(path) == (4, (W, H))
     sink.close()  # idempotent
 
 
-def test_video_sink_size_from_first_frame_and_resize(tmp_path: Path) -> None:
+def test_video_sink_size_from_first_frame_and_resize(toy_ids, tmp_path: Path) -> None:
     path = tmp_path / "auto.mp4"
     with VideoSink(path, fps=None) as sink:
         assert sink.fps == 30.0
-        sink.write(0, _frame(0), _ids())
+        sink.write(0, _frame(0), toy_ids())
         small = cv2.resize(_frame(1), (W // 2, H // 2))
         sink.write(1, small, np.zeros((H // 2, W // 2), np.uint8))  # resized to the first size
     assert _count_frames(path) == (2, (W, H))
@@ -169,29 +162,29 @@ class _FakeGui:
         self.destroyed = True
 
 
-def test_window_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_keys(toy_ids, monkeypatch: pytest.MonkeyPatch) -> None:
     gui = _FakeGui([-1, -1, ord(" "), -1, -1, ord(" "), -1, 27])
     gui.install(monkeypatch)
     with WindowSink("t") as win:
-        assert win.write(0, _frame(0), _ids()) is WindowSignal.CONTINUE
-        assert win.write(1, _frame(1), _ids()) is WindowSignal.CONTINUE
-        assert win.write(2, _frame(2), _ids()) is WindowSignal.CONTINUE  # paused, then resumed
+        assert win.write(0, _frame(0), toy_ids()) is WindowSignal.CONTINUE
+        assert win.write(1, _frame(1), toy_ids()) is WindowSignal.CONTINUE
+        assert win.write(2, _frame(2), toy_ids()) is WindowSignal.CONTINUE  # paused, then resumed
         assert not win.paused
-        assert win.write(3, _frame(3), _ids()) is WindowSignal.CONTINUE
-        assert win.write(4, _frame(4), _ids()) is WindowSignal.QUIT  # Esc
+        assert win.write(3, _frame(3), toy_ids()) is WindowSignal.CONTINUE
+        assert win.write(4, _frame(4), toy_ids()) is WindowSignal.QUIT  # Esc
         assert win.quit_requested and win.fps is not None
-        assert win.write(5, _frame(5), _ids()) is WindowSignal.QUIT
+        assert win.write(5, _frame(5), toy_ids()) is WindowSignal.QUIT
     assert gui.destroyed and gui.shown == 8
 
 
-def test_window_quit_while_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_quit_while_paused(toy_ids, monkeypatch: pytest.MonkeyPatch) -> None:
     gui = _FakeGui([ord(" "), -1, ord("q")])
     gui.install(monkeypatch)
     with WindowSink("t") as win:
-        assert win.write(0, _frame(0), _ids()) is WindowSignal.QUIT
+        assert win.write(0, _frame(0), toy_ids()) is WindowSignal.QUIT
 
 
-def test_window_rate_and_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_rate_and_pauses(toy_ids, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fps shown is the rate frames are shown at; a pause (10 s per key poll here) is summed in
     ``paused_s`` and left out of the rate. A fake clock: frames 0.1 s apart, nothing else moves it."""
     clock = [0.0]
@@ -208,7 +201,7 @@ def test_window_rate_and_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cv2, "waitKey", wait_key)
     with WindowSink("t") as win:
         for i in range(4):
-            win.write(i, _frame(i), _ids())
+            win.write(i, _frame(i), toy_ids())
             clock[0] += 0.1
         assert win.paused_s == pytest.approx(20.0) and win.fps == pytest.approx(10.0)
     assert len(shown) == 4 + 2                                          # the paused frame twice more
