@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--half", action="store_true", help="store fp16 (as the shipped weights)")
     args = parser.parse_args(argv)
     try:
+        if not args.out.parent.is_dir():
+            raise InputError(f"cannot write {args.out}: folder {args.out.parent} does not exist (create it first)")
         config = CompactConfig(tuple(args.taps), args.norm, args.temperature, args.colour_weight, args.stride)
         model = (compact_from_blocks(load_encoder(args.blocks).state_dict(), config, str(args.blocks))
                  if args.blocks else imagenet_compact_encoder(config))

@@ -50,3 +50,17 @@ def test_blocks_of_a_trained_checkpoint_under_other_settings(tmp_path):
     assert torch.equal(model.features[1].conv[0].weight, trained.features[1].conv[0].weight.half().float())
     with pytest.raises(SystemExit):
         pretrained.main([str(tmp_path / "d.pt"), "--blocks", str(tmp_path / "t.pt"), "--taps", "4", "11"])
+
+
+def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
+    """A missing output folder, a ResNet checkpoint as --blocks: exit 2, one error line, no file."""
+    from mast.core.checkpoint import save_checkpoint
+    from mast.core.encoder import Encoder
+    save_checkpoint(tmp_path / "resnet.pt", Encoder())
+    for argv, needle in (([str(tmp_path / "no" / "c.pt")], "does not exist"),
+                         ([str(tmp_path / "c.pt"), "--blocks", str(tmp_path / "resnet.pt")], "lacks MobileNetV2 blocks")):
+        with pytest.raises(SystemExit) as info:
+            pretrained.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert not (tmp_path / "c.pt").exists()
