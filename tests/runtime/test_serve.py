@@ -226,13 +226,19 @@ def test_restarts_mid_stream_cost_one_reanchor_and_no_frame(tmp_path, dev_clip):
     tracker = RemoteTracker(srv.url, "cam", say=said.append, retry_s=180)
     masks: list[np.ndarray] = []
     errors: list[BaseException] = []
+    sent = [0]                        # frames handed to the tracker
+    done = threading.Event()          # set by the main thread once both restarts are behind it
 
     def stream() -> None:
+        """Frames every 0.2 s, the clip over and over, until told to stop: the stream outlives both
+        restarts however slow the machine (a fixed count could end before the second one)."""
         try:
+            sent[0] += 1
             masks.append(tracker.start(frames[0], mask))
-            for frame in frames[1:]:
+            while not done.is_set():
                 time.sleep(0.2)
-                masks.append(tracker.step(frame))
+                sent[0] += 1
+                masks.append(tracker.step(frames[sent[0] % len(frames)]))
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
@@ -266,9 +272,11 @@ def test_restarts_mid_stream_cost_one_reanchor_and_no_frame(tmp_path, dev_clip):
         assert "removed the temporary files of 1 mast-serve process" in srv.output()
         assert not killed_scratch.exists() and not any(f.exists() for f in killed_folders)   # ... the next start did
         assert not any(s.exists() for s in killed_segments)
+        wait_masks(len(masks) + 3)   # streaming again, after the second re-anchor
+        done.set()
         client.join(timeout=180)
         assert not client.is_alive() and not errors, errors
-        assert len(masks) == len(frames) and all(m.shape == frames[0].shape[:2] and m.any() for m in masks)
+        assert len(masks) == sent[0] and all(m.shape == frames[0].shape[:2] and m.any() for m in masks)
         assert tracker.reanchors == 2 and tracker.waits == 2, said
         assert sum("re-sent the last mask" in line for line in said) == 2
         assert sum("cannot answer" in line for line in said) == 2, said
@@ -279,6 +287,7 @@ def test_restarts_mid_stream_cost_one_reanchor_and_no_frame(tmp_path, dev_clip):
         assert tracker.step(frames[-1]).any() and tracker.reanchors == 3
         tracker.close()
     finally:
+        done.set()
         client.join(timeout=180)
         code = srv.stop(signal.SIGINT)
     assert_clean_exit(srv, code)
