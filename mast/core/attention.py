@@ -286,7 +286,7 @@ def _roi_read(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, offse
 
 
 @lru_cache(maxsize=1)
-def _fused_builds() -> bool:
+def fused_builds() -> bool:
     """Whether the fused kernel builds here (asked once; warns with the reason when it does not)."""
     reason = native.available()
     if reason is not None:
@@ -315,7 +315,7 @@ def roi_memory_attention(
     """
     if not (len(keys) == len(values) == len(distances)) or not keys:
         raise ValueError("keys, values and distances need the same, non-zero length")
-    if kernel == "fused" or (kernel == "auto" and native.supports(query, keys, values, cfg) and _fused_builds()):
+    if kernel == "fused" or (kernel == "auto" and native.supports(query, keys, values, cfg) and fused_builds()):
         return native.native_memory_read(query, keys, values, distances, cfg)
     query = query if query.dtype == torch.float64 else query.float()
     h, w = query.shape[1:]

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -131,7 +132,8 @@ def one_hot(ids: np.ndarray, n_labels: int) -> np.ndarray:
 def memory_read(query: np.ndarray, keys: Sequence[np.ndarray], values: Sequence[np.ndarray],
                 distances: Sequence[int], cfg: AttentionConfig = AttentionConfig(),
                 threads: int | None = None) -> np.ndarray:
-    """Label distribution of the query read from M memory frames by the fused kernel.
+    """Label distribution of the query read from M memory frames by the fused kernel: one
+    :class:`FusedBank` read (a bank kept between frames lays each slot out once per write).
 
     query:     ``[C, h, w]`` key of the frame being predicted.
     keys:      M arrays ``[C, h, w]``, the memory frames' keys.
@@ -144,57 +146,136 @@ def memory_read(query: np.ndarray, keys: Sequence[np.ndarray], values: Sequence[
     """
     if not (len(keys) == len(values) == len(distances)) or not keys:
         raise ValueError("keys, values and distances need the same, non-zero length")
-    query = np.ascontiguousarray(query, np.float32)
-    if query.ndim != 3 or any(k.shape != query.shape for k in keys) \
-            or any(v.ndim != 3 or v.shape[1:] != query.shape[1:] or v.shape[0] != values[0].shape[0] for v in values):
-        raise ValueError(f"fused memory read: query [C, h, w] {query.shape}, keys of its shape and values "
-                         f"[L, h, w] of its h, w expected, got keys {[k.shape for k in keys]}, values "
-                         f"{[v.shape for v in values]}")
-    if not in_domain(cfg.radius, len(keys), values[0].shape[0]):
-        raise ValueError(f"fused memory read: radius <= {MAX_RADIUS}, <= {MAX_FRAMES} frames and <= "
-                         f"{MAX_LABELS} labels expected, got radius {cfg.radius}, {len(keys)} frames, "
-                         f"{values[0].shape[0]} labels")
-    lib = _library()
-    c, h, w = query.shape
-    n_labels, r = values[0].shape[0], cfg.radius
-    lanes = -(-w // 16) * 16                                              # query rows read 16 pixels at a time
-    n_threads = max(1, min(threads or default_threads(), h))
-    q_rows = _layout(lib, query, 0, 0, h, lanes, n_threads)              # [h, C, lanes]
-    q_last = None                                                          # [h*w, C], for the ROI branch
-    work = np.empty((n_threads, lib.mast_work_floats(w, n_labels, r, len(keys)) + 16), np.float32)
-    frames, keep = (_Frame * len(keys))(), []                             # keep: arrays the frames point into
-    for i, (k, v, d) in enumerate(zip(keys, values, distances)):
-        k, v = np.ascontiguousarray(k, np.float32), np.ascontiguousarray(v, np.float32)
-        fr = frames[i]
-        roi = cfg.uses_roi(d)
-        # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
-        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
-        pad = cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r
-        wp = -(-(w + 2 * pad + 64 + lanes - w) // 16) * 16               # rows 16-float aligned
-        kp, vp = (_layout(lib, x, pad, pad, h + 2 * pad + 1, wp, n_threads) for x in (k, v))   # [hp, C | L, wp]
-        fr.pad, fr.wp = pad, wp
-        fr.key, fr.value = kp.ctypes.data, vp.ctypes.data
-        keep += [kp, vp]
-        if not roi:
-            continue
-        offsets = _coarse_offsets(lib, q_rows, kp, pad, cfg.dilation(d), r, h, w, work)
-        if q_last is None:
-            q_last = _empty((h * w, c))
-            _parallel([(lambda lo, hi, t: lib.mast_channels_last(query.ctypes.data, c, h, w, lo, hi, q_last.ctypes.data),
-                        lo, hi) for lo, hi in _split(h * w, n_threads)])
-        terms = _empty((n_labels + 2, h * w))
-        order, starts = _by_cell(lib, offsets, _cell(r))
-        args = (c, h, w, n_labels, r, _cell(r), q_last.ctypes.data, pad, fr.wp, kp.ctypes.data, vp.ctypes.data,
-                offsets.ctypes.data, order.ctypes.data, starts.ctypes.data)
-        _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.ctypes.data, _aligned(work[t])), lo, hi)
-                   for lo, hi in _split(starts.size - 1, n_threads, block=1)])
-        fr.roi, fr.terms = 1, terms.ctypes.data
-        keep.append(terms)
-    out = np.empty((n_labels, h, w), np.float32)
-    args = (c, h, w, n_labels, r, q_rows.ctypes.data, len(keys), ctypes.addressof(frames))
-    _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.ctypes.data, _aligned(work[t])), lo, hi)
-               for lo, hi in _split(h, n_threads)])
-    return out
+    bank = FusedBank(len(keys), cfg, threads)
+    for slot, (k, v) in enumerate(zip(keys, values)):
+        bank.write(slot, k, v)
+    return bank.read(query, list(range(len(keys))), distances)
+
+
+@dataclass
+class _Laid:
+    """One slot's maps in the kernel's layouts: key ``[hp, C, wp]``, values ``[hp, L, wp]``, zero
+    padded by ``pad`` top and left; ``fresh`` while they hold the slot's last write."""
+
+    pad: int
+    wp: int
+    key: np.ndarray
+    value: np.ndarray
+    fresh: bool = True
+
+
+class FusedBank:
+    """Memory slots read by the fused kernel. Each slot's key and values are laid out (zero padded,
+    rows 16-float aligned) at its first read after a write and reused by every later read until the
+    next write; a slot keeps the widest padding any read needed (the ROI branch's grows with the
+    dilation, a restricted window reads any padding >= R), so a long-term slot is laid out again
+    only when its dilation grows. The query's layouts, the offsets and the work space are reused
+    between reads too: once warm a read allocates nothing large.
+
+    n_slots: slots of the bank. cfg: the attention read. threads: threads splitting the work (None:
+    :func:`default_threads`).
+    """
+
+    def __init__(self, n_slots: int, cfg: AttentionConfig = AttentionConfig(), threads: int | None = None) -> None:
+        self.cfg = cfg
+        self.threads = threads or default_threads()
+        self._maps: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n_slots
+        self._laid: list[_Laid | None] = [None] * n_slots
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def write(self, slot: int, key: np.ndarray, values: np.ndarray) -> None:
+        """Store ``slot``'s key ``[C, h, w]`` and values ``[L, h, w]`` (read as float32; arrays that
+        already are contiguous float32 are kept by reference: change them only through ``write``)."""
+        key, values = np.ascontiguousarray(key, np.float32), np.ascontiguousarray(values, np.float32)
+        if key.ndim != 3 or values.ndim != 3 or key.shape[1:] != values.shape[1:]:
+            raise ValueError(f"fused memory read: key [C, h, w] and values [L, h, w] of one h, w expected, got "
+                             f"key {key.shape}, values {values.shape}")
+        self._maps[slot] = (key, values)
+        if (laid := self._laid[slot]) is not None:
+            laid.fresh = False
+
+    def read(self, query: np.ndarray, slots: Sequence[int], distances: Sequence[int]) -> np.ndarray:
+        """Label distribution ``[L, h, w]`` float32 of ``query`` ``[C, h, w]`` read from ``slots`` at
+        ``distances`` (:func:`memory_read`); ValueError for unwritten slots or mismatched shapes."""
+        query = np.ascontiguousarray(query, np.float32)
+        maps = [self._maps[s] for s in slots]
+        if not slots or len(slots) != len(distances) or any(m is None for m in maps):
+            raise ValueError(f"fused memory read: written slots and one distance each expected, got slots "
+                             f"{list(slots)} ({sum(m is None for m in maps)} never written), distances {list(distances)}")
+        if query.ndim != 3 or any(k.shape != query.shape or v.shape[0] != maps[0][1].shape[0] for k, v in maps):
+            raise ValueError(f"fused memory read: query [C, h, w] {query.shape}, keys of its shape and values "
+                             f"[L, h, w] of its h, w expected, got keys {[k.shape for k, _ in maps]}, values "
+                             f"{[v.shape for _, v in maps]}")
+        cfg, n_labels = self.cfg, maps[0][1].shape[0]
+        if not in_domain(cfg.radius, len(slots), n_labels):
+            raise ValueError(f"fused memory read: radius <= {MAX_RADIUS}, <= {MAX_FRAMES} frames and <= "
+                             f"{MAX_LABELS} labels expected, got radius {cfg.radius}, {len(slots)} frames, "
+                             f"{n_labels} labels")
+        lib = _library()
+        c, h, w = query.shape
+        r = cfg.radius
+        n_threads = max(1, min(self.threads, h))
+        q_rows = self._buffer("q_rows", (h, c, _lanes(w)))                            # [h, C, lanes]
+        _layout(lib, query, 0, 0, q_rows, n_threads)
+        work = self._buffer("work", (n_threads, lib.mast_work_floats(w, n_labels, r, len(slots)) + 16))
+        frames = (_Frame * len(slots))()
+        q_last = None                                                          # [h*w, C], for the ROI branch
+        for i, (slot, d) in enumerate(zip(slots, distances)):
+            roi = cfg.uses_roi(d)
+            # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
+            # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
+            laid = self._slot(lib, slot, cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r, n_threads)
+            fr = frames[i]
+            fr.pad, fr.wp, fr.key, fr.value = laid.pad, laid.wp, laid.key.ctypes.data, laid.value.ctypes.data
+            if not roi:
+                continue
+            offsets = self._buffer(f"offsets{i}", (2, h, w), np.float64)
+            _coarse_offsets(lib, q_rows, laid.key, laid.pad, cfg.dilation(d), r, h, w, work, offsets)
+            if q_last is None:
+                q_last = self._buffer("q_last", (h * w, c))
+                _parallel([(lambda lo, hi, t: lib.mast_channels_last(query.ctypes.data, c, h, w, lo, hi, q_last.ctypes.data),
+                            lo, hi) for lo, hi in _split(h * w, n_threads)])
+            terms = self._buffer(f"terms{i}", (n_labels + 2, h * w))
+            order, starts = _by_cell(lib, offsets, _cell(r))
+            args = (c, h, w, n_labels, r, _cell(r), q_last.ctypes.data, laid.pad, laid.wp, laid.key.ctypes.data,
+                    laid.value.ctypes.data, offsets.ctypes.data, order.ctypes.data, starts.ctypes.data)
+            _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.ctypes.data, _aligned(work[t])), lo, hi)
+                       for lo, hi in _balanced(starts, n_threads)])
+            fr.roi, fr.terms = 1, terms.ctypes.data
+        out = np.empty((n_labels, h, w), np.float32)
+        args = (c, h, w, n_labels, r, q_rows.ctypes.data, len(slots), ctypes.addressof(frames))
+        _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.ctypes.data, _aligned(work[t])), lo, hi)
+                   for lo, hi in _split(h, n_threads)])
+        return out
+
+    def _slot(self, lib: ctypes.CDLL, slot: int, pad: int, n_threads: int) -> _Laid:
+        """``slot``'s maps laid out with padding >= ``pad`` (laid out now when stale or too narrow)."""
+        laid = self._laid[slot]
+        if laid is not None and laid.fresh and laid.pad >= pad:
+            return laid
+        key, values = self._maps[slot]
+        pad = max(pad, laid.pad if laid is not None else 0)
+        (c, h, w), n_labels = key.shape, values.shape[0]
+        wp = -(-(2 * pad + 64 + _lanes(w)) // 16) * 16                    # rows 16-float aligned
+        shapes = ((h + 2 * pad + 1, c, wp), (h + 2 * pad + 1, n_labels, wp))
+        if laid is None or (laid.key.shape, laid.value.shape) != shapes:
+            laid = self._laid[slot] = _Laid(pad, wp, _empty(shapes[0]), _empty(shapes[1]))
+        _layout(lib, key, pad, pad, laid.key, n_threads)
+        _layout(lib, values, pad, pad, laid.value, n_threads)
+        laid.fresh = True
+        return laid
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """A kept, aligned scratch array of this shape (contents undefined)."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._scratch[name] = _empty(shape, dtype)
+        return buf
+
+
+def _lanes(w: int) -> int:
+    """Query row width in the kernel's layouts: ``w`` rounded up to 16 (rows read 16 pixels at a time)."""
+    return -(-w // 16) * 16
 
 
 def _empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
@@ -205,14 +286,13 @@ def _empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     return raw[start: start + size].view(dtype).reshape(shape)
 
 
-def _layout(lib: ctypes.CDLL, x: np.ndarray, top: int, left: int, rows: int, width: int,
-            n_threads: int) -> np.ndarray:
-    """``x`` ``[C, h, w]`` (contiguous float32) placed at (top, left) in a zero ``[rows, C, width]``."""
+def _layout(lib: ctypes.CDLL, x: np.ndarray, top: int, left: int, out: np.ndarray, n_threads: int) -> None:
+    """``x`` ``[C, h, w]`` (contiguous float32) placed at (top, left) in ``out`` ``[rows, C, width]``,
+    zeros around it."""
     c, h, w = x.shape
-    out = _empty((rows, c, width))
+    rows, width = out.shape[0], out.shape[2]
     _parallel([(lambda lo, hi, t: lib.mast_layout(x.ctypes.data, c, h, w, top, left, width, lo, hi, out.ctypes.data),
                 lo, hi) for lo, hi in _split(rows, n_threads)])
-    return out
 
 
 def _cell(r: int) -> int:
@@ -233,6 +313,14 @@ def _by_cell(lib: ctypes.CDLL, offsets: np.ndarray, cell: int) -> tuple[np.ndarr
     groups = lib.mast_group(h, w, cell, offsets.ctypes.data, order.ctypes.data, starts.ctypes.data,
                             count.ctypes.data, scratch.ctypes.data)
     return order, starts[: groups + 1]
+
+
+def _balanced(starts: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """The groups ``[0, G)`` (group i: pixels ``starts[i] .. starts[i + 1]``) in ``parts`` contiguous
+    ranges of about equal pixel counts."""
+    bounds = np.searchsorted(starts, np.linspace(0, starts[-1], parts + 1)).tolist()
+    bounds[0], bounds[-1] = 0, starts.size - 1
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
 
 
 def _split(n: int, parts: int, block: int = 4) -> list[tuple[int, int]]:
@@ -261,12 +349,11 @@ def _parallel(calls: list[tuple[Callable[[int, int, int], None], int, int]]) -> 
 
 
 def _coarse_offsets(lib: ctypes.CDLL, q_rows: np.ndarray, key: np.ndarray, pad: int, gamma: int, r: int,
-                    h: int, w: int, work: np.ndarray) -> np.ndarray:
-    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame (the coarse search): query
+                    h: int, w: int, work: np.ndarray, offsets: np.ndarray) -> None:
+    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame into ``offsets`` (the coarse search): query
     ``q_rows`` ``[h, C, lanes]``, padded key ``[hp, C, wp]`` (``pad`` >= gamma R), threaded over
     the rows of each residue modulo gamma."""
     c = q_rows.shape[1]
-    offsets = np.empty((2, h, w), np.float64)
     args = (c, h, w, r, gamma, q_rows.ctypes.data, pad, key.shape[2], key.ctypes.data)
     units = [(ry, lo, hi) for ry in range(gamma) for lo, hi in _split(-(-(h - ry) // gamma), 2)]
 
@@ -275,7 +362,6 @@ def _coarse_offsets(lib: ctypes.CDLL, q_rows: np.ndarray, key: np.ndarray, pad: 
             lib.mast_offsets(*args, ry, i0, i1, offsets.ctypes.data, _aligned(work[t]))
 
     _parallel([(run, lo, hi) for lo, hi in _split(len(units), work.shape[0], block=1)])
-    return offsets
 
 
 def _aligned(buffer: np.ndarray) -> int:

@@ -1,6 +1,6 @@
 /* Fused ROI memory read on the CPU (docs/DESIGN.md, per-frame step 5): scores, softmax and value
  * blend of every memory frame in one pass per query pixel, the ROI branch's coarse search and its
- * bilinear fine window included. Built and loaded by mast/core/attention_native.py (gcc -O3
+ * bilinear fine window included. Built and loaded by mast/core/attention_c.py (cc -O3
  * -march=native, once per CPU kind); tested against mast.core.attention_spec.
  *
  * Two entry points: mast_offsets (the ROI branch's coarse search: soft-argmax centre offsets) and
@@ -43,8 +43,15 @@ typedef int32_t vi __attribute__((vector_size(4 * VL)));
 #define EXP_FLOOR (-80.0f)     /* mast.core.config.EXP_FLOOR */
 
 static inline vf load(const float *p) { return *(const vfu *)p; }
+/* a loaded vector kept in a register: without this GCC folds the load into every FMA that uses it
+ * (one load per FMA instead of one per vector: unaligned 64-byte loads cross cache lines, and the
+ * read became load-bound at about half its FMA rate on Zen 4) */
+static inline vf keep_in_register(vf x) { __asm__("" : "+v"(x)); return x; }
 static inline void store(float *p, vf x) { *(vfu *)p = x; }
-static inline vf splat(float x) { return (vf){0} + x; }
+static inline vf splat(float x) {      /* a broadcast ((vf){0} + x would add 0, as -0.0 + 0 != -0.0) */
+    const vf v = {x};
+    return __builtin_shuffle(v, (vi){0});
+}
 static inline vf pick(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 static inline vf vmax(vf a, vf b) { return pick(a > b, a, b); }
 static inline vf vmin(vf a, vf b) { return pick(a < b, a, b); }
@@ -91,7 +98,7 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                     const float *p = row + c * kcs + step * b, *qq = q + c * qcs;
                     const vf q0 = load(qq), q1 = load(qq + qrs), q2 = load(qq + 2 * qrs), q3 = load(qq + 3 * qrs);
                     for (int i = 0; i < BB; i++) {
-                        const vf kv = load(p + step * i);
+                        const vf kv = keep_in_register(load(p + step * i));
                         acc[0][i] += q0 * kv;
                         acc[1][i] += q1 * kv;
                         acc[2][i] += q2 * kv;
@@ -265,7 +272,7 @@ static void group##NV##_##P(const float *const *qs, int C, const float *k, long 
         for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) acc[p][v] = splat(0.0f);           \
         for (int c = 0; c < C; c++) {                                                               \
             vf kv[NV];                                                                             \
-            for (int v = 0; v < NV; v++) kv[v] = load(row + c * kcs + VL * v);                      \
+            for (int v = 0; v < NV; v++) kv[v] = keep_in_register(load(row + c * kcs + VL * v));    \
             for (int p = 0; p < P; p++) {                                                           \
                 const vf qv = splat(qs[p][c]);                                                     \
                 for (int v = 0; v < NV; v++) acc[p][v] += qv * kv[v];                               \

@@ -134,6 +134,7 @@ class OrtBackend:
         self.keys: np.ndarray | None = None     # [S, C, h, w] float32, the slots' keys
         self.labels: np.ndarray | None = None   # [S, h, w] int64, the slots' label channels
         self.values: np.ndarray | None = None   # [S, L, h, w] float32 one-hot labels (fused read: formed once per write)
+        self.fused: attention_c.FusedBank | None = None   # the fused read's bank over keys and values
         self.n_labels = 0
 
     # -- Backend protocol --------------------------------------------------------------------------
@@ -176,7 +177,7 @@ class OrtBackend:
     def fork(self) -> "OrtBackend":
         """The same sessions (shared), an empty bank of its own."""
         other = copy.copy(self)
-        other.keys = other.labels = other.values = None
+        other.keys = other.labels = other.values = other.fused = None
         other.n_labels = 0
         return other
 
@@ -191,15 +192,18 @@ class OrtBackend:
                              f"{max_labels - 1}: re-export with mast-export --max-objects {n_labels - 1}")
         self.keys = np.zeros((n_slots, *key.shape), np.float32)
         self.labels = np.zeros((n_slots, *key.shape[1:]), np.int64)
-        self.values = np.zeros((n_slots, n_labels, *key.shape[1:]), np.float32) if self.read_mode == "fused" else None
+        fused = self.read_mode == "fused"
+        self.values = np.zeros((n_slots, n_labels, *key.shape[1:]), np.float32) if fused else None
+        self.fused = attention_c.FusedBank(n_slots, self.attention, self.threads) if fused else None
         self.n_labels = n_labels
 
     def write(self, slot: int, key: np.ndarray, labels: np.ndarray) -> None:
         """Store ``key`` ``[C, h, w]`` and label channels ``labels`` ``[h, w]`` (int) in ``slot``."""
         self.keys[slot] = key
         self.labels[slot] = labels
-        if self.values is not None:
+        if self.fused is not None:
             self.values[slot] = attention_c.one_hot(self.labels[slot], self.n_labels)
+            self.fused.write(slot, self.keys[slot], self.values[slot])
 
     def read(self, key: np.ndarray, slots: list[int], distances: list[int]) -> np.ndarray | None:
         """Label distribution ``[L, h, w]`` of the query ``key`` read from ``slots`` at ``distances``
@@ -211,8 +215,7 @@ class OrtBackend:
             raise InputError(f"read needs 1..{reads} slots with distances >= 1 (the model reads at most "
                              f"{reads} per frame), got slots {slots} at distances {distances}")
         if self.read_mode == "fused":
-            return attention_c.memory_read(key, [self.keys[s] for s in slots], [self.values[s] for s in slots],
-                                           distances, self.attention, self.threads)
+            return self.fused.read(key, slots, distances)
         dist = np.zeros(len(self.keys), np.int64)
         dist[list(slots)] = distances
         probs = self.memory.run(None, {"query": key[None], "keys": self.keys, "labels": self.labels,
@@ -226,7 +229,7 @@ class OrtBackend:
 
     def close(self) -> None:
         """Drop the bank (the sessions go with the backend)."""
-        self.keys = self.labels = self.values = None
+        self.keys = self.labels = self.values = self.fused = None
 
 
 def graph_props(path: Path) -> dict[str, str]:

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mast.core.attention import roi_memory_attention
+from mast.core import attention_c
+from mast.core.attention import fused_builds, roi_memory_attention
 from mast.core.config import AttentionConfig, Precision
 from mast.core.errors import InputError
 from mast.core.lab import bgr_to_lab
@@ -35,22 +36,34 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class OneHotBank:
     """The reference attention's bank: ``keys [S, C, h, w]`` and one-hot label maps
-    ``values [S, L, h, w]`` float32, preallocated and updated in place."""
+    ``values [S, L, h, w]`` float32, preallocated and updated in place. On CPU, where the fused
+    kernel builds and takes the read, a :class:`~mast.core.attention_c.FusedBank` over the same
+    memory reads it (each slot laid out once per write); elsewhere
+    :func:`~mast.core.attention.roi_memory_attention`."""
 
     def __init__(self, n_slots: int, key: torch.Tensor, n_labels: int, key_dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, cfg: AttentionConfig) -> None:
         self.keys = torch.zeros(n_slots, *key.shape, dtype=key_dtype, device=device)
         self.values = torch.zeros(n_slots, n_labels, *key.shape[1:], device=device)
         self.n_labels = n_labels
+        self.cfg = cfg
+        fused = (device.type == "cpu" and key_dtype == torch.float32
+                 and attention_c.in_domain(cfg.radius, n_slots, n_labels) and fused_builds())
+        self.fused = attention_c.FusedBank(n_slots, cfg, torch.get_num_threads()) if fused else None
 
     def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
         self.keys[slot].copy_(key)
         lab = torch.from_numpy(labels.astype(np.int64)).to(self.keys.device)
         channels = torch.arange(self.values.shape[1], device=self.keys.device)
         self.values[slot] = (lab[None] == channels[:, None, None]).float()
+        if self.fused is not None:
+            self.fused.write(slot, self.keys[slot].numpy(), self.values[slot].numpy())
 
-    def read(self, key: torch.Tensor, slots: list[int], distances: list[int], cfg: AttentionConfig) -> torch.Tensor:
-        return roi_memory_attention(key, [self.keys[s] for s in slots], [self.values[s] for s in slots], distances, cfg)
+    def read(self, key: torch.Tensor, slots: list[int], distances: list[int]) -> torch.Tensor:
+        if self.fused is not None:
+            return torch.from_numpy(self.fused.read(key.float().numpy(), slots, distances))
+        return roi_memory_attention(key, [self.keys[s] for s in slots], [self.values[s] for s in slots],
+                                    distances, self.cfg)
 
 
 class IdBank:
@@ -59,9 +72,10 @@ class IdBank:
     int32, all on the device; the kernel forms the one-hot values itself."""
 
     def __init__(self, n_slots: int, key: torch.Tensor, n_labels: int, key_dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, cfg: AttentionConfig) -> None:
         self.keys = torch.zeros(n_slots, *key.shape, dtype=key_dtype, device=device)
         self.labels = torch.zeros(n_slots, *key.shape[1:], dtype=torch.int32, device=device)
+        self.cfg = cfg
         self.distances = torch.zeros(n_slots, dtype=torch.int32, device=device)
         self.n_labels = n_labels
 
@@ -69,13 +83,13 @@ class IdBank:
         self.keys[slot].copy_(key)
         self.labels[slot].copy_(torch.from_numpy(labels.astype(np.int32)))
 
-    def read(self, key: torch.Tensor, slots: list[int], distances: list[int], cfg: AttentionConfig) -> torch.Tensor:
+    def read(self, key: torch.Tensor, slots: list[int], distances: list[int]) -> torch.Tensor:
         from mast.plugins.roi_launch import roi_attention  # noqa: PLC0415 - imports triton
 
         dist = np.zeros(self.keys.shape[0], np.int32)
         dist[list(slots)] = distances
         self.distances.copy_(torch.from_numpy(dist))
-        return roi_attention(key, self.keys, self.labels, self.distances, self.n_labels, cfg)
+        return roi_attention(key, self.keys, self.labels, self.distances, self.n_labels, self.cfg)
 
 
 class TorchBackend:
@@ -164,7 +178,7 @@ class TorchBackend:
         return other
 
     def allocate(self, n_slots: int, key: torch.Tensor, n_labels: int) -> None:
-        self.bank = self.bank_type(n_slots, key, n_labels, self.key_dtype, self.device)
+        self.bank = self.bank_type(n_slots, key, n_labels, self.key_dtype, self.device, self.attention)
 
     @torch.inference_mode()
     def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
@@ -174,7 +188,7 @@ class TorchBackend:
     def read(self, key: torch.Tensor, slots: list[int], distances: list[int]) -> torch.Tensor | None:
         if not slots:
             return None   # an anchor frame: nothing to read
-        return self.bank.read(key, slots, distances, self.attention)
+        return self.bank.read(key, slots, distances)
 
     @torch.inference_mode()
     def decode(self, probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

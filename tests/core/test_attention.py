@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mast.core import attention_native
-from mast.core.attention import _fused_builds, _group_by_target, roi_memory_attention
+from mast.core.attention import fused_builds, _group_by_target, roi_memory_attention
 from mast.core.config import AttentionConfig
 from mast.core.errors import DependencyError
 
@@ -160,7 +160,7 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_a_warning(monkeypatch,
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("MAST_CACHE_DIR", str(tmp_path))
     attention_native._library.cache_clear()
-    _fused_builds.cache_clear()
+    fused_builds.cache_clear()
     try:
         assert "no-such-compiler" in attention_native.available()
         q, keys, values = _case(4, 6, 7, [1, 20])
@@ -175,7 +175,7 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_a_warning(monkeypatch,
         torch.testing.assert_close(got, roi_memory_attention(q, keys, values, [1, 20], cfg, kernel="torch"))
     finally:
         attention_native._library.cache_clear()
-        _fused_builds.cache_clear()
+        fused_builds.cache_clear()
 
 
 def test_the_avx2_build_matches_oracle(monkeypatch, tmp_path):
