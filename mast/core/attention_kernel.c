@@ -25,12 +25,20 @@
 /* VL lanes a vector: 16 with AVX-512, else 8 (AVX2) */
 #ifdef __AVX512F__
 #define VL 16
+#ifndef BB
 #define BB 6                   /* block_scores: window columns a block (4 rows x BB accumulators) */
+#endif
+#ifndef REGS
 #define REGS 16                /* mast_fine: accumulators a group block may hold */
+#endif
 #else
 #define VL 8
+#ifndef BB
 #define BB 2
+#endif
+#ifndef REGS
 #define REGS 8
+#endif
 #endif
 typedef float vf __attribute__((vector_size(4 * VL)));
 typedef float vfu __attribute__((vector_size(4 * VL), aligned(4)));
@@ -96,7 +104,8 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                 for (int j = 0; j < 4; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
                     const float *p = row + c * kcs + step * b, *qq = q + c * qcs;
-                    const vf q0 = load(qq), q1 = load(qq + qrs), q2 = load(qq + 2 * qrs), q3 = load(qq + 3 * qrs);
+                    const vf q0 = keep_in_register(load(qq)), q1 = keep_in_register(load(qq + qrs)),
+                             q2 = keep_in_register(load(qq + 2 * qrs)), q3 = keep_in_register(load(qq + 3 * qrs));
                     for (int i = 0; i < BB; i++) {
                         const vf kv = keep_in_register(load(p + step * i));
                         acc[0][i] += q0 * kv;
