@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from mast.core.encoder import LabKeys
 from mast.core.errors import InputError
+from mast.core.mobilenet import CompactEncoder
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
@@ -48,12 +49,28 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def test_fp32_runs_the_encoder_as_it_is_and_bad_precision_is_refused():
-    encoder = key_encoder("model")
+def test_fp32_runs_the_resnet_as_it_is_and_bad_precision_is_refused():
+    encoder = key_encoder("random")                   # the published ResNet-18 (its parity fixture)
     backend = TorchBackend(encoder, precision="fp32")
     assert backend.encoder is encoder
     with pytest.raises(InputError, match="precision 'fp8'"):
         TorchBackend(encoder, precision="fp8")
+
+
+def test_fp32_folds_the_compact_encoders_norms_to_rounding():
+    """The shipped compact encoder runs with its batch norms folded in fp32 too: no norm left, the
+    same keys to float32 rounding (the keys are unit vectors scaled by 1/sqrt(T) plus colour
+    channels of norm <= sqrt(w): compare on that scale, 1e-4 of it is far above rounding and far
+    below a wrong fold, which moves keys by ~1e-1)."""
+    encoder = key_encoder("model")
+    assert isinstance(encoder, CompactEncoder)
+    backend = TorchBackend(encoder, precision="fp32")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backend.encoder.modules())
+    lab = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        want, got = encoder.eval()(lab), backend.encoder(lab.contiguous(memory_format=torch.channels_last))
+    scale = float(want.norm(dim=1).max())
+    torch.testing.assert_close(got, want, atol=1e-4 * scale, rtol=0)
 
 
 def test_decode_is_upsampling_then_the_first_maximum():
