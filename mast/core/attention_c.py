@@ -213,35 +213,44 @@ class FusedBank:
                              f"{n_labels} labels")
         lib = _library()
         c, h, w = query.shape
-        r = cfg.radius
+        r, cell = cfg.radius, _cell(cfg.radius)
         n_threads = max(1, min(self.threads, h))
-        q_rows = self._buffer("q_rows", (h, c, _lanes(w)))                            # [h, C, lanes]
-        _layout(lib, query, 0, 0, q_rows, n_threads)
+        # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
+        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
+        laid = [self._slot(lib, slot, cfg.dilation(d) * r + r + cell + 2 if cfg.uses_roi(d) else r, n_threads)
+                for slot, d in zip(slots, distances)]
+        rois = [i for i, d in enumerate(distances) if cfg.uses_roi(d)]
         work = self._buffer("work", (n_threads, lib.mast_work_floats(w, n_labels, r, len(slots)) + 16))
+        q_rows = self._buffer("q_rows", (h, c, _lanes(w)))                           # [h, C, lanes]
+        q_last = self._buffer("q_last", (h * w, c)) if rois else None               # [h*w, C]: fine windows
+
+        def query_layouts(lo: int, hi: int, t: int) -> None:
+            lib.mast_layout(query.ctypes.data, c, h, w, 0, 0, q_rows.shape[2], lo, hi, q_rows.ctypes.data)
+            if q_last is not None:
+                lib.mast_channels_last(query.ctypes.data, c, h, w, lo * w, hi * w, q_last.ctypes.data)
+
+        _parallel([(query_layouts, lo, hi) for lo, hi in _split(h, n_threads)])
+        offsets = [self._buffer(f"offsets{i}", (2, h, w), np.float64) for i in rois]
+        _coarse_offsets(lib, q_rows, r, [laid[i] for i in rois], [cfg.dilation(distances[i]) for i in rois],
+                        offsets, work)
+        terms = [self._buffer(f"terms{i}", (n_labels + 2, h * w)) for i in rois]
+        groups = [_by_cell(lib, o, cell) for o in offsets]                       # (order, starts) each
+        fine = [(c, h, w, n_labels, r, cell, q_last.ctypes.data, laid[i].pad, laid[i].wp, laid[i].key.ctypes.data,
+                 laid[i].value.ctypes.data, o.ctypes.data, order.ctypes.data, starts.ctypes.data)
+                for i, o, (order, starts) in zip(rois, offsets, groups)]
+        shares = _balanced([starts for _, starts in groups], n_threads)
+
+        def fine_windows(lo: int, hi: int, t: int) -> None:
+            for k, g0, g1 in shares[lo]:
+                lib.mast_fine(*fine[k], g0, g1, terms[k].ctypes.data, _aligned(work[t]))
+
+        if rois:
+            _parallel([(fine_windows, i, i + 1) for i in range(len(shares))])
         frames = (_Frame * len(slots))()
-        q_last = None                                                          # [h*w, C], for the ROI branch
-        for i, (slot, d) in enumerate(zip(slots, distances)):
-            roi = cfg.uses_roi(d)
-            # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
-            # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
-            laid = self._slot(lib, slot, cfg.dilation(d) * r + r + _cell(r) + 2 if roi else r, n_threads)
-            fr = frames[i]
-            fr.pad, fr.wp, fr.key, fr.value = laid.pad, laid.wp, laid.key.ctypes.data, laid.value.ctypes.data
-            if not roi:
-                continue
-            offsets = self._buffer(f"offsets{i}", (2, h, w), np.float64)
-            _coarse_offsets(lib, q_rows, laid.key, laid.pad, cfg.dilation(d), r, h, w, work, offsets)
-            if q_last is None:
-                q_last = self._buffer("q_last", (h * w, c))
-                _parallel([(lambda lo, hi, t: lib.mast_channels_last(query.ctypes.data, c, h, w, lo, hi, q_last.ctypes.data),
-                            lo, hi) for lo, hi in _split(h * w, n_threads)])
-            terms = self._buffer(f"terms{i}", (n_labels + 2, h * w))
-            order, starts = _by_cell(lib, offsets, _cell(r))
-            args = (c, h, w, n_labels, r, _cell(r), q_last.ctypes.data, laid.pad, laid.wp, laid.key.ctypes.data,
-                    laid.value.ctypes.data, offsets.ctypes.data, order.ctypes.data, starts.ctypes.data)
-            _parallel([(lambda lo, hi, t: lib.mast_fine(*args, lo, hi, terms.ctypes.data, _aligned(work[t])), lo, hi)
-                       for lo, hi in _balanced(starts, n_threads)])
-            fr.roi, fr.terms = 1, terms.ctypes.data
+        for fr, lay in zip(frames, laid):
+            fr.pad, fr.wp, fr.key, fr.value = lay.pad, lay.wp, lay.key.ctypes.data, lay.value.ctypes.data
+        for i, t in zip(rois, terms):
+            frames[i].roi, frames[i].terms = 1, t.ctypes.data
         out = np.empty((n_labels, h, w), np.float32)
         args = (c, h, w, n_labels, r, q_rows.ctypes.data, len(slots), ctypes.addressof(frames))
         _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.ctypes.data, _aligned(work[t])), lo, hi)
@@ -260,8 +269,7 @@ class FusedBank:
         shapes = ((h + 2 * pad + 1, c, wp), (h + 2 * pad + 1, n_labels, wp))
         if laid is None or (laid.key.shape, laid.value.shape) != shapes:
             laid = self._laid[slot] = _Laid(pad, wp, _empty(shapes[0]), _empty(shapes[1]))
-        _layout(lib, key, pad, pad, laid.key, n_threads)
-        _layout(lib, values, pad, pad, laid.value, n_threads)
+        _layout(lib, [(key, laid.key), (values, laid.value)], pad, n_threads)
         laid.fresh = True
         return laid
 
@@ -286,13 +294,16 @@ def _empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     return raw[start: start + size].view(dtype).reshape(shape)
 
 
-def _layout(lib: ctypes.CDLL, x: np.ndarray, top: int, left: int, out: np.ndarray, n_threads: int) -> None:
-    """``x`` ``[C, h, w]`` (contiguous float32) placed at (top, left) in ``out`` ``[rows, C, width]``,
-    zeros around it."""
-    c, h, w = x.shape
-    rows, width = out.shape[0], out.shape[2]
-    _parallel([(lambda lo, hi, t: lib.mast_layout(x.ctypes.data, c, h, w, top, left, width, lo, hi, out.ctypes.data),
-                lo, hi) for lo, hi in _split(rows, n_threads)])
+def _layout(lib: ctypes.CDLL, pairs: list[tuple[np.ndarray, np.ndarray]], pad: int, n_threads: int) -> None:
+    """Each ``x`` ``[C, h, w]`` (contiguous float32) of ``pairs`` placed at (pad, pad) in its ``out``
+    ``[rows, C, width]``, zeros around it (rows split over the threads)."""
+
+    def run(lo: int, hi: int, t: int) -> None:
+        for x, out in pairs:
+            c, h, w = x.shape
+            lib.mast_layout(x.ctypes.data, c, h, w, pad, pad, out.shape[2], lo, min(hi, out.shape[0]), out.ctypes.data)
+
+    _parallel([(run, lo, hi) for lo, hi in _split(max(out.shape[0] for _, out in pairs), n_threads)])
 
 
 def _cell(r: int) -> int:
@@ -315,12 +326,22 @@ def _by_cell(lib: ctypes.CDLL, offsets: np.ndarray, cell: int) -> tuple[np.ndarr
     return order, starts[: groups + 1]
 
 
-def _balanced(starts: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """The groups ``[0, G)`` (group i: pixels ``starts[i] .. starts[i + 1]``) in ``parts`` contiguous
-    ranges of about equal pixel counts."""
-    bounds = np.searchsorted(starts, np.linspace(0, starts[-1], parts + 1)).tolist()
-    bounds[0], bounds[-1] = 0, starts.size - 1
-    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+def _balanced(starts: list[np.ndarray], parts: int) -> list[list[tuple[int, int, int]]]:
+    """The pixel groups of several frames (frame k's group i: pixels ``starts[k][i] .. starts[k][i + 1]``)
+    in ``parts`` shares of about equal pixel counts: share j lists ``(k, g0, g1)``, groups
+    ``[g0, g1)`` of frame k (a group belongs to the share where its first pixel falls)."""
+    sizes = [int(st[-1]) for st in starts]
+    bounds = np.linspace(0, sum(sizes), parts + 1)
+    shares: list[list[tuple[int, int, int]]] = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        share, base = [], 0
+        for k, (st, n) in enumerate(zip(starts, sizes)):
+            g0, g1 = (int(np.searchsorted(st, min(max(x - base, 0), n))) for x in (lo, hi))
+            if g1 > g0:
+                share.append((k, g0, g1))
+            base += n
+        shares.append(share)
+    return [sh for sh in shares if sh]
 
 
 def _split(n: int, parts: int, block: int = 4) -> list[tuple[int, int]]:
@@ -348,18 +369,22 @@ def _parallel(calls: list[tuple[Callable[[int, int, int], None], int, int]]) -> 
         f.result()
 
 
-def _coarse_offsets(lib: ctypes.CDLL, q_rows: np.ndarray, key: np.ndarray, pad: int, gamma: int, r: int,
-                    h: int, w: int, work: np.ndarray, offsets: np.ndarray) -> None:
-    """ROI centre offsets ``[2, h, w]`` float64 of one memory frame into ``offsets`` (the coarse search): query
-    ``q_rows`` ``[h, C, lanes]``, padded key ``[hp, C, wp]`` (``pad`` >= gamma R), threaded over
-    the rows of each residue modulo gamma."""
-    c = q_rows.shape[1]
-    args = (c, h, w, r, gamma, q_rows.ctypes.data, pad, key.shape[2], key.ctypes.data)
-    units = [(ry, lo, hi) for ry in range(gamma) for lo, hi in _split(-(-(h - ry) // gamma), 2)]
+def _coarse_offsets(lib: ctypes.CDLL, q_rows: np.ndarray, r: int, laid: list[_Laid], gammas: list[int],
+                    offsets: list[np.ndarray], work: np.ndarray) -> None:
+    """ROI centre offsets ``[2, h, w]`` float64 of each ROI frame into ``offsets`` (the coarse search):
+    query ``q_rows`` ``[h, C, lanes]``, the frames' padded keys (``pad`` >= gamma R), radius ``r``;
+    the rows of each residue modulo gamma of every frame split over the threads in one pass."""
+    if not laid:
+        return
+    h, c, _ = q_rows.shape
+    w = offsets[0].shape[2]
+    units = [(k, ry, lo, hi) for k, g in enumerate(gammas) for ry in range(g)
+             for lo, hi in _split(-(-(h - ry) // g), 2)]
 
     def run(lo: int, hi: int, t: int) -> None:
-        for ry, i0, i1 in units[lo:hi]:
-            lib.mast_offsets(*args, ry, i0, i1, offsets.ctypes.data, _aligned(work[t]))
+        for k, ry, i0, i1 in units[lo:hi]:
+            lib.mast_offsets(c, h, w, r, gammas[k], q_rows.ctypes.data, laid[k].pad, laid[k].wp,
+                             laid[k].key.ctypes.data, ry, i0, i1, offsets[k].ctypes.data, _aligned(work[t]))
 
     _parallel([(run, lo, hi) for lo, hi in _split(len(units), work.shape[0], block=1)])
 

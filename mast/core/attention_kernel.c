@@ -19,20 +19,29 @@
  *   offsets [2][H][W]           ROI centre offsets o_p (dy, dx; feature pixels), float64.
  */
 #include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
 /* VL lanes a vector: 16 with AVX-512, else 8 (AVX2) */
 #ifdef __AVX512F__
 #define VL 16
+#ifndef QB
+#define QB 4                   /* block_scores: query rows a block */
+#endif
 #ifndef BB
-#define BB 6                   /* block_scores: window columns a block (4 rows x BB accumulators) */
+#define BB 6                   /* block_scores: window columns a block (QB rows x BB accumulators) */
 #endif
 #ifndef REGS
 #define REGS 16                /* mast_fine: accumulators a group block may hold */
 #endif
 #else
 #define VL 8
+#ifndef QB
+#define QB 4
+#endif
 #ifndef BB
 #define BB 2
 #endif
@@ -67,7 +76,8 @@ static inline float hsum(vf x) { float s = 0; for (int i = 0; i < VL; i++) s += 
 static inline float hmax(vf x) { float s = x[0]; for (int i = 1; i < VL; i++) s = x[i] > s ? x[i] : s; return s; }
 
 /* exp(x - m) for x - m clamped to [EXP_FLOOR, 0] (Cephes expf polynomial, ~1 ulp): the floor of
- * mast.core.config; the ceiling only matters for the masked columns past the window. */
+ * mast.core.config; the ceiling only matters for the masked columns past the window. The power of
+ * two is applied by vscalefps with AVX-512 (one instruction), else through the exponent bits. */
 static inline vf vexp_shifted(vf s, vf m) {
     vf x = vmin(vmax(s - m, splat(EXP_FLOOR)), splat(0.0f));
     const vf magic = splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
@@ -80,49 +90,51 @@ static inline vf vexp_shifted(vf s, vf m) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+#ifdef __AVX512F__
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     vf scale;
     memcpy(&scale, &e, sizeof scale);
     return p * scale;
+#endif
 }
 
 /* Scores of QR query rows (row stride qrs) of VL lanes each (q: lane 0 of row 0, channel stride
  * qcs) against their n x n windows of key pixels `step` apart (k: lane 0's window corner for row 0;
  * row j's window starts j window rows lower, krs apart): S[j * n * n + a * n + b], one vector each.
- * Window row t serves query row j at a = t - j: with 4 rows each loaded key vector feeds 4
+ * Window row t serves query row j at a = t - j: with QB rows each loaded key vector feeds QB
  * accumulators. step > 1: the ROI branch's dilated coarse search (query rows step apart). */
 static void block_scores(int QR, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
                          int step, int C, int n, vf *S) {
     for (int t = 0; t < n + QR - 1; t++) {
         const float *row = k + t * krs;
-        if (QR == 4 && t >= 3 && t < n) {
+        if (QR == QB && t >= QB - 1 && t < n) {
             vf *s = S + t * n;                       /* row j's window row t - j: s + j * (n * n - n) */
             const long sj = (long)n * n - n;
             int b = 0;
             for (; b + BB <= n; b += BB) {
-                vf acc[4][BB];
-                for (int j = 0; j < 4; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
+                vf acc[QB][BB];
+                for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
                     const float *p = row + c * kcs + step * b, *qq = q + c * qcs;
-                    const vf q0 = keep_in_register(load(qq)), q1 = keep_in_register(load(qq + qrs)),
-                             q2 = keep_in_register(load(qq + 2 * qrs)), q3 = keep_in_register(load(qq + 3 * qrs));
+                    vf qv[QB];
+                    for (int j = 0; j < QB; j++) qv[j] = keep_in_register(load(qq + j * qrs));
                     for (int i = 0; i < BB; i++) {
                         const vf kv = keep_in_register(load(p + step * i));
-                        acc[0][i] += q0 * kv;
-                        acc[1][i] += q1 * kv;
-                        acc[2][i] += q2 * kv;
-                        acc[3][i] += q3 * kv;
+                        for (int j = 0; j < QB; j++) acc[j][i] += qv[j] * kv;
                     }
                 }
-                for (int j = 0; j < 4; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
+                for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
             }
             for (; b < n; b++) {
-                vf acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+                vf acc[QB];
+                for (int j = 0; j < QB; j++) acc[j] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
                     const vf kv = load(row + c * kcs + step * b);
-                    for (int j = 0; j < 4; j++) acc[j] += load(q + c * qcs + j * qrs) * kv;
+                    for (int j = 0; j < QB; j++) acc[j] += load(q + c * qcs + j * qrs) * kv;
                 }
-                for (int j = 0; j < 4; j++) s[j * sj + b] = acc[j];
+                for (int j = 0; j < QB; j++) s[j * sj + b] = acc[j];
             }
             continue;
         }
@@ -217,7 +229,7 @@ void mast_channels_last(const float *x, int C, int H, int W, int p0, int p1, flo
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long group = 8L * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;        /* mast_fine: S and B */
-    const long rows = (long)VL * 4 * n * n + 4L * n_frames * (L + 2) * wl;           /* mast_read */
+    const long rows = (long)VL * QB * n * n + (long)QB * n_frames * (L + 2) * wl;    /* mast_read */
     return (group > rows ? group : rows) + 16;
 }
 
@@ -229,8 +241,8 @@ void mast_offsets(int C, int H, int W, int R, int g, const float *qc, int pad, i
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long krs = (long)C * wp;
     vf *S = (vf *)work;
-    for (int i = i0; i < i1; i += 4) {
-        const int QR = i1 - i < 4 ? i1 - i : 4, y = ry + g * i;
+    for (int i = i0; i < i1; i += QB) {
+        const int QR = i1 - i < QB ? i1 - i : QB, y = ry + g * i;
         for (int x0 = 0; x0 < W; x0 += VL) {
             const float *k = key + (y - g * R + pad) * krs + x0 - g * R + pad;
             block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)g * C * wl, k, wp, g * krs, g, C, n, S);
@@ -383,10 +395,10 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                const Frame *frames, int y0, int y1, float *out, float *work) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long row_state = (long)n_frames * (L + 2) * wl;
-    vf *SV = (vf *)work;                               /* 4 * n * n lane scores (work is 64-byte aligned) */
-    float *state = work + (long)VL * 4 * n * n;           /* [4][n_frames][L + 2][wl]: peak, sum, values */
-    for (int y = y0; y < y1; y += 4) {
-        const int QR = y1 - y < 4 ? y1 - y : 4;
+    vf *SV = (vf *)work;                               /* QB * n * n lane scores (work is 64-byte aligned) */
+    float *state = work + (long)VL * QB * n * n;          /* [QB][n_frames][L + 2][wl]: peak, sum, values */
+    for (int y = y0; y < y1; y += QB) {
+        const int QR = y1 - y < QB ? y1 - y : QB;
         for (int f = 0; f < n_frames; f++) {
             const Frame *fr = frames + f;
             const long krs = (long)C * fr->wp, vrs = (long)L * fr->wp;
