@@ -40,10 +40,10 @@
 #else
 #define VL 8
 #ifndef QB
-#define QB 4
+#define QB 2                   /* 16 registers: 2 x 5 accumulators, 2 query and 1 key vector */
 #endif
 #ifndef BB
-#define BB 2
+#define BB 5
 #endif
 #ifndef REGS
 #define REGS 8
