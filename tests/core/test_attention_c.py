@@ -29,7 +29,8 @@ def _maps(rng: np.random.Generator, n: int, c: int = 8, h: int = 9, w: int = 13,
 
 def test_bank_reads_equal_one_shot_reads_across_writes_and_growing_dilation():
     """A tracker's life in miniature: the long-term slot 0 read first through the restricted window,
-    then through ROI localisation at growing dilation (its layout widened twice), the short-term
+    then through ROI localisation at growing dilation (its layout widened twice), two ROI frames in
+    one read (their coarse searches and fine windows shared out together), the short-term
     slots rewritten between reads (their layouts redone), one slot rewritten with new contents of
     the same shape: every read equals memory_read on the same maps, bit for bit, and the oracle."""
     rng = np.random.default_rng(0)
@@ -37,7 +38,7 @@ def test_bank_reads_equal_one_shot_reads_across_writes_and_growing_dilation():
     bank = attention_c.FusedBank(3, CFG, threads=2)
     for slot in range(3):
         bank.write(slot, keys[slot], values[slot])
-    schedule = [[2, 1, 3], [20, 1, 3], [20, 2, 4], [35, 1, 3], [50, 2, 4], [3, 1, 2]]
+    schedule = [[2, 1, 3], [20, 1, 3], [20, 2, 4], [35, 1, 3], [50, 2, 4], [50, 20, 1], [3, 1, 2]]
     for step, distances in enumerate(schedule):
         if step:
             slot = 1 + step % 2                       # a short-term slot gets a new frame
@@ -82,3 +83,19 @@ def test_bad_reads_are_value_errors():
         bank.read(keys[0][:, :5], [0], [1])
     with pytest.raises(ValueError, match="one h, w"):
         bank.write(1, keys[1], values[1][:, :4])
+
+
+def test_fine_window_shares_cover_every_group_once_in_about_equal_pixels():
+    """The fine windows of several ROI frames split over threads: each group of each frame in exactly
+    one share, shares within one group's size of an equal split of the pixels."""
+    rng = np.random.default_rng(3)
+    starts = [np.concatenate([[0], np.cumsum(rng.integers(1, 9, n))]).astype(np.int32) for n in (40, 7, 1)]
+    for parts in (1, 2, 3, 5):
+        shares = attention_c._balanced(starts, parts)
+        seen = [np.zeros(st.size - 1, int) for st in starts]
+        for share in shares:
+            for k, g0, g1 in share:
+                seen[k][g0:g1] += 1
+        assert all((s == 1).all() for s in seen)
+        pixels = [sum(int(starts[k][g1] - starts[k][g0]) for k, g0, g1 in share) for share in shares]
+        assert len(shares) <= parts and max(pixels) - min(pixels) <= 2 * 8
