@@ -11,7 +11,11 @@ Precision = Literal["fp32", "bf16", "fp16"]
 into a half bank on the Triton path). bf16: fast on CPUs with AVX-512/AMX bf16; fp16: CUDA (slow on CPU)."""
 
 ExportPrecision = Literal["fp32", "fp16"]
-"""The precisions an exported model can have: ``encoder.onnx``'s convolutions, the TensorRT engine."""
+"""The precisions of the TensorRT engine (and of the float encoders below)."""
+
+EncoderPrecision = Literal["fp32", "fp16", "int8"]
+"""The precisions of an exported ``encoder.onnx``: its convolutions in fp32, fp16, or int8 (static QDQ
+quantisation of the MobileNetV2 blocks, onnxruntime; ``mast_trt.onnx`` then stays float)."""
 
 EXP_FLOOR = -80.0
 """Shifted scores (score - running max) are floored here before ``exp``: below about -87, exp()

@@ -15,9 +15,9 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from mast.core.config import AttentionConfig, ExportPrecision, MemoryConfig, ModelConfig
+from mast.core.config import AttentionConfig, EncoderPrecision, MemoryConfig, ModelConfig
 from mast.core.errors import ModelError
 
 FORMAT = "mast-onnx"
@@ -50,6 +50,8 @@ class ModelMetadata:
                   slots read per frame), ``max_labels`` (label channels, background included).
     files:        short SHA-256 of each model file (a corrupted or replaced file is refused).
     parity:       figures of the parity check run at export.
+    precision:    ``encoder.onnx``'s precision (:data:`EncoderPrecision`); checked at load.
+    calibration:  int8 only: the calibration of the quantised encoder (frames, seed, settings).
     """
 
     checkpoint: str
@@ -65,10 +67,11 @@ class ModelMetadata:
     package_version: str
     stride: int = 4
     key_dim: int = 64
-    precision: ExportPrecision = "fp32"
+    precision: EncoderPrecision = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -89,9 +92,9 @@ class ModelMetadata:
         return asdict(self)
 
     def props(self) -> dict[str, str]:
-        """The ONNX ``metadata_props``: each field as JSON text (``files`` and ``parity`` left out:
-        they describe the files after they are written)."""
-        return {k: json.dumps(v) for k, v in self.to_dict().items() if k not in ("files", "parity")}
+        """The ONNX ``metadata_props``: each field as JSON text (``files``, ``parity`` and
+        ``calibration`` left out: they describe the files after they are written)."""
+        return {k: json.dumps(v) for k, v in self.to_dict().items() if k not in ("files", "parity", "calibration")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> ModelMetadata:
@@ -102,6 +105,9 @@ class ModelMetadata:
             if name not in data:
                 raise ModelError(f"{where}: metadata has no field '{name}' (not a model written by mast-export?)")
         kept = {k: v for k, v in data.items() if k in names}
+        if kept.get("precision", "fp32") not in get_args(EncoderPrecision):
+            raise ModelError(f"{where}: precision {kept['precision']!r}, expected one of "
+                             f"{', '.join(get_args(EncoderPrecision))} (written by a newer mast-export?)")
         for k in ("input_size", "feature_size"):
             kept[k] = tuple(int(x) for x in kept[k])
         return cls(**kept)

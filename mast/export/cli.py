@@ -4,7 +4,8 @@
 ::
 
     mast-export [--checkpoint FILE] --out DIR [--onnx] [--engine] [--height H --width W]
-                [--fp16] [--opset N] [--max-objects N] [--parity-frames N]
+                [--precision fp32|fp16|int8] [--calibration DIR] [--calibration-frames N]
+                [--opset N] [--max-objects N] [--parity-frames N]
                 [--engine-precision fp16|fp32] [--workspace MIB] [--timing-cache FILE]
 
 The models are written to a temporary folder beside DIR, checked against the torch reference on
@@ -12,20 +13,27 @@ real frames (the bundled demo clip unless ``--parity-clip``), and moved into DIR
 passes: a failed check prints its figures, exits 1 and leaves DIR as it was. ``--engine`` builds
 ``mast.engine`` (+ ``engine.json``) from ``mast_trt.onnx`` there too and checks it against
 onnxruntime; it needs TensorRT and a CUDA GPU (``pip install 'mast-tracker[gpu]'``), else one line,
-exit 2. Bad input (missing checkpoint, bad size, opset) is one line, exit 2.
+exit 2. Bad input (missing checkpoint, bad size, opset, calibration folder) is one line, exit 2.
+
+``--precision int8`` quantises ``encoder.onnx`` statically (QDQ, :mod:`mast.export.quantize`),
+calibrated on training frames (``--calibration``, default ``../shared/data/raw-videos/frames``);
+its parity check allows int8's key error (:data:`mast.export.parity.INT8_TOLERANCES`). Not a
+default: it loses J&F on the shipped weights (docs/RESULTS.md, "int8 encoder").
 """
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -34,10 +42,19 @@ from mast.core.config import ModelConfig
 from mast.core.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
 from mast.core.errors import InputError, MastError
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
+from mast.export.quantize import CalibrationConfig, calibration_frames
 
 EXIT_PARITY = EXIT_STOPPED  # the parity check failed: nothing written
 ENGINE_PROBS_TOL = {"fp32": 1e-3, "fp16": 5e-2}   # engine vs onnxruntime, max abs of the distribution
 MAX_OPSET = 20  # the TorchScript-based exporter's limit
+
+
+class PrecisionOpt(str, Enum):
+    """Precision of ``encoder.onnx``."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
 
 
 class EnginePrecisionOpt(str, Enum):
@@ -67,7 +84,7 @@ class Request:
     keys: Keys
     height: int
     width: int
-    fp16: bool
+    precision: PrecisionOpt
     opset: int
     max_objects: int
     parity_frames: int
@@ -77,6 +94,8 @@ class Request:
     engine_precision: EnginePrecisionOpt = EnginePrecisionOpt.fp16
     workspace_mb: int = 4096
     timing_cache: Optional[Path] = None
+    calibration: Optional[Path] = None
+    calibration_frames: int = CalibrationConfig.frames
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
@@ -97,6 +116,8 @@ def validate(req: Request, onnx_flag: bool) -> None:
         raise InputError(f"--max-objects {req.max_objects}: expected 1..255")
     if req.checkpoint is not None and not req.checkpoint.is_file():
         raise InputError(f"checkpoint not found: {req.checkpoint} (give a .pt file written by mast-train)")
+    if req.precision == PrecisionOpt.int8:
+        calibration_frames(calibration_config(req))   # a missing or empty folder: one line, before tracing
     if req.out.exists() and not req.out.is_dir():
         raise InputError(f"--out {req.out} is a file: give a folder")
     if req.engine:
@@ -105,6 +126,11 @@ def validate(req: Request, onnx_flag: bool) -> None:
         from mast.plugins.gpu_env import require_tensorrt_gpu  # noqa: PLC0415 - only for --engine
 
         require_tensorrt_gpu()
+
+
+def calibration_config(req: Request):
+    """The int8 calibration of ``req`` (:class:`mast.export.quantize.CalibrationConfig`)."""
+    return CalibrationConfig(root=req.calibration, frames=req.calibration_frames)
 
 
 def load_encoder(req: Request):
@@ -129,13 +155,15 @@ def export(req: Request, console: Console) -> Path:
     # the checkpoint's architecture: key channels, key stride (and the attention radius that goes with it)
     model = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride),
                                    key_dim=getattr(encoder, "key_dim", ModelConfig.key_dim))
-    cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, "fp16" if req.fp16 else "fp32", model)
+    cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, req.precision.value, model,
+                       calibration_config(req))
     tmp = req.out.parent / f".{req.out.name}.export-{os.getpid()}"
     try:
         start = time.perf_counter()
         console.print(f"exporting {req.height}x{req.width} ({cfg.precision}, opset {req.opset}, "
                       f"up to {req.max_objects} objects) from {name} ...")
-        meta = write_models(tmp, encoder, cfg, name, digest)
+        with calibration_progress(console, cfg) as progress:
+            meta = write_models(tmp, encoder, cfg, name, digest, progress)
         console.print(f"  traced and written in {time.perf_counter() - start:.1f} s")
         if req.parity_frames > 0:
             pcfg = ParityConfig(frames=req.parity_frames, clip=req.parity_clip, mask=req.parity_mask)
@@ -155,6 +183,21 @@ def export(req: Request, console: Console) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return req.out
+
+
+@contextmanager
+def calibration_progress(console: Console, cfg) -> Iterator[Optional[Callable[[int], None]]]:
+    """A progress bar over the int8 calibration frames (None for float exports)."""
+    if cfg.precision != "int8":
+        yield None
+        return
+    # the bar writes to the stream stdout is now: calibration silences onnxruntime's prints on stdout
+    bar_console = Console(file=console.file, highlight=False)
+    with Progress(TextColumn("  calibrating int8 ranges"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=bar_console, transient=True) as bar:
+        task = bar.add_task("calibrate", total=cfg.calibration.frames)
+        yield lambda done: bar.update(task, completed=done)
+    console.print(f"  int8 ranges calibrated on {cfg.calibration.frames} frames of {cfg.calibration.folder}")
 
 
 def build_and_check_engine(tmp: Path, meta: ModelMetadata, req: Request, console: Console) -> None:
@@ -208,7 +251,10 @@ def main_command(
     engine: bool = typer.Option(False, "--engine", help="Also build the TensorRT engine mast.engine (needs TensorRT and a CUDA GPU)."),
     height: int = typer.Option(480, "--height", help="Frame height the model takes (pixels)."),
     width: int = typer.Option(854, "--width", help="Frame width the model takes (pixels)."),
-    fp16: bool = typer.Option(False, "--fp16", help="fp16 convolutions in the encoder (the memory read stays fp32)."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="encoder.onnx: fp32; fp16 convolutions; int8 (onnxruntime, static QDQ quantisation of the MobileNetV2 blocks calibrated on --calibration frames; not a default: it costs J&F, docs/RESULTS.md). The memory read stays fp32."),
+    fp16: bool = typer.Option(False, "--fp16", help="The same as --precision fp16."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8: training frames <seq>/*.jpg to calibrate on (default ../shared/data/raw-videos/frames; never an evaluation split)."),
+    calibration_frames: int = typer.Option(CalibrationConfig.frames, "--calibration-frames", help="int8: frames to calibrate on, spread over the sequences (fixed seed)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17..20)."),
     max_objects: int = typer.Option(15, "--max-objects", help="Most objects a mask may hold (label channels = N + 1)."),
     keys: Keys = typer.Option(Keys.model, "--keys", help="model: the checkpoint's encoder; random: an untrained one (tests)."),
@@ -221,9 +267,12 @@ def main_command(
 ) -> None:
     """Export the tracker to ONNX and check it against the torch reference."""
     console, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    req = Request(out, checkpoint, keys, height, width, fp16, opset, max_objects, parity_frames, parity_clip, parity_mask,
-                  engine, engine_precision, workspace, timing_cache)
     try:
+        if fp16 and precision not in (PrecisionOpt.fp32, PrecisionOpt.fp16):
+            raise InputError(f"--fp16 and --precision {precision.value}: give one precision")
+        req = Request(out, checkpoint, keys, height, width, PrecisionOpt.fp16 if fp16 else precision, opset, max_objects,
+                      parity_frames, parity_clip, parity_mask, engine, engine_precision, workspace, timing_cache,
+                      calibration, calibration_frames)
         validate(req, onnx_flag)
         export(req, console)
     except MastError as exc:

@@ -15,17 +15,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
-from mast.core.config import ExportPrecision, ModelConfig
+from mast.core.config import EncoderPrecision, ModelConfig
 from mast.core.lab_graph import OpenCvLab
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, METADATA_FILE, TRT_ONNX_FILE, ModelMetadata, file_hash
 from mast.export.compose import Pieces, memory_read_model
 from mast.export.memory_graph import Finish, ReadSpec, SlotRead, initial_state
+from mast.export.quantize import CalibrationConfig, quantise_encoder
 from mast.export.trt_graph import trt_model
 
 MIN_OPSET = 17
@@ -57,16 +59,20 @@ class ExportConfig:
     height, width: frame size (pixels) the encoder takes; the runtime resizes frames to it.
     max_objects:   most objects a tracked mask may hold (label channels = max_objects + 1).
     opset:         ONNX opset (>= 17).
-    precision:     fp32, or fp16 convolutions in the encoder (the memory read stays fp32).
+    precision:     fp32, fp16 convolutions in the encoder, or int8: ``encoder.onnx`` statically
+                   quantised (QDQ, :mod:`mast.export.quantize`; ``mast_trt.onnx`` stays fp32). The
+                   memory read stays fp32.
     model:         encoder geometry, attention and memory schedule.
+    calibration:   int8 only: the calibration frames and settings.
     """
 
     height: int = 480
     width: int = 854
     max_objects: int = 15
     opset: int = DEFAULT_OPSET
-    precision: ExportPrecision = "fp32"
+    precision: EncoderPrecision = "fp32"
     model: ModelConfig = field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     @property
     def feature_size(self) -> tuple[int, int]:
@@ -165,13 +171,19 @@ def save_model(model: onnx.ModelProto, path: Path, meta: ModelMetadata) -> None:
 
 
 def write_models(out_dir: Path, encoder: nn.Module, cfg: ExportConfig, checkpoint: str,
-                 checkpoint_hash: str) -> ModelMetadata:
+                 checkpoint_hash: str, progress: Callable[[int], None] | None = None) -> ModelMetadata:
     """Export the graphs (``encoder.onnx``, ``memory_read.onnx``, ``mast_trt.onnx``) into ``out_dir``
-    with ``metadata.json``; returns the metadata written."""
+    with ``metadata.json``; returns the metadata written. int8: ``progress(n)`` after each
+    calibration frame."""
     out_dir.mkdir(parents=True, exist_ok=True)
     enc = encoder_model(encoder, cfg)
     meta = build_metadata(cfg, checkpoint, checkpoint_hash, enc.ir_version)
-    save_model(enc, out_dir / ENCODER_FILE, meta)
+    if cfg.precision == "int8":
+        quantised, record = quantise_encoder(enc, cfg.calibration, (cfg.height, cfg.width), progress)
+        meta = replace(meta, calibration=record)
+        save_model(quantised, out_dir / ENCODER_FILE, meta)
+    else:
+        save_model(enc, out_dir / ENCODER_FILE, meta)
     save_model(memory_model(cfg.read_spec, cfg.opset, enc.ir_version), out_dir / MEMORY_READ_FILE, meta)
     trt = trt_model(enc, cfg.read_spec)
     onnx.checker.check_model(trt, full_check=True)

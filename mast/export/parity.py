@@ -30,6 +30,12 @@ from mast.runtime.torch_backend import TorchBackend
 from mast.runtime.tracker import Tracker
 
 READ_DISTANCES = (1, 3, 5, 20, 50)  # restricted windows, then ROI with dilation 2 and 4
+# int8 encoders (static QDQ quantisation) carry the rounding of 8-bit activations through seven
+# blocks: on the shipped weights at 240x427 the keys differ by up to 0.35 of the largest key (mean
+# per-pixel cosine about 0.986) and the masks of the bundled clip by 1.5 % IoU. What is checked is that
+# the graph computes the same keys up to that noise (a wrong scale or zero point moves keys by
+# their whole size, and masks far more): key error below the largest key, mask IoU >= 0.95.
+INT8_TOLERANCES = {"key_rel": 1.0, "iou_min": 0.95}
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,10 @@ class ParityConfig:
     """What is checked and how strictly.
 
     frames:   frames of the clip propagated by both trackers (0: skip the check).
-    key_tol:  max abs key difference allowed (fp32; fp16 models: relative to the largest key).
+    key_tol:  max abs key difference allowed (fp32; fp16 and int8 models: relative to the largest
+              key, :data:`INT8_TOLERANCES`).
     read_tol: allowed 99.9th percentile of the distribution difference (max is reported).
-    iou_min:  minimum mean IoU of the two trackers' masks.
+    iou_min:  minimum mean IoU of the two trackers' masks (int8: at most 0.95).
     clip:     frame folder (JPEG/PNG frames); None: the bundled demo clip, else the shared data.
     mask:     first-frame mask of ``clip`` (None: its DAVIS annotation).
     threads:  onnxruntime threads (None: default).
@@ -70,14 +77,16 @@ class ParityReport:
 
     def failures(self, cfg: ParityConfig, precision: str = "fp32") -> list[str]:
         """One line per figure above its tolerance."""
-        key_tol = cfg.key_tol if precision == "fp32" else 1e-2 * max(1.0, self.key_scale)
+        key_tol = {"fp32": cfg.key_tol, "int8": INT8_TOLERANCES["key_rel"] * self.key_scale}.get(
+            precision, 1e-2 * max(1.0, self.key_scale))
+        iou_min = min(cfg.iou_min, INT8_TOLERANCES["iou_min"]) if precision == "int8" else cfg.iou_min
         out = []
         if self.key_max_abs > key_tol:
             out.append(f"key max abs error {self.key_max_abs:.2e} > {key_tol:.1e}")
         if self.read_p999 > cfg.read_tol:
             out.append(f"memory read error (99.9th pct) {self.read_p999:.2e} > {cfg.read_tol:.1e}")
-        if self.mask_iou_mean < cfg.iou_min:
-            out.append(f"mask IoU mean {self.mask_iou_mean:.4f} < {cfg.iou_min}")
+        if self.mask_iou_mean < iou_min:
+            out.append(f"mask IoU mean {self.mask_iou_mean:.4f} < {iou_min}")
         return out
 
     def to_dict(self) -> dict:
