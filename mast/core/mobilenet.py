@@ -86,25 +86,42 @@ def mobilenet_v2_features(n_blocks: int) -> nn.Sequential:
 
 class LabToRgb(nn.Module):
     """Normalised Lab ``((L-50)/50, a/127, b/127)`` ``[B, 3, H, W]`` -> sRGB in [0, 1], the CIE
-    inverse of per-frame step 1 (D65); equal to the frame's RGB / 255 within OpenCV's Lab rounding."""
+    inverse of per-frame step 1 (D65); equal to the frame's RGB / 255 within OpenCV's Lab rounding.
+
+    Written with elementwise arithmetic only (no select, no power, no einsum), which onnxruntime runs
+    vectorised: the piecewise CIE inverse as ``hi^3 + 3 k^2 (lo - k)`` with ``hi = max(f, k)``,
+    ``lo = min(f, k)`` (its two pieces meet at the knee ``k = 6/29`` with equal slope), the sRGB
+    power as ``exp(log(x) / 2.4)``, the matrix by channels (exported, the ``Where``, ``Pow`` and
+    ``Einsum`` version took 5.2 ms of onnxruntime time at 240x427, this one 1.8; equal to float32
+    rounding)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("xyz_to_rgb", torch.tensor(XYZ_TO_RGB), persistent=False)
-        self.register_buffer("white", torch.tensor(WHITE).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("xyz_to_rgb", torch.tensor(XYZ_TO_RGB) * torch.tensor(WHITE), persistent=False)
 
     @staticmethod
-    def _finv(t: torch.Tensor) -> torch.Tensor:
-        return torch.where(t > 6 / 29, t * t * t, 3 * (6 / 29) ** 2 * (t - 4 / 29))
+    def _finv(f: torch.Tensor) -> torch.Tensor:
+        knee = 6 / 29
+        hi, lo = f.clamp_min(knee), f.clamp_max(knee)
+        return hi * hi * hi + (3 * knee * knee) * (lo - knee)
+
+    @staticmethod
+    def _gamma(rgb: torch.Tensor) -> torch.Tensor:
+        """sRGB companding of linear ``rgb`` in [0, 1]: its two pieces do not meet exactly (6e-6
+        apart at the knee), so the power piece is chosen by a 0/1 mask rather than by max/min."""
+        knee = 0.0031308
+        power = 1.055 * torch.exp(torch.log(rgb.clamp_min(knee)) * (1 / 2.4)) - 0.055
+        linear = 12.92 * rgb
+        return linear + (rgb > knee).to(rgb.dtype) * (power - linear)
 
     def forward(self, lab: torch.Tensor) -> torch.Tensor:
         """float32 whatever the module's dtype (a cube and a power lose too much in half precision)."""
         lab = lab.float()
-        fy = (lab[:, 0:1] * 50 + 66) / 116
-        f = torch.cat([fy + lab[:, 1:2] * (127 / 500), fy, fy - lab[:, 2:3] * (127 / 200)], 1)
-        xyz = self._finv(f) * self.white.float()
-        rgb = torch.einsum("oc,bchw->bohw", self.xyz_to_rgb.float(), xyz).clamp(0, 1)
-        return torch.where(rgb > 0.0031308, 1.055 * rgb.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * rgb)
+        fy = lab[:, 0:1] * (50 / 116) + 66 / 116
+        x, y, z = (self._finv(f) for f in (fy + lab[:, 1:2] * (127 / 500), fy, fy - lab[:, 2:3] * (127 / 200)))
+        m = self.xyz_to_rgb.float()
+        rgb = torch.cat([m[o, 0] * x + m[o, 1] * y + m[o, 2] * z for o in range(3)], 1).clamp(0, 1)
+        return self._gamma(rgb)
 
 
 @dataclass(frozen=True)
