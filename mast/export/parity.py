@@ -31,8 +31,8 @@ from mast.runtime.tracker import Tracker
 
 READ_DISTANCES = (1, 3, 5, 20, 50)  # restricted windows, then ROI with dilation 2 and 4
 # int8 encoders (static QDQ quantisation) carry the rounding of 8-bit activations through seven
-# blocks: on the shipped weights at 240x427 the keys differ by up to 0.35 of the largest key (mean
-# per-pixel cosine about 0.986) and the masks of the bundled clip by 1.5 % IoU. What is checked is that
+# blocks: on the shipped weights at 240x427 the keys differ by up to 0.43 of the largest key (mean
+# per-pixel cosine about 0.986) and the masks of the bundled clip by 1.8 % IoU. What is checked is that
 # the graph computes the same keys up to that noise (a wrong scale or zero point moves keys by
 # their whole size, and masks far more): key error below the largest key, mask IoU >= 0.95.
 INT8_TOLERANCES = {"key_rel": 1.0, "iou_min": 0.95}

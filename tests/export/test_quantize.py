@@ -141,7 +141,7 @@ def test_int8_parity_allows_quantisation_noise_only():
     def report(key_max: float, iou: float) -> ParityReport:
         return ParityReport("clip", 7, key_max, 3.3, 0.0, 0.0, (1,), iou, iou)
 
-    measured = report(1.16, 0.985)        # the shipped weights at 240x427 (mast-export --precision int8)
+    measured = report(1.43, 0.982)        # the shipped weights at 240x427 (mast-export --precision int8)
     assert measured.failures(ParityConfig(), "int8") == []
     assert len(measured.failures(ParityConfig(), "fp32")) == 2
     assert measured.failures(ParityConfig(), "fp16")                       # fp16 stays at 1 % of the keys
