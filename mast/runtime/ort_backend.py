@@ -13,6 +13,10 @@ int64. The memory read (:data:`ReadMode`) runs either
   semantics, docs/DESIGN.md step 5; the graph file is checked but not loaded into onnxruntime).
   The encoder still runs in onnxruntime.
 
+On the CPU execution provider frames become Lab on the host (OpenCV, as the torch backend does) and
+``encoder.onnx`` runs from its Lab tensor on (:func:`lab_input_model`): its table-interpolated Lab
+front, written for devices, was most of its CPU time.
+
 Frames must have the model's fixed size (``input_size``): the :class:`~mast.runtime.tracker.Tracker`
 resizes them to it and its masks back.
 """
@@ -27,17 +31,21 @@ from typing import Literal
 import cv2
 import numpy as np
 import onnx
+import onnx.helper
+import onnx.utils
 import onnxruntime as ort
 
 from mast.core import attention_c
 from mast.core.config import AttentionConfig, ModelConfig
 from mast.core.errors import DependencyError, InputError, ModelError
+from mast.core.lab import bgr_to_lab
 from mast.core.metadata import ENCODER_FILE, MEMORY_READ_FILE, ModelMetadata, check_expected, check_props, read_metadata
 
 Device = Literal["cpu", "cuda", "auto"]
 # the memory read: "graph" memory_read.onnx; "fused" the fused C kernel (CPU; DependencyError where
 # it cannot be built); "auto" fused on CPU where the kernel builds and takes the model, else graph
 ReadMode = Literal["auto", "fused", "graph"]
+LAB_SCOPE = "/lab/"   # the node names of encoder.onnx's Lab front (mast.export.onnx_export.FrameEncoder.lab)
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 
@@ -57,8 +65,9 @@ def providers_for(device: Device) -> list[str]:
 
 
 def open_session(path: Path, providers: list[str], threads: int | None = None,
-                 arena: bool = True, spinning: bool = True) -> ort.InferenceSession:
-    """An inference session on ``path``; ModelError (one line) when onnxruntime cannot load it.
+                 arena: bool = True, spinning: bool = True, model: bytes | None = None) -> ort.InferenceSession:
+    """An inference session on ``path`` (or on ``model``, a serialised graph made from it); ModelError
+    (one line) when onnxruntime cannot load it.
 
     ``arena``: onnxruntime's CPU memory arena. It keeps the buffers it served for reuse, so the
     memory read (whose sizes vary from frame to frame) holds more memory, but allocates less: on a
@@ -82,7 +91,7 @@ def open_session(path: Path, providers: list[str], threads: int | None = None,
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(model if model is not None else str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"onnxruntime cannot load {path}: {reason}") from exc
@@ -99,20 +108,28 @@ class OrtBackend:
     threads:   onnxruntime intra-op threads, and the fused read's (None: onnxruntime's default, one
                per physical core; the fused read: :func:`mast.core.attention_c.default_threads`).
     read:      the memory read (:data:`ReadMode`); ``read_mode`` says which one runs.
+    lab_on_host: convert frames to Lab with OpenCV on the host and run ``encoder.onnx`` from its Lab
+               tensor on (:func:`lab_input_model`; None: on the CPU execution provider, where the
+               graph's table-interpolated Lab front took 22 of the encoder's 29 ms at 240x427 and
+               OpenCV takes 2); ``lab_input`` says whether it does.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_dir: str | Path, device: Device = "cpu", config: ModelConfig = ModelConfig(),
-                 size: tuple[int, int] | None = None, threads: int | None = None, read: ReadMode = "auto") -> None:
+                 size: tuple[int, int] | None = None, threads: int | None = None, read: ReadMode = "auto",
+                 lab_on_host: bool | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.meta: ModelMetadata = read_metadata(self.model_dir)
         check_expected(self.meta, config, size)
         providers = providers_for(device)
         self.read_mode: Literal["fused", "graph"] = self._read_mode(read, CUDA_EP in providers)
         self.threads = threads
-        self.encoder = open_session(self.model_dir / ENCODER_FILE, providers, threads,
-                                    spinning=self.read_mode == "graph")
+        path = self.model_dir / ENCODER_FILE
+        from_lab = lab_input_model(path) if (CUDA_EP not in providers if lab_on_host is None else lab_on_host) else None
+        self.lab_input: str | None = None if from_lab is None else from_lab.graph.input[0].name
+        self.encoder = open_session(path, providers, threads, spinning=self.read_mode == "graph",
+                                    model=None if from_lab is None else from_lab.SerializeToString())
         check_props(ENCODER_FILE, self.encoder.get_modelmeta().custom_metadata_map, self.meta)
         if device == "cuda" and CUDA_EP not in self.encoder.get_providers():
             raise InputError("device cuda: onnxruntime could not start the CUDA execution provider "
@@ -144,6 +161,8 @@ class OrtBackend:
         if bgr.shape != (h, w, 3) or bgr.dtype != np.uint8:
             raise InputError(f"frame is {bgr.shape} {bgr.dtype}, the model takes uint8 {h}x{w}x3 "
                              f"(BGR): resize frames to the model size (the Tracker does)")
+        if self.lab_input is not None:
+            return self.encoder.run(None, {self.lab_input: bgr_to_lab(bgr)[None]})[0][0]
         return self.encoder.run(None, {"frame": np.ascontiguousarray(bgr)[None]})[0][0]
 
     def encode_batch(self, frames: np.ndarray) -> list[np.ndarray]:
@@ -230,6 +249,27 @@ class OrtBackend:
     def close(self) -> None:
         """Drop the bank (the sessions go with the backend)."""
         self.keys = self.labels = self.values = self.fused = None
+
+
+def lab_input_model(path: Path) -> onnx.ModelProto | None:
+    """``encoder.onnx`` at ``path`` without its Lab front: the same graph from the normalised Lab
+    tensor ``[1, 3, H, W]`` float32 (the output of its ``/lab/`` nodes, OpenCV's table: equal to
+    :func:`mast.core.lab.bgr_to_lab` to float rounding) to the key, its metadata kept. None when the
+    graph has no such single tensor (then the whole graph runs from BGR)."""
+    model = onnx.load(str(path))
+    front = {node.name for node in model.graph.node if node.name.startswith(LAB_SCOPE)}
+    made_by = {out: node.name for node in model.graph.node for out in node.output}
+    boundary = {name for node in model.graph.node if node.name not in front
+                for name in node.input if made_by.get(name) in front}
+    if len(boundary) != 1:
+        return None
+    _, height, width, _ = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)   # [1, H, W, 3]
+    lab = onnx.helper.make_tensor_value_info(boundary.pop(), onnx.TensorProto.FLOAT, [1, 3, height, width])
+    model.graph.value_info.append(lab)
+    sub = onnx.utils.Extractor(model).extract_model([lab.name], [out.name for out in model.graph.output])
+    del sub.metadata_props[:]
+    sub.metadata_props.extend(model.metadata_props)
+    return sub
 
 
 def graph_props(path: Path) -> dict[str, str]:

@@ -212,6 +212,27 @@ def test_read_modes_resolve_and_refuse(model_dir: Path, monkeypatch, tmp_path: P
         assert _spinning(backend.encoder) == "0"
 
 
+def test_lab_on_host_gives_the_graphs_keys(model_dir: Path, data_dir: Path, tmp_path: Path):
+    """On CPU the encoder runs from OpenCV's Lab on the host (the graph cut at its /lab/ front): the
+    same keys as the whole graph from BGR to float32 rounding of the Lab (a few ulps of the key
+    scale), the metadata still checked; a graph whose front is not one tensor runs whole."""
+    frames, _ = _sequence(data_dir, "camel", 2)
+    host, graph = OrtBackend(model_dir), OrtBackend(model_dir, lab_on_host=False)
+    assert host.lab_input is not None and graph.lab_input is None
+    for frame in frames:
+        frame = cv2.resize(frame, SIZE[::-1], interpolation=cv2.INTER_AREA)
+        want, got = graph.encode(frame), host.encode(frame)
+        scale = float(np.linalg.norm(want, axis=0).max())
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)
+    model = onnx.load(str(model_dir / ENCODER_FILE))
+    for node in model.graph.node:
+        node.name = node.name.replace("/lab/", "/colour/")
+    onnx.save(model, tmp_path / "renamed.onnx")
+    from mast.runtime.ort_backend import lab_input_model
+    assert lab_input_model(tmp_path / "renamed.onnx") is None
+    assert lab_input_model(model_dir / ENCODER_FILE).metadata_props == model.metadata_props
+
+
 def test_decode_matches_torch_interpolate_argmax():
     g = np.random.default_rng(1)
     probs = g.random((4, 30, 54)).astype(np.float32)
