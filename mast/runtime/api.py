@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mast.core.config import Precision
 from mast.core.errors import InputError
+from mast.core.openmp import openmp_defaults
 from mast.runtime import factory
 from mast.runtime.tracker import ObjectTracker, Tracker, working_size
 
@@ -40,7 +41,9 @@ def open_tracker(model: str | Path | None = None, backend: factory.BackendName =
     and label offset are the model's (:func:`mast.runtime.factory.model_config`).
 
     Raises a :class:`~mast.core.errors.MastError` with a one-line message when it cannot be built.
+    Sets the OpenMP defaults of :mod:`mast.core.openmp` where torch is not loaded yet.
     """
+    openmp_defaults()
     built = factory.make_backend(backend, Path(model) if model is not None else None, device, keys, precision)
     try:
         return Tracker(built, factory.model_config(built), size=working_size(size, built.input_size, model))
