@@ -34,9 +34,6 @@
 #ifndef BB
 #define BB 6                   /* block_scores: window columns a block (QB rows x BB accumulators) */
 #endif
-#ifndef REGS
-#define REGS 16                /* mast_fine: accumulators a group block may hold */
-#endif
 #else
 #define VL 8
 #ifndef QB
@@ -44,9 +41,6 @@
 #endif
 #ifndef BB
 #define BB 5
-#endif
-#ifndef REGS
-#define REGS 8
 #endif
 #endif
 typedef float vf __attribute__((vector_size(4 * VL)));
@@ -56,6 +50,7 @@ typedef int32_t vi __attribute__((vector_size(4 * VL)));
 #define MAXCOLS 64             /* window columns read at most: R <= 31 */
 #define MAXV (MAXCOLS / VL)
 #define MAXF 16                /* memory frames */
+#define MAXP 8                 /* mast_fine: pixels a block at most */
 #define MAXL 16                /* label channels */
 #define EXP_FLOOR (-80.0f)     /* mast.core.config.EXP_FLOOR */
 
@@ -228,7 +223,7 @@ void mast_channels_last(const float *x, int C, int H, int W, int p0, int p1, flo
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
-    const long group = 8L * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;        /* mast_fine: S and B */
+    const long group = (long)MAXP * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;        /* mast_fine: S and B */
     const long rows = (long)VL * QB * n * n + (long)QB * n_frames * (L + 2) * wl;    /* mast_read */
     return (group > rows ? group : rows) + 16;
 }
@@ -283,7 +278,26 @@ typedef struct {
 
 /* Scores of P pixels (query rows qs[p], channels last) against the same U rows of VL*NV key
  * columns (k: the top-left, channel stride kcs, row stride krs): S[p * sp + u * ss + column].
- * Each loaded key vector feeds P accumulators. */
+ * Each loaded key vector feeds P accumulators. AVX-512: the key vectors in registers, each query
+ * value broadcast from memory into its FMAs; AVX2 (16 registers, no broadcast operand): the P query
+ * values broadcast into registers, then one key vector at a time (P * NV + P + 1 registers). */
+#if VL == 16
+#define GROUP_CHANNEL(NV, P)                                                                        \
+            vf kv[NV];                                                                             \
+            for (int v = 0; v < NV; v++) kv[v] = keep_in_register(load(row + c * kcs + VL * v));    \
+            for (int p = 0; p < P; p++) {                                                           \
+                const vf qv = splat(qs[p][c]);                                                     \
+                for (int v = 0; v < NV; v++) acc[p][v] += qv * kv[v];                               \
+            }
+#else
+#define GROUP_CHANNEL(NV, P)                                                                        \
+            vf qv[P];                                                                              \
+            for (int p = 0; p < P; p++) qv[p] = keep_in_register(splat(qs[p][c]));                 \
+            for (int v = 0; v < NV; v++) {                                                          \
+                const vf kv = keep_in_register(load(row + c * kcs + VL * v));                      \
+                for (int p = 0; p < P; p++) acc[p][v] += qv[p] * kv;                                \
+            }
+#endif
 #define GROUP(NV, P)                                                                                \
 static void group##NV##_##P(const float *const *qs, int C, const float *k, long kcs, long krs, int U, \
                             float *S, long sp, int ss) {                                            \
@@ -292,30 +306,27 @@ static void group##NV##_##P(const float *const *qs, int C, const float *k, long 
         vf acc[P][NV];                                                                             \
         for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) acc[p][v] = splat(0.0f);           \
         for (int c = 0; c < C; c++) {                                                               \
-            vf kv[NV];                                                                             \
-            for (int v = 0; v < NV; v++) kv[v] = keep_in_register(load(row + c * kcs + VL * v));    \
-            for (int p = 0; p < P; p++) {                                                           \
-                const vf qv = splat(qs[p][c]);                                                     \
-                for (int v = 0; v < NV; v++) acc[p][v] += qv * kv[v];                               \
-            }                                                                                       \
+            GROUP_CHANNEL(NV, P)                                                                    \
         }                                                                                           \
         for (int p = 0; p < P; p++) for (int v = 0; v < NV; v++) store(S + p * sp + u * ss + VL * v, acc[p][v]); \
     }                                                                                               \
 }
 typedef void (*GroupFn)(const float *const *, int, const float *, long, long, int, float *, long, int);
-GROUP(1, 1) GROUP(1, 2) GROUP(1, 4) GROUP(1, 8)
-GROUP(2, 1) GROUP(2, 2) GROUP(2, 4)
-GROUP(3, 1) GROUP(3, 2)
-GROUP(4, 1) GROUP(4, 2)
+/* per NV (key vectors a row, 1..MAXV): the block sizes P of its group functions, smallest first
+ * (0: none), and the functions; a block of P pixels runs the first size >= P (repeating a pixel) */
+GROUP(1, 1) GROUP(1, 2) GROUP(2, 1) GROUP(2, 2) GROUP(3, 1) GROUP(3, 2) GROUP(4, 1) GROUP(4, 2)
 #if VL == 16
-GROUP(2, 8) GROUP(3, 4) GROUP(4, 4)
+GROUP(1, 4) GROUP(1, 8) GROUP(2, 4) GROUP(2, 8) GROUP(3, 4) GROUP(4, 4)
+static const int SIZES[MAXV][4] = {{1, 2, 4, 8}, {1, 2, 4, 8}, {1, 2, 4, 0}, {1, 2, 4, 0}};
 static const GroupFn GROUPS[MAXV][4] = {{group1_1, group1_2, group1_4, group1_8}, {group2_1, group2_2, group2_4, group2_8},
                                         {group3_1, group3_2, group3_4, NULL}, {group4_1, group4_2, group4_4, NULL}};
 #else
-GROUP(5, 1) GROUP(6, 1) GROUP(7, 1) GROUP(8, 1)
-static const GroupFn GROUPS[MAXV][4] = {{group1_1, group1_2, group1_4, group1_8}, {group2_1, group2_2, group2_4, NULL},
-                                        {group3_1, group3_2, NULL, NULL}, {group4_1, group4_2, NULL, NULL},
-                                        {group5_1, NULL, NULL, NULL}, {group6_1, NULL, NULL, NULL},
+GROUP(1, 7) GROUP(2, 5) GROUP(3, 3) GROUP(4, 3) GROUP(5, 1) GROUP(5, 2) GROUP(6, 1) GROUP(6, 2) GROUP(7, 1) GROUP(8, 1)
+static const int SIZES[MAXV][4] = {{1, 2, 7, 0}, {1, 2, 5, 0}, {1, 2, 3, 0}, {1, 2, 3, 0},
+                                   {1, 2, 0, 0}, {1, 2, 0, 0}, {1, 0, 0, 0}, {1, 0, 0, 0}};
+static const GroupFn GROUPS[MAXV][4] = {{group1_1, group1_2, group1_7, NULL}, {group2_1, group2_2, group2_5, NULL},
+                                        {group3_1, group3_2, group3_3, NULL}, {group4_1, group4_2, group4_3, NULL},
+                                        {group5_1, group5_2, NULL, NULL}, {group6_1, group6_2, NULL, NULL},
                                         {group7_1, NULL, NULL, NULL}, {group8_1, NULL, NULL, NULL}};
 #endif
 
@@ -328,18 +339,19 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
                const float *value, const double *offsets, const int32_t *order, const int32_t *starts,
                int g0, int g1, float *terms, float *work) {
     const int n = 2 * R + 1, nv = (2 * R + 2 + VL - 1) / VL, U = n + T, nvu = (n + T + VL - 1) / VL;
-    int pmax = 8;                                          /* pixels a block: P * nvu accumulators fit */
-    while (pmax > 1 && pmax * nvu > REGS) pmax /= 2;
+    const int *sizes = SIZES[nvu - 1];
+    int pmax = 1;                                          /* pixels a block: the largest group function */
+    for (int i = 0; i < 4; i++) pmax = sizes[i] > pmax ? sizes[i] : pmax;
     const int ss = VL * nvu + 16;
     const long hw = (long)H * W, vrs = (long)L * wp, krs = (long)C * wp, sp = (long)(U + 1) * ss;
-    float *S = work, *B = S + 8 * sp;
+    float *S = work, *B = S + MAXP * sp;
     vf neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
     for (int v = 0; v < nv; v++)
         for (int i = 0; i < VL; i++) {
             neg[v][i] = VL * v + i < n ? 0.0f : -INFINITY;
             keep[v][i] = VL * v + i < n ? 1.0f : 0.0f;
         }
-    memset(S, 0, sizeof(float) * 8 * sp);
+    memset(S, 0, sizeof(float) * MAXP * sp);
     for (int g = g0; g < g1; g++) {
         /* the group's key square: rows and columns of the cell's windows */
         const long first = order[starts[g]];
@@ -348,9 +360,10 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
         const int top0 = cy * T - R + pad, left0 = cx * T - R + pad;
         for (int i0 = starts[g]; i0 < starts[g + 1]; i0 += pmax) {
             const int P = starts[g + 1] - i0 < pmax ? starts[g + 1] - i0 : pmax;
-            const int slot = P <= 1 ? 0 : P <= 2 ? 1 : P <= 4 ? 2 : 3;
-            const float *qs[8];
-            for (int p = 0; p < 8; p++) qs[p] = qT + (long)order[i0 + (p < P ? p : P - 1)] * C;
+            int slot = 0;
+            while (sizes[slot] < P) slot++;
+            const float *qs[MAXP];
+            for (int p = 0; p < MAXP; p++) qs[p] = qT + (long)order[i0 + (p < P ? p : P - 1)] * C;
             GROUPS[nvu - 1][slot](qs, C, key + (long)top0 * krs + left0, wp, krs, U, S, sp, ss);
             for (int p = 0; p < P; p++) {
                 const long px = order[i0 + p];
