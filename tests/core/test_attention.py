@@ -188,7 +188,9 @@ def test_the_avx2_build_matches_oracle(monkeypatch, tmp_path):
     try:
         if (reason := attention_native.available()) is not None:
             pytest.skip(f"no AVX2 build here: {reason}")
-        for h, w, radius, distances in [(9, 13, 3, [1, 3, 20]), (17, 23, 12, [1, 2, 5, 16]), (11, 7, 2, [16, 31, 50])]:
+        # radii 1, 3, 12, 20, 31: every key width of the fine-window blocks (1 .. 8 vectors of 8)
+        for h, w, radius, distances in [(9, 13, 3, [1, 3, 20]), (17, 23, 12, [1, 2, 5, 16]), (11, 7, 2, [16, 31, 50]),
+                                        (7, 9, 1, [1, 20]), (13, 11, 20, [2, 40]), (9, 8, 31, [50])]:
             cfg = AttentionConfig(radius=radius, tile=4, band_tiles=1)
             q, keys, values = _case(h * w + radius, h, w, distances)
             got = roi_memory_attention(q, keys, values, distances, cfg, kernel="fused")
