@@ -178,10 +178,10 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_a_warning(monkeypatch,
         fused_builds.cache_clear()
 
 
-def test_the_avx2_build_matches_oracle(monkeypatch, tmp_path, tol):
+def test_the_avx2_build_matches_oracle(monkeypatch, tmp_path):
     """The kernel built without AVX-512 (8-float vectors, smaller register blocks): what an AVX2
-    host runs, built and checked here on any x86 host, within the float32 rounding of the read
-    (tests/tolerance.py; the PyTorch implementation is as far from the oracle at radius 20)."""
+    host runs, built and checked here on any x86 host against the oracle, as accurate as the PyTorch
+    implementation (at radius 20 both are 3.3e-5 from it)."""
     _need_fused()
     monkeypatch.setenv(attention_native.EXTRA_FLAGS, "-mno-avx512f")
     monkeypatch.setenv("MAST_CACHE_DIR", str(tmp_path))
@@ -196,8 +196,12 @@ def test_the_avx2_build_matches_oracle(monkeypatch, tmp_path, tol):
             q, keys, values = _case(h * w + radius, h, w, distances)
             got = roi_memory_attention(q, keys, values, distances, cfg, kernel="fused")
             want = oracle_attention(q, keys, values, distances, cfg)
-            roi = [(k, cfg.dilation(d)) for k, d in zip(keys, distances) if cfg.uses_roi(d)]
-            atol = tol.read_atol(q, torch.stack(keys), len(distances) * (2 * radius + 2) ** 2, roi=roi, radius=radius)
+            # as accurate as the PyTorch implementation in float32 (4x its error here, at least 2e-5):
+            # the derived bound (tests/tolerance.py) is far looser on random keys (0.01-0.25), and
+            # a wrong candidate or offset moves the output by 1e-3 and more
+            torch_error = float((roi_memory_attention(q, keys, values, distances, cfg, kernel="torch").double()
+                                 - want).abs().max())
+            atol = max(2e-5, 4 * torch_error)
             assert torch.allclose(got.double(), want, atol=atol), ((got.double() - want).abs().max(), atol)
     finally:
         attention_native._library.cache_clear()
