@@ -1,0 +1,91 @@
+"""The whole-frame CPU table of BENCHMARKS.md: ``mast-bench`` for each backend, CPU build and size,
+every configuration run ``--runs`` times in turn (A B C ... A B C ...) so that a noisy neighbour
+hits them alike; prints one Markdown row per configuration: the median run's stage medians, the
+median and range of the runs' fps, and the command.
+
+    python benchmarks/cpu_table.py [--runs 3] [--sizes 240x427 480x854] [--exports DIR]
+
+The onnxruntime rows need exported models: ``DIR/m<H>`` is made with ``mast-export`` when missing.
+"AVX2" rows restrict the CPU build: PyTorch's kernels (``ATEN_CPU_CAPABILITY=avx2``), oneDNN's
+(``ONEDNN_MAX_CPU_ISA=AVX2``) and the fused read's (``MAST_ATTENTION_CFLAGS=-mno-avx512f``);
+onnxruntime's MLAS cannot be restricted, so its AVX2 rows restrict the fused read only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MAST_ATTENTION_CFLAGS": "-mno-avx512f"}
+STAGES = ("encoder", "attention")
+
+
+def configurations(sizes: list[str], exports: Path) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
+    """(backend, build, size, mast-bench arguments, environment) of each row."""
+    rows = []
+    for size in sizes:
+        frames = ["--frames", "40", "--warmup", "20"] if size == "240x427" else ["--frames", "20", "--warmup", "20"]
+        model = exports / f"m{size.split('x')[0]}"
+        for build, env in (("AVX-512", {}), ("AVX2", AVX2)):
+            rows.append(("torch", build, size, ["--backend", "torch", "--threads", "2", "--size", size, *frames], env))
+            ort_env = {"MAST_ATTENTION_CFLAGS": "-mno-avx512f"} if env else {}
+            rows.append(("onnxruntime", build if not env else "AVX2 read", size,
+                         ["--backend", "onnxruntime", "--model", str(model), "--size", size, *frames], ort_env))
+    return rows
+
+
+def ensure_export(model: Path, size: str) -> None:
+    if not (model / "metadata.json").is_file():
+        h, w = size.split("x")
+        subprocess.run(["mast-export", "--out", str(model), "--height", h, "--width", w], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def bench_once(args: list[str], env: dict[str, str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        subprocess.run(["mast-bench", *args, "--json", str(out)], check=True, env={**os.environ, **env},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def row(backend: str, build: str, size: str, args: list[str], env: dict[str, str], runs: list[dict]) -> str:
+    fps = sorted(r["fps_median"] for r in runs)
+    mid = sorted(runs, key=lambda r: r["fps_median"])[len(runs) // 2]
+    stage = {s: mid["stages"][s]["median_ms"] for s in STAGES}
+    prefix = " ".join(f"{k}={v}" for k, v in env.items())
+    command = f"{prefix + ' ' if prefix else ''}mast-bench {' '.join(args)}"
+    return (f"| {build} | {backend} | {size} | {stage['encoder']:.1f} | {stage['attention']:.1f} | "
+            f"{mid['host']['median_ms']:.1f} | {mid['total']['median_ms']:.1f} | "
+            f"**{statistics.median(fps):.1f}** ({fps[0]:.1f}-{fps[-1]:.1f}) | `{command}` |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", default=["240x427", "480x854"])
+    parser.add_argument("--exports", type=Path, default=Path(tempfile.gettempdir()) / "mast-cpu-table")
+    opts = parser.parse_args()
+    configs = configurations(opts.sizes, opts.exports)
+    for size in opts.sizes:
+        ensure_export(opts.exports / f"m{size.split('x')[0]}", size)
+    results: list[list[dict]] = [[] for _ in configs]
+    for k in range(opts.runs):
+        for i, (backend, build, size, args, env) in enumerate(configs):
+            print(f"run {k + 1}/{opts.runs}: {backend} {build} {size}", file=sys.stderr, flush=True)
+            results[i].append(bench_once(args, env))
+    print(f"{platform.processor() or platform.machine()}; {results[0][0]['device']}")
+    print("| CPU build | backend | size | encoder ms | memory read ms | host ms | total ms | fps: median (range) | command |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (backend, build, size, args, env), runs in zip(configs, results):
+        print(row(backend, build, size, args, env, runs))
+
+
+if __name__ == "__main__":
+    main()
