@@ -1,13 +1,13 @@
 """The fused CPU read in its steady state (``mast.core.attention_c.FusedBank``), by kernel and build.
 
     python benchmarks/bench_fused_bank.py [--size 240x427] [--rounds 8] [--threads 1]
-                                          [--cflags "" "-mno-avx512f" ...]
+                                          [--cflags= --cflags=-mno-avx512f ...]
 
 Keys: the shipped weights on DAVIS camel frames 0, 5, 55, 57, 59 (the memory of frame 60: distances
 60 and 55 through their ROI at dilation 4, 5, 3 and 1 through restricted windows), frame 60 as the
 query; 2 labels. Each round rewrites one short-term slot (its layout is redone, as in tracking)
-and reads. Every build (``MAST_ATTENTION_CFLAGS`` values given to ``--cflags``; "" = the default
-``-march=native`` build) is compiled, then the builds run in turn, round after round, so that a
+and reads. Every build (``MAST_ATTENTION_CFLAGS`` values, one ``--cflags=VALUE`` each, written with
+``=``; empty = the default ``-march=native`` build; default: that and ``-mno-avx512f``) is compiled, then the builds run in turn, round after round, so that a
 noisy neighbour hits them alike. Prints per build the least wall and CPU time of a read (ms, all
 threads) and, with one thread, the least CPU time of each kernel entry point: ``mast_read``
 (restricted windows + the merge), ``mast_offsets`` (the ROI coarse search), ``mast_fine`` (the ROI
@@ -65,8 +65,9 @@ def main() -> None:
     ap.add_argument("--size", default="240x427")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cflags", nargs="+", default=["", "-mno-avx512f"])
+    ap.add_argument("--cflags", action="append", help="MAST_ATTENTION_CFLAGS of one build (repeat)")
     a = ap.parse_args()
+    a.cflags = a.cflags or ["", "-mno-avx512f"]
     if not CLIP.is_dir():
         ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")
     query, keys, values = inputs(a.size)
