@@ -50,7 +50,7 @@ ENGINE_PROBS_TOL = {"fp32": 1e-3, "fp16": 5e-2}   # engine vs onnxruntime, max a
 MAX_OPSET = 20  # the TorchScript-based exporter's limit
 
 
-class PrecisionOpt(str, Enum):
+class OnnxPrecisionOpt(str, Enum):
     """Precision of ``encoder.onnx``."""
 
     fp32 = "fp32"
@@ -85,7 +85,7 @@ class Request:
     keys: Keys
     height: int
     width: int
-    precision: PrecisionOpt
+    precision: OnnxPrecisionOpt
     opset: int
     max_objects: int
     parity_frames: int
@@ -117,7 +117,7 @@ def validate(req: Request, onnx_flag: bool) -> None:
         raise InputError(f"--max-objects {req.max_objects}: expected 1..255")
     if req.checkpoint is not None and not req.checkpoint.is_file():
         raise InputError(f"checkpoint not found: {req.checkpoint} (give a .pt file written by mast-train)")
-    if req.precision == PrecisionOpt.int8:
+    if req.precision == OnnxPrecisionOpt.int8:
         calibration_frames(calibration_config(req))   # a missing or empty folder: one line, before tracing
     if req.out.exists() and not req.out.is_dir():
         raise InputError(f"--out {req.out} is a file: give a folder")
@@ -252,7 +252,7 @@ def main_command(
     engine: bool = typer.Option(False, "--engine", help="Also build the TensorRT engine mast.engine (needs TensorRT and a CUDA GPU)."),
     height: int = typer.Option(480, "--height", help="Frame height the model takes (pixels)."),
     width: int = typer.Option(854, "--width", help="Frame width the model takes (pixels)."),
-    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="encoder.onnx: fp32; fp16 convolutions; int8 (onnxruntime, static QDQ quantisation of the MobileNetV2 blocks calibrated on --calibration frames; not a default: J&F as fp32 but only ~1 ms faster at 240x427, docs/RESULTS.md). The memory read stays fp32."),
+    precision: OnnxPrecisionOpt = typer.Option(OnnxPrecisionOpt.fp32, "--precision", help="encoder.onnx: fp32; fp16 convolutions; int8 (onnxruntime, static QDQ quantisation of the MobileNetV2 blocks calibrated on --calibration frames; not a default: J&F as fp32 but only ~1 ms faster at 240x427, docs/RESULTS.md). The memory read stays fp32."),
     fp16: bool = typer.Option(False, "--fp16", help="The same as --precision fp16."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8: training frames <seq>/*.jpg to calibrate on (default ../shared/data/raw-videos/frames; never an evaluation split)."),
     calibration_frames: int = typer.Option(CalibrationConfig.frames, "--calibration-frames", help="int8: frames to calibrate on, spread over the sequences (fixed seed)."),
@@ -269,9 +269,9 @@ def main_command(
     """Export the tracker to ONNX and check it against the torch reference."""
     console, err = Console(highlight=False), Console(stderr=True, highlight=False)
     try:
-        if fp16 and precision not in (PrecisionOpt.fp32, PrecisionOpt.fp16):
+        if fp16 and precision not in (OnnxPrecisionOpt.fp32, OnnxPrecisionOpt.fp16):
             raise InputError(f"--fp16 and --precision {precision.value}: give one precision")
-        req = Request(out, checkpoint, keys, height, width, PrecisionOpt.fp16 if fp16 else precision, opset, max_objects,
+        req = Request(out, checkpoint, keys, height, width, OnnxPrecisionOpt.fp16 if fp16 else precision, opset, max_objects,
                       parity_frames, parity_clip, parity_mask, engine, engine_precision, workspace, timing_cache,
                       calibration, calibration_frames)
         validate(req, onnx_flag)
