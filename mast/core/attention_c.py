@@ -167,10 +167,12 @@ class _Laid:
 class FusedBank:
     """Memory slots read by the fused kernel. Each slot's key and values are laid out (zero padded,
     rows 16-float aligned) at its first read after a write and reused by every later read until the
-    next write; a slot keeps the widest padding any read needed (the ROI branch's grows with the
-    dilation, a restricted window reads any padding >= R), so a long-term slot is laid out again
-    only when its dilation grows. The query's layouts, the offsets and the work space are reused
-    between reads too: once warm a read allocates nothing large.
+    next write; a slot keeps the widest padding any read needed (a restricted window reads any
+    padding >= R; the ROI branch's is laid out for the largest dilation at the first ROI read). The
+    query's layouts, the offsets and the work space are reused between reads too: once every slot
+    has been read the way it will be (the default schedule: frame 21, when the second long-term
+    frame is first read through its ROI) a read allocates nothing large and the bank keeps its size.
+    At 240x427 with 62 key channels that is ~4.5 MB per restricted slot and ~16 MB per ROI slot.
 
     n_slots: slots of the bank. cfg: the attention read. threads: threads splitting the work (None:
     :func:`default_threads`).
@@ -216,9 +218,10 @@ class FusedBank:
         r, cell = cfg.radius, _cell(cfg.radius)
         n_threads = max(1, min(self.threads, h))
         # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
-        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more
-        laid = [self._slot(lib, slot, cfg.dilation(d) * r + r + cell + 2 if cfg.uses_roi(d) else r, n_threads)
-                for slot, d in zip(slots, distances)]
+        # (|o_p| <= g R) and their cells' key squares R + cell + 1 more; laid out at once for the
+        # largest dilation, which a long-term slot reaches within seconds (one layout, not three)
+        roi_pad = cfg.max_dilation * r + r + cell + 2
+        laid = [self._slot(lib, slot, roi_pad if cfg.uses_roi(d) else r, n_threads) for slot, d in zip(slots, distances)]
         rois = [i for i, d in enumerate(distances) if cfg.uses_roi(d)]
         work = self._buffer("work", (n_threads, lib.mast_work_floats(w, n_labels, r, len(slots)) + 16))
         q_rows = self._buffer("q_rows", (h, c, _lanes(w)))                           # [h, C, lanes]

@@ -94,6 +94,17 @@ class ServeProcess:
     def output(self) -> str:
         return self.log.read_text()
 
+    def wait_output(self, text: str, timeout: float = 30.0) -> str:
+        """The output once it holds ``text`` (the server writes its start line just after Triton
+        reports the model ready, so right after :meth:`wait_ready` it may not be there yet);
+        MastError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while text not in (out := self.output()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if text not in out:
+            raise MastError(f"mast-serve did not print {text!r} in {timeout:g} s: {out[-2000:]}")
+        return out
+
     def rss_mib(self) -> float:
         """RSS of the server process alone (MiB)."""
         return _rss(self.process.pid)

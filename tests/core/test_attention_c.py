@@ -29,7 +29,7 @@ def _maps(rng: np.random.Generator, n: int, c: int = 8, h: int = 9, w: int = 13,
 
 def test_bank_reads_equal_one_shot_reads_across_writes_and_growing_dilation():
     """A tracker's life in miniature: the long-term slot 0 read first through the restricted window,
-    then through ROI localisation at growing dilation (its layout widened twice), two ROI frames in
+    then through ROI localisation at growing dilation (its layout widened once, for the largest), two ROI frames in
     one read (their coarse searches and fine windows shared out together), the short-term
     slots rewritten between reads (their layouts redone), one slot rewritten with new contents of
     the same shape: every read equals memory_read on the same maps, bit for bit, and the oracle."""
@@ -50,7 +50,7 @@ def test_bank_reads_equal_one_shot_reads_across_writes_and_growing_dilation():
         want = oracle_attention(torch.from_numpy(query), [torch.from_numpy(k) for k in keys],
                                 [torch.from_numpy(v) for v in values], distances, CFG)
         np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
-    assert bank._laid[0].pad == CFG.dilation(50) * CFG.radius + CFG.radius + attention_c._cell(CFG.radius) + 2
+    assert bank._laid[0].pad == CFG.max_dilation * CFG.radius + CFG.radius + attention_c._cell(CFG.radius) + 2
 
 
 def test_a_slot_rewritten_in_place_is_laid_out_again():
