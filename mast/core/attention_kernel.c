@@ -364,7 +364,16 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
             while (sizes[slot] < P) slot++;
             const float *qs[MAXP];
             for (int p = 0; p < MAXP; p++) qs[p] = qT + (long)order[i0 + (p < P ? p : P - 1)] * C;
-            GROUPS[nvu - 1][slot](qs, C, key + (long)top0 * krs + left0, wp, krs, U, S, sp, ss);
+            /* the block's rows of the key square: from its highest window to its lowest (n + 1 rows
+             * each; the cell's T - 1 more only where the block's windows start on different rows) */
+            int u0 = U, u1 = 0;
+            for (int p = 0; p < P; p++) {
+                const long px = order[i0 + p];
+                const int du = (int)(px / W) - R + (int)floor(offsets[px]) + pad - top0;
+                u0 = du < u0 ? du : u0;
+                u1 = du + n + 1 > u1 ? du + n + 1 : u1;
+            }
+            GROUPS[nvu - 1][slot](qs, C, key + (long)(top0 + u0) * krs + left0, wp, krs, u1 - u0, S, sp, ss);
             for (int p = 0; p < P; p++) {
                 const long px = order[i0 + p];
                 const int y = (int)(px / W), x = (int)(px % W);
@@ -372,7 +381,7 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
                 const double by = floor(oy), bx = floor(ox);
                 const float fy = (float)(oy - by), fx = (float)(ox - bx);
                 const int top = y - R + (int)by + pad, left = x - R + (int)bx + pad;
-                const float *Sp = S + p * sp + (long)(top - top0) * ss + (left - left0);
+                const float *Sp = S + p * sp + (long)(top - top0 - u0) * ss + (left - left0);
                 const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
                 vf mv = splat(-INFINITY);
                 for (int a = 0; a < n; a++)
