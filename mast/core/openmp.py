@@ -10,8 +10,9 @@ freed the read as well but slowed the encoder by as much.
 
 libgomp reads the variable once, when torch is first imported: a value already in the environment
 is kept, and a program that imported torch before keeps libgomp's default (set the variable
-yourself: docs/USAGE.md). The tracking tools (:mod:`mast.launch`) and :func:`mast.open_tracker`
-call :func:`openmp_defaults` first.
+yourself: docs/USAGE.md). The tracking tools' ``main`` (``mast-run``, ``mast-serve``, ``mast-eval``,
+``mast-bench``, whose modules import no torch) and :func:`mast.open_tracker` call
+:func:`openmp_defaults` first.
 """
 from __future__ import annotations
 

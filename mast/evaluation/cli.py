@@ -32,6 +32,7 @@ from rich.table import Table
 
 from mast.core.cli import DeviceOpt, KeysOpt, PrecisionOpt, exit_on_error, parse_size
 from mast.core.errors import InputError, MastError
+from mast.core.openmp import openmp_defaults
 from mast.evaluation.davis import GLOBAL_COLUMNS, DavisDataset, EvaluationResult, evaluate_semisupervised, write_csvs
 
 __all__ = ["app", "main", "parse_size", "split_sequences"]
@@ -284,7 +285,8 @@ def evaluate(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point (``mast-eval``)."""
+    """Console-script entry point (``mast-eval``); the OpenMP defaults of :mod:`mast.core.openmp` first (torch is not loaded yet)."""
+    openmp_defaults()
     app(args=argv, prog_name="mast-eval")
 
 

@@ -55,6 +55,7 @@ from rich.table import Table
 from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles, exit_on_error, parse_size
 from mast.core.errors import InputError
 from mast.core.images import list_images, read_image
+from mast.core.openmp import openmp_defaults
 from mast.runtime import factory
 from mast.runtime.backend import Backend
 from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
@@ -433,7 +434,8 @@ def _write_json(path: Path, result: BenchResult) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point (``mast-bench``)."""
+    """Console-script entry point (``mast-bench``); the OpenMP defaults of :mod:`mast.core.openmp` first (torch is not loaded yet)."""
+    openmp_defaults()
     app(args=argv, prog_name="mast-bench")
 
 

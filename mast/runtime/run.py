@@ -55,6 +55,7 @@ import typer
 from mast.core.cli import (EXIT_INTERRUPTED, BackendOpt, DeviceOpt, Interrupt, KeysOpt, PrecisionOpt, consoles,
                            exit_on_error, parse_size)
 from mast.core.errors import InputError
+from mast.core.openmp import openmp_defaults
 from mast.runtime import factory
 from mast.runtime.api import connect_tracker, open_tracker
 from mast.runtime.boxmask import Box, parse_box
@@ -314,7 +315,8 @@ def cli(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point (``mast-run``)."""
+    """Console-script entry point (``mast-run``); the OpenMP defaults of :mod:`mast.core.openmp` first (torch is not loaded yet)."""
+    openmp_defaults()
     app(args=argv, prog_name="mast-run")
 
 

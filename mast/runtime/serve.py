@@ -51,6 +51,7 @@ import typer
 from mast.core.cli import (EXIT_INTERRUPTED, EXIT_STOPPED, BackendOpt, DeviceOpt, Interrupt, PrecisionOpt, consoles,
                            exit_on_error, parse_size)
 from mast.core.errors import DependencyError, InputError
+from mast.core.openmp import openmp_defaults
 from mast.runtime import factory
 from mast.runtime.batcher import Batcher
 from mast.runtime.engine import Engine, EngineConfig, Job, StreamError
@@ -309,7 +310,8 @@ def cli(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point (``mast-serve``)."""
+    """Console-script entry point (``mast-serve``); the OpenMP defaults of :mod:`mast.core.openmp` first (torch is not loaded yet)."""
+    openmp_defaults()
     app(args=argv, prog_name="mast-serve")
 
 
