@@ -24,8 +24,8 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -200,20 +200,8 @@ class FusedBank:
         """Label distribution ``[L, h, w]`` float32 of ``query`` ``[C, h, w]`` read from ``slots`` at
         ``distances`` (:func:`memory_read`); ValueError for unwritten slots or mismatched shapes."""
         query = np.ascontiguousarray(query, np.float32)
-        maps = [self._maps[s] for s in slots]
-        if not slots or len(slots) != len(distances) or any(m is None for m in maps):
-            raise ValueError(f"fused memory read: written slots and one distance each expected, got slots "
-                             f"{list(slots)} ({sum(m is None for m in maps)} never written), distances {list(distances)}")
-        if query.ndim != 3 or any(k.shape != query.shape or v.shape[0] != maps[0][1].shape[0] for k, v in maps):
-            raise ValueError(f"fused memory read: query [C, h, w] {query.shape}, keys of its shape and values "
-                             f"[L, h, w] of its h, w expected, got keys {[k.shape for k, _ in maps]}, values "
-                             f"{[v.shape for _, v in maps]}")
-        cfg, n_labels = self.cfg, maps[0][1].shape[0]
-        if not in_domain(cfg.radius, len(slots), n_labels):
-            raise ValueError(f"fused memory read: radius <= {MAX_RADIUS}, <= {MAX_FRAMES} frames and <= "
-                             f"{MAX_LABELS} labels expected, got radius {cfg.radius}, {len(slots)} frames, "
-                             f"{n_labels} labels")
-        lib = _library()
+        n_labels = self._check(query, slots, distances)
+        lib, cfg = _library(), self.cfg
         c, h, w = query.shape
         r, cell = cfg.radius, _cell(cfg.radius)
         n_threads = max(1, min(self.threads, h))
@@ -233,22 +221,8 @@ class FusedBank:
                 lib.mast_channels_last(query.ctypes.data, c, h, w, lo * w, hi * w, q_last.ctypes.data)
 
         _parallel([(query_layouts, lo, hi) for lo, hi in _split(h, n_threads)])
-        offsets = [self._buffer(f"offsets{i}", (2, h, w), np.float64) for i in rois]
-        _coarse_offsets(lib, q_rows, r, [laid[i] for i in rois], [cfg.dilation(distances[i]) for i in rois],
-                        offsets, work)
-        terms = [self._buffer(f"terms{i}", (n_labels + 2, h * w)) for i in rois]
-        groups = [_by_cell(lib, o, cell) for o in offsets]                       # (order, starts) each
-        fine = [(c, h, w, n_labels, r, cell, q_last.ctypes.data, laid[i].pad, laid[i].wp, laid[i].key.ctypes.data,
-                 laid[i].value.ctypes.data, o.ctypes.data, order.ctypes.data, starts.ctypes.data)
-                for i, o, (order, starts) in zip(rois, offsets, groups)]
-        shares = _balanced([starts for _, starts in groups], n_threads)
-
-        def fine_windows(lo: int, hi: int, t: int) -> None:
-            for k, g0, g1 in shares[lo]:
-                lib.mast_fine(*fine[k], g0, g1, terms[k].ctypes.data, _aligned(work[t]))
-
-        if rois:
-            _parallel([(fine_windows, i, i + 1) for i in range(len(shares))])
+        terms = self._roi_terms(lib, q_rows, q_last, [laid[i] for i in rois], [distances[i] for i in rois],
+                                n_labels, work) if rois else []
         frames = (_Frame * len(slots))()
         for fr, lay in zip(frames, laid):
             fr.pad, fr.wp, fr.key, fr.value = lay.pad, lay.wp, lay.key.ctypes.data, lay.value.ctypes.data
@@ -259,6 +233,47 @@ class FusedBank:
         _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.ctypes.data, _aligned(work[t])), lo, hi)
                    for lo, hi in _split(h, n_threads)])
         return out
+
+    def _check(self, query: np.ndarray, slots: Sequence[int], distances: Sequence[int]) -> int:
+        """The label channels L of a read of ``slots`` at ``distances`` by ``query``; ValueError for
+        unwritten slots, mismatched shapes or a read outside the kernel (:func:`in_domain`)."""
+        maps = [self._maps[s] for s in slots]
+        if not slots or len(slots) != len(distances) or any(m is None for m in maps):
+            raise ValueError(f"fused memory read: written slots and one distance each expected, got slots "
+                             f"{list(slots)} ({sum(m is None for m in maps)} never written), distances {list(distances)}")
+        if query.ndim != 3 or any(k.shape != query.shape or v.shape[0] != maps[0][1].shape[0] for k, v in maps):
+            raise ValueError(f"fused memory read: query [C, h, w] {query.shape}, keys of its shape and values "
+                             f"[L, h, w] of its h, w expected, got keys {[k.shape for k, _ in maps]}, values "
+                             f"{[v.shape for _, v in maps]}")
+        n_labels = maps[0][1].shape[0]
+        if not in_domain(self.cfg.radius, len(slots), n_labels):
+            raise ValueError(f"fused memory read: radius <= {MAX_RADIUS}, <= {MAX_FRAMES} frames and <= "
+                             f"{MAX_LABELS} labels expected, got radius {self.cfg.radius}, {len(slots)} frames, "
+                             f"{n_labels} labels")
+        return n_labels
+
+    def _roi_terms(self, lib: ctypes.CDLL, q_rows: np.ndarray, q_last: np.ndarray, laid: list[_Laid],
+                   distances: list[int], n_labels: int, work: np.ndarray) -> list[np.ndarray]:
+        """The ROI frames' fine-window terms ``[L + 2, h * w]`` each (peak, sum of exp, values; what
+        ``mast_read`` merges): every frame's coarse search in one pass over the threads, its pixels
+        grouped by target cell, then every frame's fine windows in one pass balanced by pixels."""
+        h, c, _ = q_rows.shape
+        w, r, cell = q_last.shape[0] // h, self.cfg.radius, _cell(self.cfg.radius)
+        offsets = [self._buffer(f"offsets{k}", (2, h, w), np.float64) for k in range(len(laid))]
+        _coarse_offsets(lib, q_rows, r, laid, [self.cfg.dilation(d) for d in distances], offsets, work)
+        terms = [self._buffer(f"terms{k}", (n_labels + 2, h * w)) for k in range(len(laid))]
+        groups = [_by_cell(lib, o, cell) for o in offsets]                       # (order, starts) each
+        fine = [(c, h, w, n_labels, r, cell, q_last.ctypes.data, lay.pad, lay.wp, lay.key.ctypes.data,
+                 lay.value.ctypes.data, o.ctypes.data, order.ctypes.data, starts.ctypes.data)
+                for lay, o, (order, starts) in zip(laid, offsets, groups)]
+        shares = _balanced([starts for _, starts in groups], work.shape[0])
+
+        def fine_windows(lo: int, hi: int, t: int) -> None:
+            for k, g0, g1 in shares[lo]:
+                lib.mast_fine(*fine[k], g0, g1, terms[k].ctypes.data, _aligned(work[t]))
+
+        _parallel([(fine_windows, i, i + 1) for i in range(len(shares))])
+        return terms
 
     def _slot(self, lib: ctypes.CDLL, slot: int, pad: int, n_threads: int) -> _Laid:
         """``slot``'s maps laid out with padding >= ``pad`` (laid out now when stale or too narrow)."""
