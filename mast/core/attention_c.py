@@ -1,7 +1,9 @@
 """The fused CPU memory read (``attention_kernel.c``) on numpy arrays, torch-free: one pass per query
 pixel for the scores, softmax and value blend of every memory frame, the ROI branch included
-(docs/DESIGN.md, step 5). The torch backend reaches it through :mod:`mast.core.attention_native`,
-the onnxruntime backend directly.
+(docs/DESIGN.md, step 5). Trackers keep a :class:`FusedBank` (each memory slot laid out for the
+kernel once per write: the torch backend's ``OneHotBank``, the onnxruntime backend);
+:func:`memory_read` is one read of a bank made for it (:mod:`mast.core.attention_native` gives it
+torch tensors).
 
 The C source ships with the package and is compiled on first use with the host's C compiler
 (``$CC``, else ``cc``; ``-O3 -march=native``, plus ``$MAST_ATTENTION_CFLAGS``) into
@@ -10,8 +12,8 @@ flags, so a cache shared between machines never runs code built for another inst
 Vectors are 16 floats where the compiler targets AVX-512, else 8 (AVX2). Without a compiler
 :func:`available` says why and callers keep their own implementation (PyTorch, the ONNX graph).
 
-Threads: the query rows are split over ``threads`` Python threads; ctypes releases the GIL for the
-call, so they run in parallel. The arrays handed to the kernel are 64-byte aligned (its rows are
+Threads: each stage's work (query rows, coarse-search rows, fine-window pixel groups) is split over
+``threads`` Python threads; ctypes releases the GIL for the call, so they run in parallel. The arrays handed to the kernel are 64-byte aligned (its rows are
 multiples of 16 floats, so each vector load stays in one cache line).
 """
 from __future__ import annotations
