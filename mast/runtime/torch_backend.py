@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -48,9 +49,13 @@ class OneHotBank:
         self.values = torch.zeros(n_slots, n_labels, *key.shape[1:], device=device)
         self.n_labels = n_labels
         self.cfg = cfg
-        fused = (device.type == "cpu" and key_dtype == torch.float32
-                 and attention_c.in_domain(cfg.radius, n_slots, n_labels) and fused_builds())
-        self.fused = attention_c.FusedBank(n_slots, cfg, torch.get_num_threads()) if fused else None
+        fused = device.type == "cpu" and key_dtype == torch.float32
+        if fused and not attention_c.in_domain(cfg.radius, n_slots, n_labels):
+            warnings.warn(f"{n_labels - 1} objects, {n_slots} memory slots, radius {cfg.radius}: the fused CPU read "
+                          f"takes at most {attention_c.MAX_LABELS - 1} objects, {attention_c.MAX_FRAMES} slots and "
+                          f"radius {attention_c.MAX_RADIUS}; using the slower PyTorch read", stacklevel=3)
+            fused = False
+        self.fused = attention_c.FusedBank(n_slots, cfg, torch.get_num_threads()) if fused and fused_builds() else None
 
     def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
         self.keys[slot].copy_(key)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mast.core.attention import roi_memory_attention
 from mast.core.encoder import LabKeys
 from mast.core.errors import InputError
 from mast.core.mobilenet import CompactEncoder
@@ -83,3 +84,18 @@ def test_decode_is_upsampling_then_the_first_maximum():
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, want.numpy())
     assert (got[:8] == 1).all()
+
+
+def test_more_objects_than_the_fused_read_takes_is_said_and_read_by_pytorch():
+    """20 label channels (19 objects): the fused CPU read takes 16; the bank says so and reads with
+    the PyTorch implementation."""
+    backend = TorchBackend(LabKeys())
+    key, query = torch.rand(3, 10, 12), torch.rand(3, 10, 12)
+    labels = np.random.default_rng(0).integers(0, 20, (10, 12))
+    with pytest.warns(UserWarning, match="at most 15 objects"):
+        backend.allocate(5, key, 20)
+    assert backend.bank.fused is None
+    backend.write(0, key, labels)
+    one_hot = torch.from_numpy(labels)[None] == torch.arange(20)[:, None, None]
+    want = roi_memory_attention(query, [key], [one_hot.float()], [1], backend.attention, kernel="torch")
+    torch.testing.assert_close(backend.read(query, [0], [1]), want)
