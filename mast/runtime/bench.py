@@ -225,6 +225,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# environment variables that restrict a build below the CPU's instruction set: PyTorch's kernels,
+# oneDNN's, the fused read's compiler flags (mast.core.attention_c)
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MAST_ATTENTION_CFLAGS")
+
+
 def cpu_isa() -> str:
     """The widest vector / matrix extension the CPU reports (``/proc/cpuinfo`` flags): AMX+AVX-512,
     AVX-512, AVX2, or ``?`` where the flags cannot be read."""
@@ -240,8 +245,12 @@ def cpu_isa() -> str:
 def device_info(backend: Backend) -> dict[str, Any]:
     """The machine the figures come from: CPU model and cores, threads, GPU (torch on CUDA)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info: dict[str, Any] = {"device": str(backend.device), "cpu": cpu_name(),
+    info: dict[str, Any] = {"device": str(backend.device), "cpu": cpu_name(), "isa": cpu_isa(),
                             "cores": cores, "python": platform.python_version()}
+    # builds restricted below what the CPU has (the AVX2 rows of BENCHMARKS.md): said with the figures
+    restricted = {k: os.environ[k] for k in ISA_VARIABLES if os.environ.get(k)}
+    if restricted:
+        info["restricted"] = restricted
     if backend.name == "torch":
         import torch  # noqa: PLC0415 - torch backend only: already imported
         info["torch"] = torch.__version__
@@ -357,7 +366,8 @@ def result_lines(result: BenchResult) -> list[str]:
     threads = f", torch threads {d['torch_threads']}" if "torch_threads" in d else ""
     return [f"fps: {result.fps_median:.2f} (median frame), {result.fps_mean:.2f} (mean over {result.frames} frames)",
             f"peak RSS {result.peak_rss_mib:.0f} MiB{gpu}",
-            f"device {d['device']}: {d['cpu']}, {d['cores']} core(s){threads}"]
+            f"device {d['device']}: {d['cpu']} ({d.get('isa', '?')}), {d['cores']} core(s){threads}"
+            + "".join(f", {k}={v}" for k, v in d.get("restricted", {}).items())]
 
 
 # -- command line ------------------------------------------------------------------------------------

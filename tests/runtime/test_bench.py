@@ -47,7 +47,21 @@ def test_bench_table_and_json(tmp_path: Path) -> None:
     assert data["peak_rss_mib"] > 0 and data["gpu_peak_mib"] is None
     assert data["device"]["device"] == "cpu" and data["device"]["cores"] == len(os.sched_getaffinity(0))
     assert data["device"]["torch_threads"] == 1 and data["device"]["cpu"]
+    assert data["device"]["isa"] in ("AMX+AVX-512", "AVX-512", "AVX2", "?")
     assert data["command"].startswith("mast-bench")
+
+
+def test_bench_names_a_restricted_build(monkeypatch):
+    """A build restricted below the CPU's instruction set (BENCHMARKS.md's AVX2 rows) is said with
+    the figures."""
+    from mast.runtime.bench import device_info
+    from mast.runtime.torch_backend import TorchBackend
+    from mast.core.encoder import LabKeys
+
+    monkeypatch.setenv("MAST_ATTENTION_CFLAGS", "-mno-avx512f")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert device_info(TorchBackend(LabKeys()))["restricted"] == {"MAST_ATTENTION_CFLAGS": "-mno-avx512f"}
 
 
 def test_bench_bad_input(tmp_path: Path) -> None:
