@@ -3,7 +3,7 @@ every configuration run ``--runs`` times in turn (A B C ... A B C ...) so that a
 hits them alike; prints one Markdown row per configuration: the median run's stage medians, the
 median and range of the runs' fps, and the command.
 
-    python benchmarks/cpu_table.py [--runs 3] [--sizes 240x427 480x854] [--exports DIR]
+    python benchmarks/cpu_table.py [--runs 3] [--sizes 240x427 480x854] [--builds AVX-512 AVX2] [--exports DIR]
 
 The onnxruntime rows need exported models: ``DIR/m<H>`` is made with ``mast-export`` when missing.
 "AVX2" rows restrict the CPU build: PyTorch's kernels (``ATEN_CPU_CAPABILITY=avx2``), oneDNN's
@@ -26,13 +26,15 @@ AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MAST_ATTEN
 STAGES = ("encoder", "attention")
 
 
-def configurations(sizes: list[str], exports: Path) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
+def configurations(sizes: list[str], builds: list[str], exports: Path) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
     """(backend, build, size, mast-bench arguments, environment) of each row."""
     rows = []
     for size in sizes:
         frames = ["--frames", "40", "--warmup", "20"] if size == "240x427" else ["--frames", "20", "--warmup", "20"]
         model = exports / f"m{size.split('x')[0]}"
         for build, env in (("AVX-512", {}), ("AVX2", AVX2)):
+            if build not in builds:
+                continue
             rows.append(("torch", build, size, ["--backend", "torch", "--threads", "2", "--size", size, *frames], env))
             ort_env = {"MAST_ATTENTION_CFLAGS": "-mno-avx512f"} if env else {}
             rows.append(("onnxruntime", build if not env else "AVX2 read", size,
@@ -70,9 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["240x427", "480x854"])
+    parser.add_argument("--builds", nargs="+", choices=["AVX-512", "AVX2"], default=["AVX-512", "AVX2"])
     parser.add_argument("--exports", type=Path, default=Path(tempfile.gettempdir()) / "mast-cpu-table")
     opts = parser.parse_args()
-    configs = configurations(opts.sizes, opts.exports)
+    configs = configurations(opts.sizes, opts.builds, opts.exports)
     for size in opts.sizes:
         ensure_export(opts.exports / f"m{size.split('x')[0]}", size)
     results: list[list[dict]] = [[] for _ in configs]
