@@ -3,12 +3,14 @@
  * bilinear fine window included. Built and loaded by mast/core/attention_c.py (cc -O3
  * -march=native, once per CPU kind); tested against mast.core.attention_spec.
  *
- * Two entry points: mast_offsets (the ROI branch's coarse search: soft-argmax centre offsets) and
- * mast_read (every frame's scores, softmax terms and values, merged into the label distribution).
- * Restricted windows and the coarse search vectorise over VL neighbouring query pixels ("lanes")
- * and reuse each loaded key vector for 4 query rows; the ROI branch's fine windows (each pixel's
- * own fractional centre) are scored per group of pixels whose windows land in one small cell,
- * vectorised over the window's columns, each loaded key vector reused for up to 8 pixels.
+ * Entry points: mast_offsets (the ROI branch's coarse search: soft-argmax centre offsets), mast_fine
+ * (its fine windows' terms), mast_read (every frame's scores, softmax terms and values, merged into
+ * the label distribution), and the layout helpers. Restricted windows and the coarse search
+ * vectorise over VL neighbouring query pixels ("lanes") and reuse each loaded key vector for QB
+ * query rows; the ROI branch's fine windows (each pixel's own fractional centre) are scored per
+ * group of pixels whose windows land in one small cell, vectorised over the window's columns, each
+ * loaded key vector reused for up to 8 pixels (3 with AVX2). The block sizes (QB, BB) can be set
+ * with -D flags for sweeps (benchmarks/bench_fused_bank.py --cflags=...).
  *
  * Layouts (float32, zero padded by the caller so that every window read lies inside):
  *   query   [H][C][wl]          row by row, each row channel by channel, width rounded up to 16 (wl).
