@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from mast.core import attention_c
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 
-CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-val-dev" / "JPEGImages" / "480p" / "camel"
-MEMORY, DISTANCES, QUERY = (0, 5, 59, 57, 55), [60, 55, 1, 3, 5], 60
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import CLIP, DISTANCES, MEMORY, QUERY  # noqa: E402  (sibling script: the same memory)
+
 KERNELS = ("mast_read", "mast_offsets", "mast_fine")
 
 
