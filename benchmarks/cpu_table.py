@@ -42,18 +42,28 @@ def configurations(sizes: list[str], builds: list[str], exports: Path) -> list[t
     return rows
 
 
+class RunFailed(Exception):
+    """A ``mast-export`` / ``mast-bench`` run failed: its command, exit code and last line of stderr."""
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RunFailed(f"`{' '.join(cmd)}` failed (exit {done.returncode}): {last}")
+
+
 def ensure_export(model: Path, size: str) -> None:
     if not (model / "metadata.json").is_file():
         h, w = size.split("x")
-        subprocess.run(["mast-export", "--out", str(model), "--height", h, "--width", w], check=True,
-                       stdout=subprocess.DEVNULL)
+        run(["mast-export", "--out", str(model), "--height", h, "--width", w])
 
 
 def bench_once(args: list[str], env: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        subprocess.run(["mast-bench", *args, "--json", str(out)], check=True, env={**os.environ, **env},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run(["mast-bench", *args, "--json", str(out)], env)
         return json.loads(out.read_text())
 
 
@@ -76,18 +86,27 @@ def main() -> None:
     parser.add_argument("--exports", type=Path, default=Path(tempfile.gettempdir()) / "mast-cpu-table")
     opts = parser.parse_args()
     configs = configurations(opts.sizes, opts.builds, opts.exports)
-    for size in opts.sizes:
-        ensure_export(opts.exports / f"m{size.split('x')[0]}", size)
     results: list[list[dict]] = [[] for _ in configs]
-    for k in range(opts.runs):
-        for i, (backend, build, size, args, env) in enumerate(configs):
-            print(f"run {k + 1}/{opts.runs}: {backend} {build} {size}", file=sys.stderr, flush=True)
-            results[i].append(bench_once(args, env))
-    print(f"{platform.processor() or platform.machine()}; {results[0][0]['device']}")
-    print("| CPU build | backend | size | encoder ms | memory read ms | host ms | total ms | fps: median (range) | command |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (backend, build, size, args, env), runs in zip(configs, results):
-        print(row(backend, build, size, args, env, runs))
+    failure = None
+    try:
+        for size in opts.sizes:
+            ensure_export(opts.exports / f"m{size.split('x')[0]}", size)
+        for k in range(opts.runs):
+            for i, (backend, build, size, args, env) in enumerate(configs):
+                print(f"run {k + 1}/{opts.runs}: {backend} {build} {size}", file=sys.stderr, flush=True)
+                results[i].append(bench_once(args, env))
+    except RunFailed as exc:
+        failure = exc   # the rows measured so far are still printed
+    if any(results):
+        print(f"{platform.processor() or platform.machine()}; {next(r for r in results if r)[0]['device']}")
+        print("| CPU build | backend | size | encoder ms | memory read ms | host ms | total ms | fps: median (range) | command |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for (backend, build, size, args, env), runs in zip(configs, results):
+            if runs:
+                print(row(backend, build, size, args, env, runs))
+    if failure is not None:
+        print(f"cpu_table: {failure}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ def validate(req: Request, onnx_flag: bool) -> None:
         calibration_frames(calibration_config(req))   # a missing or empty folder: one line, before tracing
     if req.out.exists() and not req.out.is_dir():
         raise InputError(f"--out {req.out} is a file: give a folder")
+    blocker = next((p for p in req.out.absolute().parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise InputError(f"--out {req.out}: {blocker} is a file, not a folder: give a folder path")
     if req.engine:
         if req.workspace_mb < 1:
             raise InputError(f"--workspace {req.workspace_mb}: give the TensorRT workspace in MiB (>= 1)")

@@ -86,3 +86,8 @@ def test_without_checkpoint_or_shipped_weights(tmp_path: Path, monkeypatch):
 ])
 def test_bad_input_is_one_line(tmp_path: Path, args, needle):
     _one_line_error(_run("--out", tmp_path / "m", *args), needle)
+
+
+def test_out_under_a_file_is_one_line(tmp_path: Path):
+    (tmp_path / "file").write_text("x")
+    _one_line_error(_run("--out", tmp_path / "file" / "m"), "is a file, not a folder")
