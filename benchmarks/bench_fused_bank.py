@@ -72,6 +72,10 @@ def main() -> None:
     a.cflags = a.cflags or ["", "-mno-avx512f"]
     if not CLIP.is_dir():
         ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")
+    if not (len(a.size.split("x")) == 2 and all(v.isdigit() and int(v) >= 16 for v in a.size.split("x"))):
+        ap.error(f"--size {a.size}: expected HxW of at least 16x16, e.g. 240x427")
+    if a.rounds < 1 or a.threads < 1:
+        ap.error(f"--rounds {a.rounds}, --threads {a.threads}: expected at least 1 each")
     query, keys, values = inputs(a.size)
     builds = []
     for flags in a.cflags:
