@@ -255,8 +255,12 @@ def lab_input_model(path: Path) -> onnx.ModelProto | None:
     """``encoder.onnx`` at ``path`` without its Lab front: the same graph from the normalised Lab
     tensor ``[1, 3, H, W]`` float32 (the output of its ``/lab/`` nodes, OpenCV's table: equal to
     :func:`mast.core.lab.bgr_to_lab` to float rounding) to the key, its metadata kept. None when the
-    graph has no such single tensor (then the whole graph runs from BGR)."""
-    model = onnx.load(str(path))
+    graph has no such single tensor or does not parse (then the whole graph is opened, and refused
+    with one line when it does not load: :func:`open_session`)."""
+    try:
+        model = onnx.load(str(path))
+    except Exception:  # noqa: BLE001 - protobuf's own exception types; open_session says why
+        return None
     front = {node.name for node in model.graph.node if node.name.startswith(LAB_SCOPE)}
     made_by = {out: node.name for node in model.graph.node for out in node.output}
     boundary = {name for node in model.graph.node if node.name not in front
