@@ -21,7 +21,7 @@
  *   offsets [2][H][W]           ROI centre offsets o_p (dy, dx; feature pixels), float64.
  */
 #include <math.h>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 #include <stdint.h>
@@ -60,15 +60,30 @@ static inline vf load(const float *p) { return *(const vfu *)p; }
 /* a loaded vector kept in a register: without this GCC folds the load into every FMA that uses it
  * (one load per FMA instead of one per vector: unaligned 64-byte loads cross cache lines, and the
  * read became load-bound at about half its FMA rate on Zen 4) */
+#ifdef __AVX__
 static inline vf keep_in_register(vf x) { __asm__("" : "+v"(x)); return x; }
+#else
+static inline vf keep_in_register(vf x) { return x; }    /* no AVX: GCC splits x into SSE halves */
+#endif
 static inline void store(float *p, vf x) { *(vfu *)p = x; }
 static inline vf splat(float x) {      /* a broadcast ((vf){0} + x would add 0, as -0.0 + 0 != -0.0) */
     const vf v = {x};
     return __builtin_shuffle(v, (vi){0});
 }
 static inline vf pick(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+/* a > b ? a : b and a < b ? a : b lane by lane: vmaxps / vminps return their second operand where
+ * the comparison is false, as pick does (bit-equal, -0.0 and NaN included), in one instruction
+ * instead of a compare and a blend */
+#if VL == 16
+static inline vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
+static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+#elif defined(__AVX__)
+static inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+static inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+#else
 static inline vf vmax(vf a, vf b) { return pick(a > b, a, b); }
 static inline vf vmin(vf a, vf b) { return pick(a < b, a, b); }
+#endif
 static inline float hsum(vf x) { float s = 0; for (int i = 0; i < VL; i++) s += x[i]; return s; }
 static inline float hmax(vf x) { float s = x[0]; for (int i = 1; i < VL; i++) s = x[i] > s ? x[i] : s; return s; }
 
@@ -248,11 +263,11 @@ void mast_offsets(int C, int H, int W, int R, int g, const float *qc, int pad, i
                 const vf m = lane_peak(s, n * n);
                 double s0[VL] = {0}, sy[VL] = {0}, sx[VL] = {0};
                 for (int a = 0; a < n; a++) {
-                    vf rs = splat(0.0f), rxs = splat(0.0f);
-                    for (int b = 0; b < n; b++) {
+                    vf rs = splat(0.0f), rxs = splat(0.0f), kx = splat((float)-R);    /* kx: b - R */
+                    for (int b = 0; b < n; b++, kx += 1.0f) {
                         const vf e = vexp_shifted(s[a * n + b], m);
                         rs += e;
-                        rxs += e * (float)(b - R);
+                        rxs += e * kx;
                     }
                     for (int l = 0; l < VL; l++) {
                         s0[l] += rs[l];
