@@ -334,13 +334,13 @@ def _cell(r: int) -> int:
 
 def _by_cell(lib: ctypes.CDLL, offsets: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixels grouped by the ``cell x cell`` square where their fine window lands (p + floor(o_p)):
-    ``order`` ``[h*w]`` int32 pixel indices, group by group, and ``starts`` ``[G+1]`` int32 where
-    each group begins in it."""
+    ``order`` ``[h*w]`` int32 pixel indices, group by group (inside a group by the cell row where
+    their windows start), and ``starts`` ``[G+1]`` int32 where each group begins in it."""
     _, h, w = offsets.shape
     reach = int(np.abs(offsets).max()) + 1                                # cells spanned: at most this
     cells = (-(-(h + 2 * reach) // cell) + 2) * (-(-(w + 2 * reach) // cell) + 2)
     order, starts = np.empty(h * w, np.int32), np.empty(h * w + 1, np.int32)
-    count, scratch = np.empty(cells + 1, np.int32), np.empty(h * w, np.int32)
+    count, scratch = np.empty(cells * cell + 1, np.int32), np.empty(h * w, np.int32)
     groups = lib.mast_group(h, w, cell, offsets.ctypes.data, order.ctypes.data, starts.ctypes.data,
                             count.ctypes.data, scratch.ctypes.data)
     return order, starts[: groups + 1]

@@ -201,9 +201,11 @@ void mast_layout(const float *x, int C, int H, int W, int top, int left, int wp,
 
 /* Pixels grouped by the T x T cell where their fine window lands (p + floor(o_p)), by a counting
  * sort: order [H * W] pixel indices group by group, starts [G + 1] where each group begins;
- * count [cells] is scratch (cells >= the cells spanned, see mast_cells). Returns G. */
+ * count [cells * T + 1] is scratch (cells >= the cells spanned: attention_c._by_cell), key [H * W] too.
+ * Inside a group the pixels are sorted by the row of the cell their window starts on, so that a
+ * block of them (mast_fine) mostly shares its key rows: n + 1 rows instead of up to n + T. Returns G. */
 int mast_group(int H, int W, int T, const double *offsets, int32_t *order, int32_t *starts, int32_t *count,
-               int32_t *cell) {
+               int32_t *key) {
     const long hw = (long)H * W;
     starts[0] = 0;
     if (hw == 0) return 0;
@@ -214,20 +216,25 @@ int mast_group(int H, int W, int T, const double *offsets, int32_t *order, int32
         xmin = tx < xmin ? tx : xmin; xmax = tx > xmax ? tx : xmax;
     }
     const int cols = xmax - xmin + 1;
-    const size_t cells = (size_t)(ymax - ymin + 1) * (size_t)cols;
-    for (size_t b = 0; b <= cells; b++) count[b] = 0;
+    const size_t buckets = (size_t)(ymax - ymin + 1) * (size_t)cols * (size_t)T;    /* (cell, row in cell) */
+    for (size_t b = 0; b <= buckets; b++) count[b] = 0;
     for (long p = 0; p < hw; p++) {
-        const int ty = (int)floor((p / W + floor(offsets[p])) / T), tx = (int)floor((p % W + floor(offsets[hw + p])) / T);
-        cell[p] = (ty - ymin) * cols + (tx - xmin);
-        count[cell[p] + 1]++;
+        const int y = (int)(p / W + floor(offsets[p])), ty = (int)floor((double)y / T);
+        const int tx = (int)floor((p % W + floor(offsets[hw + p])) / T);
+        key[p] = ((ty - ymin) * cols + (tx - xmin)) * T + (y - ty * T);
+        count[key[p] + 1]++;
     }
     int groups = 0;
-    for (size_t b = 0; b < cells; b++) {
-        if (count[b + 1] > 0) starts[groups++] = count[b];
+    long cell = -1;
+    for (size_t b = 0; b < buckets; b++) {
+        if (count[b + 1] > 0 && (long)(b / T) != cell) {
+            starts[groups++] = count[b];
+            cell = (long)(b / T);
+        }
         count[b + 1] += count[b];
     }
     starts[groups] = (int32_t)hw;
-    for (long p = 0; p < hw; p++) order[count[cell[p]]++] = (int32_t)p;
+    for (long p = 0; p < hw; p++) order[count[key[p]]++] = (int32_t)p;
     return groups;
 }
 
