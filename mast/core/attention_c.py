@@ -69,11 +69,24 @@ def _cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL:
     """The compiled kernel (built once per source, flags and CPU kind). Raises DependencyError."""
+    return _build(())
+
+
+@lru_cache(maxsize=1)
+def _bf16_library() -> ctypes.CDLL:
+    """The kernel built with ``-DMAST_BF16`` (dot products of bf16 pairs: AVX512-BF16 CPUs only; see
+    :func:`bf16_available`). Raises DependencyError."""
+    if " avx512_bf16" not in _cpu_flags():
+        raise DependencyError("the bf16 fused read needs a CPU with AVX512-BF16 (avx512_bf16 in /proc/cpuinfo)")
+    return _build(("-DMAST_BF16",))
+
+
+def _build(defines: tuple[str, ...]) -> ctypes.CDLL:
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
         raise DependencyError(f"the fused CPU attention needs a C compiler: {cc!r} not found "
                               "(install gcc, or set CC)")
-    flags = [*FLAGS, *os.environ.get(EXTRA_FLAGS, "").split()]
+    flags = [*FLAGS, *os.environ.get(EXTRA_FLAGS, "").split(), *defines]
     source = SOURCE.read_bytes()
     tag = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_flags().encode()]))
     target = _cache_dir() / f"mast_attention_{tag.hexdigest()[:16]}.so"
@@ -95,10 +108,12 @@ def _library() -> ctypes.CDLL:
     lib.mast_offsets.restype = None
     lib.mast_offsets.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] + [ctypes.c_int] * 2 + [ctypes.c_void_p] \
         + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
-    lib.mast_layout.restype = None
-    lib.mast_layout.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 8 + [ctypes.c_void_p]
-    lib.mast_channels_last.restype = None
-    lib.mast_channels_last.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [ctypes.c_void_p]
+    for name in ("mast_layout", "mast_layout_pairs"):
+        getattr(lib, name).restype = None
+        getattr(lib, name).argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 8 + [ctypes.c_void_p]
+    for name in ("mast_channels_last", "mast_channels_last_pairs"):
+        getattr(lib, name).restype = None
+        getattr(lib, name).argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [ctypes.c_void_p]
     lib.mast_group.restype = ctypes.c_int
     lib.mast_group.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 5
     lib.mast_work_floats.restype = ctypes.c_long
@@ -110,6 +125,15 @@ def available() -> str | None:
     """None when the fused kernel can run here, else why not (one line)."""
     try:
         _library()
+    except (DependencyError, OSError) as e:
+        return str(e)
+    return None
+
+
+def bf16_available() -> str | None:
+    """None when the bf16 read (:class:`FusedBank` ``pairs=True``) can run here, else why not."""
+    try:
+        _bf16_library()
     except (DependencyError, OSError) as e:
         return str(e)
     return None
@@ -177,11 +201,18 @@ class FusedBank:
     At 240x427 with 62 key channels that is ~4.5 MB per restricted slot and ~16 MB per ROI slot.
 
     n_slots: slots of the bank. cfg: the attention read. threads: threads splitting the work (None:
-    :func:`default_threads`).
+    :func:`default_threads`). pairs: dot products of bf16 pairs (``vdpbf16ps``, float32 sums; AVX512-BF16
+    CPUs, :func:`bf16_available`, else DependencyError): keys and queries are rounded to bf16 when laid
+    out, so keys that already are bf16 values (a bf16 encoder) are read as they are, their products
+    exact, only the order of the float32 sums differs from the float32 read; half the key memory.
     """
 
-    def __init__(self, n_slots: int, cfg: AttentionConfig = AttentionConfig(), threads: int | None = None) -> None:
+    def __init__(self, n_slots: int, cfg: AttentionConfig = AttentionConfig(), threads: int | None = None,
+                 pairs: bool = False) -> None:
+        if pairs and (reason := bf16_available()) is not None:
+            raise DependencyError(reason)
         self.cfg = cfg
+        self.pairs = pairs
         self.threads = threads or default_threads()
         self._maps: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n_slots
         self._laid: list[_Laid | None] = [None] * n_slots
@@ -203,8 +234,9 @@ class FusedBank:
         ``distances`` (:func:`memory_read`); ValueError for unwritten slots or mismatched shapes."""
         query = np.ascontiguousarray(query, np.float32)
         n_labels = self._check(query, slots, distances)
-        lib, cfg = _library(), self.cfg
+        lib, cfg = _bf16_library() if self.pairs else _library(), self.cfg
         c, h, w = query.shape
+        ck, kind = ((c + 1) // 2, np.uint32) if self.pairs else (c, np.float32)   # the kernel's channels: pairs
         r, cell = cfg.radius, _cell(cfg.radius)
         n_threads = max(1, min(self.threads, h))
         # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
@@ -214,13 +246,15 @@ class FusedBank:
         laid = [self._slot(lib, slot, roi_pad if cfg.uses_roi(d) else r, n_threads) for slot, d in zip(slots, distances)]
         rois = [i for i, d in enumerate(distances) if cfg.uses_roi(d)]
         work = self._buffer("work", (n_threads, lib.mast_work_floats(w, n_labels, r, len(slots)) + 16))
-        q_rows = self._buffer("q_rows", (h, c, _lanes(w)))                           # [h, C, lanes]
-        q_last = self._buffer("q_last", (h * w, c)) if rois else None               # [h*w, C]: fine windows
+        q_rows = self._buffer("q_rows", (h, ck, _lanes(w)), kind)                    # [h, C, lanes]
+        q_last = self._buffer("q_last", (h * w, ck), kind) if rois else None        # [h*w, C]: fine windows
+        rows, last = ((lib.mast_layout_pairs, lib.mast_channels_last_pairs) if self.pairs
+                      else (lib.mast_layout, lib.mast_channels_last))
 
         def query_layouts(lo: int, hi: int, t: int) -> None:
-            lib.mast_layout(query.ctypes.data, c, h, w, 0, 0, q_rows.shape[2], lo, hi, q_rows.ctypes.data)
+            rows(query.ctypes.data, c, h, w, 0, 0, q_rows.shape[2], lo, hi, q_rows.ctypes.data)
             if q_last is not None:
-                lib.mast_channels_last(query.ctypes.data, c, h, w, lo * w, hi * w, q_last.ctypes.data)
+                last(query.ctypes.data, c, h, w, lo * w, hi * w, q_last.ctypes.data)
 
         _parallel([(query_layouts, lo, hi) for lo, hi in _split(h, n_threads)])
         terms = self._roi_terms(lib, q_rows, q_last, [laid[i] for i in rois], [distances[i] for i in rois],
@@ -231,7 +265,7 @@ class FusedBank:
         for i, t in zip(rois, terms):
             frames[i].roi, frames[i].terms = 1, t.ctypes.data
         out = np.empty((n_labels, h, w), np.float32)
-        args = (c, h, w, n_labels, r, q_rows.ctypes.data, len(slots), ctypes.addressof(frames))
+        args = (ck, h, w, n_labels, r, q_rows.ctypes.data, len(slots), ctypes.addressof(frames))
         _parallel([(lambda lo, hi, t: lib.mast_read(*args, lo, hi, out.ctypes.data, _aligned(work[t])), lo, hi)
                    for lo, hi in _split(h, n_threads)])
         return out
@@ -285,11 +319,12 @@ class FusedBank:
         key, values = self._maps[slot]
         pad = max(pad, laid.pad if laid is not None else 0)
         (c, h, w), n_labels = key.shape, values.shape[0]
+        ck, kind = ((c + 1) // 2, np.uint32) if self.pairs else (c, np.float32)
         wp = -(-(2 * pad + 64 + _lanes(w)) // 16) * 16                    # rows 16-float aligned
-        shapes = ((h + 2 * pad + 1, c, wp), (h + 2 * pad + 1, n_labels, wp))
+        shapes = ((h + 2 * pad + 1, ck, wp), (h + 2 * pad + 1, n_labels, wp))
         if laid is None or (laid.key.shape, laid.value.shape) != shapes:
-            laid = self._laid[slot] = _Laid(pad, wp, _empty(shapes[0]), _empty(shapes[1]))
-        _layout(lib, [(key, laid.key), (values, laid.value)], pad, n_threads)
+            laid = self._laid[slot] = _Laid(pad, wp, _empty(shapes[0], kind), _empty(shapes[1]))
+        _layout(lib, [(key, laid.key, self.pairs), (values, laid.value, False)], pad, n_threads)
         laid.fresh = True
         return laid
 
@@ -314,16 +349,18 @@ def _empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     return raw[start: start + size].view(dtype).reshape(shape)
 
 
-def _layout(lib: ctypes.CDLL, pairs: list[tuple[np.ndarray, np.ndarray]], pad: int, n_threads: int) -> None:
-    """Each ``x`` ``[C, h, w]`` (contiguous float32) of ``pairs`` placed at (pad, pad) in its ``out``
-    ``[rows, C, width]``, zeros around it (rows split over the threads)."""
+def _layout(lib: ctypes.CDLL, maps: list[tuple[np.ndarray, np.ndarray, bool]], pad: int, n_threads: int) -> None:
+    """Each ``x`` ``[C, h, w]`` (contiguous float32) of ``maps`` placed at (pad, pad) in its ``out``
+    ``[rows, C, width]`` (with ``pairs``: ``[rows, ceil(C / 2), width]`` bf16 pairs), zeros around it
+    (rows split over the threads)."""
 
     def run(lo: int, hi: int, t: int) -> None:
-        for x, out in pairs:
+        for x, out, pairs in maps:
             c, h, w = x.shape
-            lib.mast_layout(x.ctypes.data, c, h, w, pad, pad, out.shape[2], lo, min(hi, out.shape[0]), out.ctypes.data)
+            layout = lib.mast_layout_pairs if pairs else lib.mast_layout
+            layout(x.ctypes.data, c, h, w, pad, pad, out.shape[2], lo, min(hi, out.shape[0]), out.ctypes.data)
 
-    _parallel([(run, lo, hi) for lo, hi in _split(max(out.shape[0] for _, out in pairs), n_threads)])
+    _parallel([(run, lo, hi) for lo, hi in _split(max(out.shape[0] for _, out, _ in maps), n_threads)])
 
 
 def _cell(r: int) -> int:

@@ -70,6 +70,17 @@ static inline vf splat(float x) {      /* a broadcast ((vf){0} + x would add 0, 
     const vf v = {x};
     return __builtin_shuffle(v, (vi){0});
 }
+/* acc + a * b lane by lane (one FMA). MAST_BF16 (AVX512-BF16 builds): a and b hold bf16 pairs, each
+ * 32-bit lane channels 2c and 2c + 1 (mast_layout_pairs), and acc gains both products (vdpbf16ps:
+ * bf16 products are exact in float32, accumulated in float32): a pair layout's "channel" c is a pair. */
+#ifdef MAST_BF16
+#if VL != 16 || !defined(__AVX512BF16__)
+#error "MAST_BF16 needs AVX512-BF16"
+#endif
+static inline vf mac(vf acc, vf a, vf b) { return (vf)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b); }
+#else
+static inline vf mac(vf acc, vf a, vf b) { return acc + a * b; }
+#endif
 static inline vf pick(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 /* a > b ? a : b and a < b ? a : b lane by lane: vmaxps / vminps return their second operand where
  * the comparison is false, as pick does (bit-equal, -0.0 and NaN included), in one instruction
@@ -134,7 +145,7 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                     for (int j = 0; j < QB; j++) qv[j] = keep_in_register(load(qq + j * qrs));
                     for (int i = 0; i < BB; i++) {
                         const vf kv = keep_in_register(load(p + step * i));
-                        for (int j = 0; j < QB; j++) acc[j][i] += qv[j] * kv;
+                        for (int j = 0; j < QB; j++) acc[j][i] = mac(acc[j][i], qv[j], kv);
                     }
                 }
                 for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
@@ -144,7 +155,7 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                 for (int j = 0; j < QB; j++) acc[j] = splat(0.0f);
                 for (int c = 0; c < C; c++) {
                     const vf kv = load(row + c * kcs + step * b);
-                    for (int j = 0; j < QB; j++) acc[j] += load(q + c * qcs + j * qrs) * kv;
+                    for (int j = 0; j < QB; j++) acc[j] = mac(acc[j], load(q + c * qcs + j * qrs), kv);
                 }
                 for (int j = 0; j < QB; j++) s[j * sj + b] = acc[j];
             }
@@ -162,13 +173,13 @@ static void block_scores(int QR, const float *q, long qcs, long qrs, const float
                 for (int c = 0; c < C; c++) {
                     const vf qv = load(qj + c * qcs);
                     const float *p = row + c * kcs + step * b;
-                    for (int i = 0; i < 8; i++) acc[i] += qv * load(p + step * i);
+                    for (int i = 0; i < 8; i++) acc[i] = mac(acc[i], qv, load(p + step * i));
                 }
                 for (int i = 0; i < 8; i++) s[b + i] = acc[i];
             }
             for (; b < n; b++) {
                 vf acc = splat(0.0f);
-                for (int c = 0; c < C; c++) acc += load(qj + c * qcs) * load(row + c * kcs + step * b);
+                for (int c = 0; c < C; c++) acc = mac(acc, load(qj + c * qcs), load(row + c * kcs + step * b));
                 s[b] = acc;
             }
         }
@@ -244,6 +255,42 @@ void mast_channels_last(const float *x, int C, int H, int W, int p0, int p1, flo
         for (int c = 0; c < C; c++) out[(long)p * C + c] = x[(long)c * H * W + p];
 }
 
+/* x as bfloat16 bits, rounded to nearest even (a NaN stays a NaN) */
+static inline uint32_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+static inline uint32_t pair_at(const float *x, int C, long plane, long i, int c2) {
+    const uint32_t lo = bf16_bits(x[(long)(2 * c2) * plane + i]);
+    return 2 * c2 + 1 < C ? lo | bf16_bits(x[(long)(2 * c2 + 1) * plane + i]) << 16 : lo;
+}
+
+/* mast_layout for a MAST_BF16 build: out [hp][C2][wp] of 32-bit bf16 pairs (channels 2c, 2c + 1 of
+ * x; C2 = ceil(C / 2), an odd C's last pair zero above), zero padded the same way. */
+void mast_layout_pairs(const float *x, int C, int H, int W, int top, int left, int wp, int r0, int r1, uint32_t *out) {
+    const int C2 = (C + 1) / 2;
+    const long plane = (long)H * W;
+    for (int r = r0; r < r1; r++) {
+        const int y = r - top;
+        for (int c = 0; c < C2; c++) {
+            uint32_t *o = out + ((long)r * C2 + c) * wp;
+            memset(o, 0, sizeof(uint32_t) * wp);
+            if (y < 0 || y >= H) continue;
+            for (int i = 0; i < W; i++) o[left + i] = pair_at(x, C, plane, (long)y * W + i, c);
+        }
+    }
+}
+
+/* mast_channels_last for a MAST_BF16 build: pixels [p0, p1) of out [H * W][C2] bf16 pairs. */
+void mast_channels_last_pairs(const float *x, int C, int H, int W, int p0, int p1, uint32_t *out) {
+    const int C2 = (C + 1) / 2;
+    for (int p = p0; p < p1; p++)
+        for (int c = 0; c < C2; c++) out[(long)p * C2 + c] = pair_at(x, C, (long)H * W, p, c);
+}
+
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
@@ -311,7 +358,7 @@ typedef struct {
             for (int v = 0; v < NV; v++) kv[v] = keep_in_register(load(row + c * kcs + VL * v));    \
             for (int p = 0; p < P; p++) {                                                           \
                 const vf qv = splat(qs[p][c]);                                                     \
-                for (int v = 0; v < NV; v++) acc[p][v] += qv * kv[v];                               \
+                for (int v = 0; v < NV; v++) acc[p][v] = mac(acc[p][v], qv, kv[v]);                \
             }
 #else
 #define GROUP_CHANNEL(NV, P)                                                                        \
@@ -319,7 +366,7 @@ typedef struct {
             for (int p = 0; p < P; p++) qv[p] = keep_in_register(splat(qs[p][c]));                 \
             for (int v = 0; v < NV; v++) {                                                          \
                 const vf kv = keep_in_register(load(row + c * kcs + VL * v));                      \
-                for (int p = 0; p < P; p++) acc[p][v] += qv[p] * kv;                                \
+                for (int p = 0; p < P; p++) acc[p][v] = mac(acc[p][v], qv[p], kv);                 \
             }
 #endif
 #define GROUP(NV, P)                                                                                \

@@ -40,11 +40,12 @@ class OneHotBank:
     """The reference attention's bank: ``keys [S, C, h, w]`` and one-hot label maps
     ``values [S, L, h, w]`` float32, preallocated and updated in place. On CPU, where the fused
     kernel builds and takes the read, a :class:`~mast.core.attention_c.FusedBank` over the same
-    memory reads it (each slot laid out once per write); elsewhere
+    memory reads it (each slot laid out once per write; ``bf16_keys``: the keys are bf16 values, read
+    with bf16 dot products where the CPU has AVX512-BF16); elsewhere
     :func:`~mast.core.attention.roi_memory_attention`."""
 
     def __init__(self, n_slots: int, key: torch.Tensor, n_labels: int, key_dtype: torch.dtype,
-                 device: torch.device, cfg: AttentionConfig) -> None:
+                 device: torch.device, cfg: AttentionConfig, bf16_keys: bool = False) -> None:
         self.keys = torch.zeros(n_slots, *key.shape, dtype=key_dtype, device=device)
         self.values = torch.zeros(n_slots, n_labels, *key.shape[1:], device=device)
         self.n_labels = n_labels
@@ -55,7 +56,9 @@ class OneHotBank:
                           f"takes at most {attention_c.MAX_LABELS - 1} objects, {attention_c.MAX_FRAMES} slots and "
                           f"radius {attention_c.MAX_RADIUS}; using the slower PyTorch read", stacklevel=3)
             fused = False
-        self.fused = attention_c.FusedBank(n_slots, cfg, torch.get_num_threads()) if fused and fused_builds() else None
+        pairs = bf16_keys and attention_c.bf16_available() is None
+        self.fused = (attention_c.FusedBank(n_slots, cfg, torch.get_num_threads(), pairs=pairs)
+                      if fused and fused_builds() else None)
 
     def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:
         self.keys[slot].copy_(key)
@@ -107,7 +110,9 @@ class TorchBackend:
                    fixture's ill-conditioned pixels move by 1.3e-3 when the norms are folded);
                    bf16/fp16 convert the weights once, batch norms folded into the convolutions
                    (:func:`~mast.core.model.fuse_conv_bn`: on CPU, bf16, 41 -> 32 ms at 240x427),
-                   as they are for the compact encoder in every precision.
+                   as they are for the compact encoder in every precision. On a CPU with
+                   AVX512-BF16, bf16 keys are also read with bf16 dot products (exact products of
+                   the bf16 keys, float32 sums: :class:`~mast.core.attention_c.FusedBank` ``pairs``).
     kernel:        the memory read (:data:`AttentionKernel`).
     lab_on_device: upload uint8 frames and convert to Lab on ``device`` (None: on CUDA only).
     """
@@ -188,7 +193,8 @@ class TorchBackend:
         return other
 
     def allocate(self, n_slots: int, key: torch.Tensor, n_labels: int) -> None:
-        self.bank = self.bank_type(n_slots, key, n_labels, self.key_dtype, self.device, self.attention)
+        extra = {"bf16_keys": self.precision == "bf16"} if self.bank_type is OneHotBank else {}
+        self.bank = self.bank_type(n_slots, key, n_labels, self.key_dtype, self.device, self.attention, **extra)
 
     @torch.inference_mode()
     def write(self, slot: int, key: torch.Tensor, labels: np.ndarray) -> None:

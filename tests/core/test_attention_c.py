@@ -99,3 +99,66 @@ def test_fine_window_shares_cover_every_group_once_in_about_equal_pixels():
         assert all((s == 1).all() for s in seen)
         pixels = [sum(int(starts[k][g1] - starts[k][g0]) for k, g0, g1 in share) for share in shares]
         assert len(shares) <= parts and max(pixels) - min(pixels) <= 2 * 8
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    return torch.from_numpy(x).bfloat16().float().numpy()
+
+
+def test_pair_layouts_round_to_bf16_pairs():
+    """mast_layout_pairs / mast_channels_last_pairs (any build): channels 2c, 2c + 1 as the low and
+    high bf16 of one 32-bit element, rounded to nearest even as torch rounds; an odd channel count's
+    last pair zero above; the padding zero."""
+    lib = attention_c._library()
+    rng = np.random.default_rng(7)
+    c, h, w, pad, wp = 5, 3, 4, 2, 16
+    x = (rng.standard_normal((c, h, w)) * 10.0 ** rng.integers(-3, 4, (c, h, w))).astype(np.float32)
+    x[0, 0, 0], x[1, 0, 0] = np.inf, -0.0
+    rows = np.zeros((h + 2 * pad, 3, wp), np.uint32)
+    lib.mast_layout_pairs(x.ctypes.data, c, h, w, pad, pad, wp, 0, rows.shape[0], rows.ctypes.data)
+    last = np.zeros((h * w, 3), np.uint32)
+    lib.mast_channels_last_pairs(x.ctypes.data, c, h, w, 0, h * w, last.ctypes.data)
+    halves = lambda u: np.stack([u & 0xFFFF, u >> 16], -1).astype(np.uint32) << 16   # noqa: E731
+    want = np.concatenate([_bf16(x), np.zeros((1, h, w), np.float32)])           # [6, h, w]
+    got = halves(rows[pad:pad + h, :, pad:pad + w]).view(np.float32)               # [h, 3, w, 2]
+    np.testing.assert_array_equal(got.transpose(1, 3, 0, 2).reshape(6, h, w), want)
+    np.testing.assert_array_equal(halves(last).view(np.float32).reshape(h, w, 6).transpose(2, 0, 1), want)
+    rows[pad:pad + h, :, pad:pad + w] = 0
+    assert not rows.any()
+
+
+@pytest.mark.parametrize("c, labels, distances", [(8, 3, [1, 3, 20]), (7, 2, [2, 40]), (64, 4, [1, 50, 30])])
+def test_bf16_pairs_read_bf16_keys_as_the_float32_read(c, labels, distances):
+    """FusedBank(pairs=True) on keys that are bf16 values (what a bf16 encoder gives): products exact,
+    float32 sums in another order: the float32 read's result to float32 rounding (the restricted
+    window, the ROI branch, an odd channel count, several labels), and the oracle's."""
+    if (reason := attention_c.bf16_available()) is not None:
+        pytest.skip(f"no bf16 read here: {reason}")
+    rng = np.random.default_rng(c)
+    keys, values = _maps(rng, len(distances), c=c, h=11, w=21, labels=labels)
+    keys = [_bf16(k / np.sqrt(c)) for k in keys]                     # scores of order 1, as the model's
+    query = _bf16(rng.standard_normal(keys[0].shape, dtype=np.float32) / np.sqrt(c))
+    pairs = attention_c.FusedBank(len(keys), CFG, threads=2, pairs=True)
+    plain = attention_c.FusedBank(len(keys), CFG, threads=2)
+    for slot, (k, v) in enumerate(zip(keys, values)):
+        pairs.write(slot, k, v)
+        plain.write(slot, k, v)
+    got = pairs.read(query, list(range(len(keys))), distances)
+    np.testing.assert_allclose(got, plain.read(query, list(range(len(keys))), distances), atol=1e-5)
+    want = oracle_attention(torch.from_numpy(query), [torch.from_numpy(k) for k in keys],
+                            [torch.from_numpy(v) for v in values], distances, CFG)
+    np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
+    assert pairs._laid[0].key.dtype == np.uint32 and pairs._laid[0].key.shape[1] == (c + 1) // 2
+
+
+def test_bf16_pairs_need_avx512_bf16(monkeypatch):
+    """Without AVX512-BF16 the bf16 read is refused in one line (the torch backend then keeps the
+    float32 read)."""
+    monkeypatch.setattr(attention_c, "_cpu_flags", lambda: "flags : fpu avx2 fma")
+    attention_c._bf16_library.cache_clear()
+    try:
+        assert "AVX512-BF16" in attention_c.bf16_available()
+        with pytest.raises(attention_c.DependencyError, match="AVX512-BF16"):
+            attention_c.FusedBank(2, CFG, pairs=True)
+    finally:
+        attention_c._bf16_library.cache_clear()

@@ -99,3 +99,27 @@ def test_more_objects_than_the_fused_read_takes_is_said_and_read_by_pytorch():
     one_hot = torch.from_numpy(labels)[None] == torch.arange(20)[:, None, None]
     want = roi_memory_attention(query, [key], [one_hot.float()], [1], backend.attention, kernel="torch")
     torch.testing.assert_close(backend.read(query, [0], [1]), want)
+
+
+def test_bf16_keys_are_read_with_bf16_dot_products_where_the_cpu_has_them():
+    """precision bf16 on a CPU with AVX512-BF16: the fused bank reads its (bf16-valued) keys with
+    bf16 pairs, the float32 read's result to float32 rounding; fp32 keeps the float32 read; without
+    AVX512-BF16, bf16 keeps it too."""
+    from mast.core import attention_c
+    if attention_c.available() is not None:
+        pytest.skip(f"no fused CPU read here: {attention_c.available()}")
+    rng = np.random.default_rng(3)
+    key, query = (torch.from_numpy(rng.standard_normal((6, 10, 12), dtype=np.float32) / 3).bfloat16().float()
+                  for _ in range(2))
+    labels = rng.integers(0, 3, (10, 12))
+    banks = {}
+    for precision in ("bf16", "fp32"):
+        backend = TorchBackend(LabKeys(), precision=precision)
+        backend.allocate(2, key, 3)
+        backend.write(0, key, labels)
+        backend.write(1, key.flip(-1), labels[:, ::-1])
+        banks[precision] = backend
+    assert banks["bf16"].bank.fused.pairs == (attention_c.bf16_available() is None)
+    assert not banks["fp32"].bank.fused.pairs
+    got, want = (banks[p].read(query, [0, 1], [20, 1]) for p in ("bf16", "fp32"))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
