@@ -251,6 +251,8 @@ def device_info(backend: Backend) -> dict[str, Any]:
     restricted = {k: os.environ[k] for k in ISA_VARIABLES if os.environ.get(k)}
     if restricted:
         info["restricted"] = restricted
+    if (read := memory_read_kind(backend)) is not None:
+        info["read"] = read
     if backend.name == "torch":
         import torch  # noqa: PLC0415 - torch backend only: already imported
         info["torch"] = torch.__version__
@@ -258,6 +260,19 @@ def device_info(backend: Backend) -> dict[str, Any]:
         if torch.device(backend.device).type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(backend.device)
     return info
+
+
+def memory_read_kind(backend: Backend) -> str | None:
+    """Which implementation read the memory (after tracking): "fused C" (float32), "fused C, bf16
+    pairs", "PyTorch", "Triton" (torch) or onnxruntime's "fused C" / "graph"; None when unknown."""
+    bank = getattr(backend, "bank", None)
+    if backend.name == "torch" and bank is not None:
+        fused = getattr(bank, "fused", None)
+        if fused is not None:
+            return "fused C, bf16 pairs" if fused.pairs else "fused C"
+        return "PyTorch" if hasattr(bank, "values") else "Triton"
+    mode = getattr(backend, "read_mode", None)
+    return {"fused": "fused C", "graph": "graph"}.get(mode) if backend.name == "onnxruntime" else None
 
 
 def peak_rss_mib() -> float:
@@ -367,6 +382,7 @@ def result_lines(result: BenchResult) -> list[str]:
     return [f"fps: {result.fps_median:.2f} (median frame), {result.fps_mean:.2f} (mean over {result.frames} frames)",
             f"peak RSS {result.peak_rss_mib:.0f} MiB{gpu}",
             f"device {d['device']}: {d['cpu']} ({d.get('isa', '?')}), {d['cores']} core(s){threads}"
+            + (f", memory read: {d['read']}" if "read" in d else "")
             + "".join(f", {k}={v}" for k, v in d.get("restricted", {}).items())]
 
 

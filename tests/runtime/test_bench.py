@@ -49,6 +49,9 @@ def test_bench_table_and_json(tmp_path: Path) -> None:
     assert data["device"]["torch_threads"] == 1 and data["device"]["cpu"]
     assert data["device"]["isa"] in ("AMX+AVX-512", "AVX-512", "AVX2", "?")
     assert data["command"].startswith("mast-bench")
+    from mast.core import attention_c
+    assert data["device"]["read"] == ("fused C" if attention_c.available() is None else "PyTorch")
+    assert f"memory read: {data['device']['read']}" in result.output
 
 
 def test_bench_names_a_restricted_build(monkeypatch):
