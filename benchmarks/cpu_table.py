@@ -3,12 +3,14 @@ every configuration run ``--runs`` times in turn (A B C ... A B C ...) so that a
 hits them alike; prints one Markdown row per configuration: the median run's stage medians, the
 median and range of the runs' fps, and the command.
 
-    python benchmarks/cpu_table.py [--runs 3] [--sizes 240x427 480x854] [--builds AVX-512 AVX2] [--exports DIR]
+    python benchmarks/cpu_table.py [--runs 3] [--sizes 240x427 480x854] [--builds AVX-512 AVX2] [--exports DIR] [--bf16]
 
 The onnxruntime rows need exported models: ``DIR/m<H>`` is made with ``mast-export`` when missing.
 "AVX2" rows restrict the CPU build: PyTorch's kernels (``ATEN_CPU_CAPABILITY=avx2``), oneDNN's
 (``ONEDNN_MAX_CPU_ISA=AVX2``) and the fused read's (``MAST_ATTENTION_CFLAGS=-mno-avx512f``);
 onnxruntime's MLAS cannot be restricted, so its AVX2 rows restrict the fused read only.
+``--bf16`` adds a torch ``--precision bf16`` row per size to the AVX-512 build (bf16 encoder; on
+AVX512-BF16 CPUs its keys read with bf16 dot products: the memory read each row ran is in its JSON).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MAST_ATTEN
 STAGES = ("encoder", "attention")
 
 
-def configurations(sizes: list[str], builds: list[str], exports: Path) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
+def configurations(sizes: list[str], builds: list[str], exports: Path,
+                   bf16: bool = False) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
     """(backend, build, size, mast-bench arguments, environment) of each row."""
     rows = []
     for size in sizes:
@@ -36,6 +39,9 @@ def configurations(sizes: list[str], builds: list[str], exports: Path) -> list[t
             if build not in builds:
                 continue
             rows.append(("torch", build, size, ["--backend", "torch", "--threads", "2", "--size", size, *frames], env))
+            if bf16 and not env:
+                rows.append(("torch bf16", build, size, ["--backend", "torch", "--threads", "2", "--size", size,
+                                                         "--precision", "bf16", *frames], env))
             ort_env = {"MAST_ATTENTION_CFLAGS": "-mno-avx512f"} if env else {}
             rows.append(("onnxruntime", build if not env else "AVX2 read", size,
                          ["--backend", "onnxruntime", "--model", str(model), "--size", size, *frames], ort_env))
@@ -71,6 +77,8 @@ def row(backend: str, build: str, size: str, args: list[str], env: dict[str, str
     fps = sorted(r["fps_median"] for r in runs)
     mid = sorted(runs, key=lambda r: r["fps_median"])[len(runs) // 2]
     stage = {s: mid["stages"][s]["median_ms"] for s in STAGES}
+    if backend.endswith("bf16"):   # which read its keys got (bf16 pairs only on AVX512-BF16 CPUs)
+        backend += f" (read: {mid['device'].get('read', '?')})"
     prefix = " ".join(f"{k}={v}" for k, v in env.items())
     command = f"{prefix + ' ' if prefix else ''}mast-bench {' '.join(args)}"
     return (f"| {build} | {backend} | {size} | {stage['encoder']:.1f} | {stage['attention']:.1f} | "
@@ -84,8 +92,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["240x427", "480x854"])
     parser.add_argument("--builds", nargs="+", choices=["AVX-512", "AVX2"], default=["AVX-512", "AVX2"])
     parser.add_argument("--exports", type=Path, default=Path(tempfile.gettempdir()) / "mast-cpu-table")
+    parser.add_argument("--bf16", action="store_true", help="add torch --precision bf16 rows (AVX-512 build)")
     opts = parser.parse_args()
-    configs = configurations(opts.sizes, opts.builds, opts.exports)
+    configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16)
     results: list[list[dict]] = [[] for _ in configs]
     failure = None
     try:
