@@ -11,6 +11,8 @@ The onnxruntime rows need exported models: ``DIR/m<H>`` is made with ``mast-expo
 onnxruntime's MLAS cannot be restricted, so its AVX2 rows restrict the fused read only.
 ``--bf16`` adds a torch ``--precision bf16`` row per size to the AVX-512 build (bf16 encoder; on
 AVX512-BF16 CPUs its keys read with bf16 dot products: the memory read each row ran is in its JSON).
+Before each round the 2-thread AVX2 FMA peak is measured (``read_roofline.py``'s register-only loop,
+0.3 s): on a shared host the FP units' share drifts, and the table prints those peaks with it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from read_roofline import peak_gflops, peak_library  # noqa: E402  (sibling script: the FMA loop)
 
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MAST_ATTENTION_CFLAGS": "-mno-avx512f"}
 STAGES = ("encoder", "attention")
@@ -96,11 +101,14 @@ def main() -> None:
     opts = parser.parse_args()
     configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16)
     results: list[list[dict]] = [[] for _ in configs]
-    failure = None
+    failure, peaks = None, []
     try:
         for size in opts.sizes:
             ensure_export(opts.exports / f"m{size.split('x')[0]}", size)
+        with tempfile.TemporaryDirectory() as tmp:
+            fma = peak_library("-mno-avx512f", 8, Path(tmp))
         for k in range(opts.runs):
+            peaks.append(peak_gflops(fma, 8, 2, 0.3))
             for i, (backend, build, size, args, env) in enumerate(configs):
                 print(f"run {k + 1}/{opts.runs}: {backend} {build} {size}", file=sys.stderr, flush=True)
                 results[i].append(bench_once(args, env))
@@ -108,6 +116,7 @@ def main() -> None:
         failure = exc   # the rows measured so far are still printed
     if any(results):
         print(f"{platform.processor() or platform.machine()}; {next(r for r in results if r)[0]['device']}")
+        print(f"2-thread AVX2 FMA peak before each round: {', '.join(f'{p:.0f}' for p in peaks)} GFLOP/s")
         print("| CPU build | backend | size | encoder ms | memory read ms | host ms | total ms | fps: median (range) | command |")
         print("|---|---|---|---|---|---|---|---|---|")
         for (backend, build, size, args, env), runs in zip(configs, results):
