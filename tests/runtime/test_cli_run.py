@@ -103,9 +103,20 @@ def test_mask_frame_past_the_end(clip: dict[str, Path]) -> None:
     assert result.exit_code == 2 and "past its end" in out
 
 
-def test_live_source_drops_stale_frames(clip: dict[str, Path], tmp_path: Path) -> None:
-    """A 40-frame video played like a camera at 400 fps: the tracker cannot keep up, so it takes
-    the newest frame each time and the stale ones are dropped and reported."""
+def test_live_source_drops_stale_frames(clip: dict[str, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 40-frame video played like a camera at 400 fps, each tracked frame taking at least 10 ms:
+    the tracker cannot keep up, so it takes the newest frame each time and the stale ones are
+    dropped and reported. (Without the floor a fast machine tracked these small frames at 400 fps.)"""
+    from mast.runtime.tracker import Tracker
+
+    step = Tracker.step
+
+    def slow_step(self, *args, **kwargs):
+        time.sleep(0.01)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tracker, "step", slow_step)
     fast = write_video(tmp_path / "fast.mp4", n=40, fps=400.0)
     result, out = invoke("--video", fast, "--simulate-live", "--mask", clip["mask"], *BASE,
                          "--save-masks", tmp_path / "m")
