@@ -9,8 +9,9 @@ The onnxruntime rows need exported models: ``DIR/m<H>`` is made with ``mast-expo
 "AVX2" rows restrict the CPU build: PyTorch's kernels (``ATEN_CPU_CAPABILITY=avx2``), oneDNN's
 (``ONEDNN_MAX_CPU_ISA=AVX2``) and the fused read's (``MAST_ATTENTION_CFLAGS=-mno-avx512f``);
 onnxruntime's MLAS cannot be restricted, so its AVX2 rows restrict the fused read only.
-``--bf16`` adds a torch ``--precision bf16`` row per size to the AVX-512 build (bf16 encoder; on
-AVX512-BF16 CPUs its keys read with bf16 dot products: the memory read each row ran is in its JSON).
+``--bf16`` adds ``--precision bf16`` rows per size to the AVX-512 build: torch (bf16 encoder; on
+AVX512-BF16 CPUs its keys read with bf16 dot products) and onnxruntime (the memory read in bf16; it
+needs AVX512-BF16); the memory read each row ran is in its JSON.
 Before each round the 2-thread AVX2 FMA peak is measured (``read_roofline.py``'s register-only loop,
 0.3 s): on a shared host the FP units' share drifts, and the table prints those peaks with it.
 """
@@ -50,6 +51,9 @@ def configurations(sizes: list[str], builds: list[str], exports: Path,
             ort_env = {"MAST_ATTENTION_CFLAGS": "-mno-avx512f"} if env else {}
             rows.append(("onnxruntime", build if not env else "AVX2 read", size,
                          ["--backend", "onnxruntime", "--model", str(model), "--size", size, *frames], ort_env))
+            if bf16 and not env:
+                rows.append(("onnxruntime bf16", build, size, ["--backend", "onnxruntime", "--model", str(model),
+                                                               "--size", size, "--precision", "bf16", *frames], ort_env))
     return rows
 
 
@@ -97,7 +101,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["240x427", "480x854"])
     parser.add_argument("--builds", nargs="+", choices=["AVX-512", "AVX2"], default=["AVX-512", "AVX2"])
     parser.add_argument("--exports", type=Path, default=Path(tempfile.gettempdir()) / "mast-cpu-table")
-    parser.add_argument("--bf16", action="store_true", help="add torch --precision bf16 rows (AVX-512 build)")
+    parser.add_argument("--bf16", action="store_true", help="add --precision bf16 rows (AVX-512 build)")
     opts = parser.parse_args()
     configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16)
     results: list[list[dict]] = [[] for _ in configs]

@@ -161,7 +161,7 @@ def _track(
 
 def _track_exported(console: Console, root: Path, sequences: list[str], out_dir: Path, model: Path,
                     backend: str, device: str, size: Optional[tuple[int, int]],
-                    label_offset: Optional[int] = None) -> dict[str, float]:
+                    label_offset: Optional[int] = None, precision: Optional[str] = None) -> dict[str, float]:
     """Track with an exported model folder (``--model DIR --backend onnxruntime``): torch-free."""
     from mast.evaluation.track import track_davis_backend  # noqa: PLC0415 - lazy: only this mode needs the runtime backends
 
@@ -170,7 +170,7 @@ def _track_exported(console: Console, root: Path, sequences: list[str], out_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
         return track_davis_backend(root, sequences, out_dir, model, backend, device, _TrackProgress(progress), size,
-                                   label_offset=label_offset)
+                                   label_offset=label_offset, precision=precision)
 
 
 def _score(
@@ -207,7 +207,8 @@ def evaluate(
     size: Optional[str] = typer.Option(None, "--size", help="Track at HxW (downscaled), e.g. 240x427."),
     precision: Optional[PrecisionOpt] = typer.Option(
         None, "--precision", help="Encoder precision when tracking with a checkpoint: fp32 (default), bf16 "
-        "(fast on AVX-512/AMX CPUs) or fp16 (CUDA)."
+        "(fast on AVX-512/AMX CPUs) or fp16 (CUDA); with --model on onnxruntime, bf16 reads the memory with bf16 "
+        "dot products (AVX512-BF16 CPUs)."
     ),
     model: Optional[Path] = typer.Option(None, "--model", help="Exported model folder (mast-export) to track with."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend for --model: onnxruntime (default) or tensorrt."),
@@ -253,11 +254,13 @@ def evaluate(
             if model is not None:
                 if checkpoint is not None or keys is not None:
                     raise InputError("--model (an exported folder) and --checkpoint/--keys exclude each other: give one")
-                if precision is not None:
-                    raise InputError("--precision applies when tracking with a checkpoint (torch): an exported model "
-                                     "keeps the precision it was exported with; drop --precision")
+                if precision is not None and not (backend == "onnxruntime" and precision.value == "bf16"):
+                    raise InputError("--precision applies when tracking with a checkpoint (torch), and bf16 to "
+                                     "onnxruntime's memory read: an exported model keeps the precision it was "
+                                     "exported with; drop --precision")
                 seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
-                                                    (device or DeviceOpt.cpu).value, parse_size(size), label_offset)
+                                                    (device or DeviceOpt.cpu).value, parse_size(size), label_offset,
+                                                    precision.value if precision is not None else None)
             else:
                 seconds_per_frame = _track(
                     console,

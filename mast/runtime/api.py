@@ -36,7 +36,8 @@ def open_tracker(model: str | Path | None = None, backend: factory.BackendName =
     ``tensorrt``. ``device``: ``cpu``, ``cuda`` or None (what ``auto`` finds). ``size``: working size
     (H, W) in pixels (frames are resized to it and masks back); None = each frame's own size, or an
     exported model's fixed size (a different ``size`` is refused: :func:`working_size`).
-    ``precision`` (torch): ``fp32``, ``bf16`` (fast on AVX-512/AMX CPUs) or ``fp16`` (CUDA).
+    ``precision``: torch ``fp32``, ``bf16`` (fast on AVX-512/AMX CPUs; with AVX512-BF16 the memory read in
+    bf16 too) or ``fp16`` (CUDA); onnxruntime ``fp32`` or ``bf16`` (its memory read in bf16: AVX512-BF16).
     ``keys`` (torch): ``model``, ``lab`` (raw colour) or ``random``. The key stride, attention radius
     and label offset are the model's (:func:`mast.runtime.factory.model_config`).
 

@@ -271,8 +271,12 @@ def memory_read_kind(backend: Backend) -> str | None:
         if fused is not None:
             return "fused C, bf16 pairs" if fused.pairs else "fused C"
         return "PyTorch" if hasattr(bank, "values") else "Triton"
-    mode = getattr(backend, "read_mode", None)
-    return {"fused": "fused C", "graph": "graph"}.get(mode) if backend.name == "onnxruntime" else None
+    if backend.name != "onnxruntime":
+        return None
+    fused = getattr(backend, "fused", None)
+    if fused is not None and fused.pairs:
+        return "fused C, bf16 pairs"
+    return {"fused": "fused C", "graph": "graph"}.get(getattr(backend, "read_mode", None))
 
 
 def peak_rss_mib() -> float:
@@ -397,7 +401,7 @@ def cli(
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt or export folder. Default: the shipped weights (torch: an untrained encoder of the same architecture while none ship)."),
     keys: Optional[KeysOpt] = typer.Option(None, "--keys", help="torch only: model, lab or random keys."),
-    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: encoder precision: fp32, bf16 or fp16 (CUDA)."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision: fp32, bf16 or fp16 (CUDA). onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (default: the clip's)."),
     frames: int = typer.Option(100, "--frames", min=1, help="Frames timed after the warm-up."),
     warmup: int = typer.Option(20, "--warmup", min=0, help="Frames tracked before timing (>= 16 reaches the steady state with ROI localisation)."),

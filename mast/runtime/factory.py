@@ -124,7 +124,9 @@ def make_backend(name: BackendName = "auto", model: Path | None = None, device: 
 
     ``model``: a checkpoint ``.pt`` (torch) or an export folder (onnxruntime/tensorrt; torch too when
     it holds one ``*.pt``); None = the shipped weights. ``keys`` (torch only): "model" (the weights),
-    "lab" (raw colour keys) or "random" (untrained encoder). ``precision`` (torch only): fp32 | bf16 | fp16.
+    "lab" (raw colour keys) or "random" (untrained encoder). ``precision``: torch fp32 | bf16 | fp16 (the
+    encoder's; bf16 also the read's where the CPU has AVX512-BF16); onnxruntime fp32 | bf16 (the memory
+    read's dot products: AVX512-BF16 CPUs; the encoder runs as exported).
     Raises a :class:`MastError` with a one-line message when it cannot be built.
     """
     model = Path(model) if model is not None else None
@@ -138,7 +140,7 @@ def make_backend(name: BackendName = "auto", model: Path | None = None, device: 
     if name == "torch":
         return _torch_backend(model, device or "cpu", keys, precision)
     if name == "onnxruntime":
-        return _ort_backend(model, device or "cpu")
+        return _ort_backend(model, device or "cpu", precision)
     if name == "tensorrt":
         return _trt_backend(model, device or "cuda")
     raise InputError(f"unknown backend {name!r}: expected auto, torch, onnxruntime or tensorrt")
@@ -148,8 +150,9 @@ def _torch_only_options(name: str, keys: KeySource, precision: Precision) -> Non
     if keys != "model":
         raise InputError(f"--keys {keys} applies to the torch backend only (the {name} backend runs "
                          "the exported encoder): drop --keys or use --backend torch")
-    if precision != "fp32":
-        raise InputError(f"--precision {precision} applies to the torch backend only: drop it for {name}")
+    if precision != "fp32" and not (name == "onnxruntime" and precision == "bf16"):
+        also = " (and bf16 to onnxruntime's memory read)" if precision == "bf16" else ""
+        raise InputError(f"--precision {precision} applies to the torch backend{also}: drop it for {name}")
 
 
 def _torch_checkpoint(model: Path | None, keys: KeySource) -> Path | None:
@@ -199,12 +202,12 @@ def model_config(backend: Backend, label_offset: int | None = None) -> ModelConf
     return ModelConfig.for_stride(stride, label_offset)
 
 
-def _ort_backend(model: Path | None, device: str) -> Backend:
+def _ort_backend(model: Path | None, device: str, precision: Precision = "fp32") -> Backend:
     if not is_export_folder(model):
         raise InputError(f"the onnxruntime backend needs --model EXPORT_DIR (a folder written by mast-export "
                          f"with {EXPORT_MARKERS[0]}), got {model or 'none'}")
     cls = _load("mast.runtime.ort_backend", "OrtBackend", "onnxruntime")
-    return cls(model, device, exported_config(model))
+    return cls(model, device, exported_config(model), read_precision=precision)
 
 
 def _trt_backend(model: Path | None, device: str) -> Backend:

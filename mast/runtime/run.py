@@ -262,7 +262,7 @@ def cli(
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt (torch) or export folder (onnxruntime/tensorrt). Default: the shipped weights."),
     keys: KeysOpt = typer.Option(KeysOpt.model, "--keys", help="torch only: model weights, raw lab colour, or a random encoder."),
-    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: encoder precision: fp32, bf16 (fast on AVX-512/AMX CPUs) or fp16 (CUDA; a half bank for the kernel)."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision: fp32, bf16 (fast on AVX-512/AMX CPUs; the memory read in bf16 too on AVX512-BF16) or fp16 (CUDA; a half bank for the kernel). onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
     save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
     save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),

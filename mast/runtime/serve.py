@@ -280,7 +280,7 @@ def cli(
     model: Optional[Path] = typer.Option(None, "--model", help="Export folder from mast-export (with --backend onnxruntime)."),
     backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="auto, torch or onnxruntime (tensorrt runs one stream per engine: refused)."),
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
-    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch only: encoder precision."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision; onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW of every stream, e.g. 240x427 (one encoder call per step); default: each stream's frame size."),
     max_streams: int = typer.Option(EngineConfig.max_streams, "--max-streams", min=1, help="Streams held at once (one memory bank each); a new stream beyond is refused."),
     idle_timeout: float = typer.Option(EngineConfig.idle_timeout, "--idle-timeout", min=0.1, help="Seconds without a frame after which a stream is freed."),

@@ -387,3 +387,47 @@ def test_cuda_without_the_cuda_provider_is_refused(model_dir: Path):
         OrtBackend(model_dir, device="cuda")
     _one_line(exc.value)
     assert OrtBackend(model_dir, device="auto").device == "cpu"
+
+
+# -- the bf16 read (read_precision="bf16": AVX512-BF16 CPUs) ------------------------------------------
+def test_bf16_read_is_the_float32_read_of_bf16_rounded_keys(model_dir: Path):
+    """read_precision bf16: the fused bank reads bf16 pairs; a read equals the float32 fused read of
+    the same keys rounded to bf16 (to float32 rounding), and stays near the float32 read of the keys
+    themselves (their bf16 rounding is the only change)."""
+    _need_fused()
+    if (reason := attention_c.bf16_available()) is not None:
+        pytest.skip(f"no bf16 read here: {reason}")
+    g = np.random.default_rng(1)
+    bf16, fp32 = OrtBackend(model_dir, read_precision="bf16"), OrtBackend(model_dir)
+    keys = [bf16.encode(g.integers(0, 256, (*SIZE, 3), dtype=np.uint8)) for _ in range(3)]
+    rounded = [torch.from_numpy(k).bfloat16().float().numpy() for k in keys]
+    labels = g.integers(0, 3, keys[0].shape[1:])
+    reads = {}
+    for name, backend, ks in (("bf16", bf16, keys), ("fp32", fp32, keys), ("rounded", OrtBackend(model_dir), rounded)):
+        backend.allocate(7, ks[0], 3)
+        for slot in (0, 1, 4):
+            backend.write(slot, ks[slot % 3], labels)
+        reads[name] = backend.read(ks[2], [0, 1, 4], [40, 2, 17])
+    assert bf16.fused.pairs and not fp32.fused.pairs
+    np.testing.assert_allclose(reads["bf16"], reads["rounded"], atol=1e-5)
+    assert np.abs(reads["bf16"] - reads["fp32"]).max() < 0.05
+
+
+def test_bf16_read_refused_where_it_cannot_run(model_dir: Path, monkeypatch):
+    """bf16 needs the fused read and AVX512-BF16; fp16 is the torch encoder's: one line each, and
+    through make_backend (the CLIs' --precision) the same."""
+    from mast.runtime.factory import make_backend
+
+    with pytest.raises(InputError, match="memory_read.onnx"):
+        OrtBackend(model_dir, read="graph", read_precision="bf16")
+    with pytest.raises(InputError, match="fp16 applies to the torch backend: drop it for onnxruntime"):
+        make_backend("onnxruntime", model_dir, "cpu", precision="fp16")
+    _need_fused()
+    monkeypatch.setattr(attention_c, "_cpu_flags", lambda: "flags : fpu avx2 fma")
+    attention_c._bf16_library.cache_clear()
+    try:
+        with pytest.raises(InputError, match="AVX512-BF16") as exc:
+            make_backend("onnxruntime", model_dir, "cpu", precision="bf16")
+        _one_line(exc.value)
+    finally:
+        attention_c._bf16_library.cache_clear()
