@@ -1,7 +1,7 @@
 """The fused CPU read in its steady state (``mast.core.attention_c.FusedBank``), by kernel and build.
 
     python benchmarks/bench_fused_bank.py [--size 240x427] [--rounds 8] [--threads 1]
-                                          [--cflags= --cflags=-mno-avx512f ...]
+                                          [--cflags= --cflags=-mno-avx512f ...] [--bf16]
 
 Keys: the shipped weights on DAVIS camel frames 0, 5, 55, 57, 59 (the memory of frame 60: distances
 60 and 55 through their ROI at dilation 4, 5, 3 and 1 through restricted windows), frame 60 as the
@@ -11,7 +11,8 @@ and reads. Every build (``MAST_ATTENTION_CFLAGS`` values, one ``--cflags=VALUE``
 noisy neighbour hits them alike. Prints per build the least wall and CPU time of a read (ms, all
 threads) and, with one thread, the least CPU time of each kernel entry point: ``mast_read``
 (restricted windows + the merge), ``mast_offsets`` (the ROI coarse search), ``mast_fine`` (the ROI
-fine windows).
+fine windows). ``--bf16`` adds the bf16-pair read of the default flags (``FusedBank(pairs=True)``,
+AVX512-BF16 CPUs) as one more build.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cflags", action="append", help="MAST_ATTENTION_CFLAGS of one build (repeat)")
+    ap.add_argument("--bf16", action="store_true", help="also the bf16-pair read (AVX512-BF16 CPUs)")
     a = ap.parse_args()
     a.cflags = a.cflags or ["", "-mno-avx512f"]
     if not CLIP.is_dir():
@@ -76,23 +78,30 @@ def main() -> None:
         ap.error(f"--size {a.size}: expected HxW of at least 16x16, e.g. 240x427")
     if a.rounds < 1 or a.threads < 1:
         ap.error(f"--rounds {a.rounds}, --threads {a.threads}: expected at least 1 each")
+    if a.bf16 and (reason := attention_c.bf16_available()) is not None:
+        ap.error(f"--bf16: {reason}")
     query, keys, values = inputs(a.size)
-    builds = []
+    builds, pairs = [], [False] * len(a.cflags) + [True] * a.bf16
     for flags in a.cflags:
         os.environ[attention_c.EXTRA_FLAGS] = flags
         attention_c._library.cache_clear()
         builds.append(Timed(attention_c._library()))
+    if a.bf16:
+        os.environ[attention_c.EXTRA_FLAGS] = ""
+        attention_c._bf16_library.cache_clear()
+        builds.append(Timed(attention_c._bf16_library()))
+        a.cflags.append("bf16 pairs")
     banks = []
-    for build in builds:
-        attention_c._library = lambda build=build: build   # noqa: E731 - this bank's build
-        bank = attention_c.FusedBank(len(keys), threads=a.threads)
+    for build, pair in zip(builds, pairs):
+        attention_c._library = attention_c._bf16_library = lambda build=build: build   # noqa: E731 - this bank's build
+        bank = attention_c.FusedBank(len(keys), threads=a.threads, pairs=pair)
         for slot, (k, v) in enumerate(zip(keys, values)):
             bank.write(slot, k, v)
         banks.append(bank)
     best = [collections.defaultdict(lambda: float("inf")) for _ in builds]
     for r in range(a.rounds + 1):
         for build, bank, low in zip(builds, banks, best):
-            attention_c._library = lambda build=build: build   # noqa: E731
+            attention_c._library = attention_c._bf16_library = lambda build=build: build   # noqa: E731
             slot = 2 + r % 3
             bank.write(slot, keys[slot], values[slot])
             build.spent.clear()
