@@ -11,6 +11,8 @@ The C source ships with the package and is compiled on first use with the host's
 flags, so a cache shared between machines never runs code built for another instruction set.
 Vectors are 16 floats where the compiler targets AVX-512, else 8 (AVX2). Without a compiler
 :func:`available` says why and callers keep their own implementation (PyTorch, the ONNX graph).
+On AVX512-BF16 CPUs a second build (``-DMAST_BF16``, :func:`bf16_available`) scores keys and queries
+laid out as bf16 channel pairs (``FusedBank(pairs=True)``: the ``--precision bf16`` read).
 
 Threads: each stage's work (query rows, coarse-search rows, fine-window pixel groups) is split over
 ``threads`` Python threads; ctypes releases the GIL for the call, so they run in parallel. The arrays handed to the kernel are 64-byte aligned (its rows are

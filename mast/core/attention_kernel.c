@@ -10,7 +10,9 @@
  * query rows; the ROI branch's fine windows (each pixel's own fractional centre) are scored per
  * group of pixels whose windows land in one small cell, vectorised over the window's columns, each
  * loaded key vector reused for up to 8 pixels (3 with AVX2). The block sizes (QB, BB) can be set
- * with -D flags for sweeps (benchmarks/bench_fused_bank.py --cflags=...).
+ * with -D flags for sweeps (benchmarks/bench_fused_bank.py --cflags=...). Built with -DMAST_BF16
+ * (AVX512-BF16), key and query "channels" are bf16 pairs (mast_layout_pairs) scored by vdpbf16ps
+ * (mac); everything after the dot products stays float32.
  *
  * Layouts (float32, zero padded by the caller so that every window read lies inside):
  *   query   [H][C][wl]          row by row, each row channel by channel, width rounded up to 16 (wl).
