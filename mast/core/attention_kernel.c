@@ -51,6 +51,13 @@ typedef float vf __attribute__((vector_size(4 * VL)));
 typedef float vfu __attribute__((vector_size(4 * VL), aligned(4)));
 typedef int32_t vi __attribute__((vector_size(4 * VL)));
 
+#ifndef XB                     /* block_scores: lane blocks scored together (their scores: XB * QB * n * n vectors) */
+#if VL == 16
+#define XB 1                   /* AVX-512: 1, 2 or 8 alike (bench_fused_bank --cflags=-DXB=...) */
+#else
+#define XB 16                  /* AVX2: 16 (a 240x427 row) against 1: read -7 % at 240x427 and 480x854, the coarse search -18 % */
+#endif
+#endif
 #define MAXCOLS 64             /* window columns read at most: R <= 31 */
 #define MAXV (MAXCOLS / VL)
 #define MAXF 16                /* memory frames */
@@ -127,64 +134,73 @@ static inline vf vexp_shifted(vf s, vf m) {
 
 /* Scores of QR query rows (row stride qrs) of VL lanes each (q: lane 0 of row 0, channel stride
  * qcs) against their n x n windows of key pixels `step` apart (k: lane 0's window corner for row 0;
- * row j's window starts j window rows lower, krs apart): S[j * n * n + a * n + b], one vector each.
- * Window row t serves query row j at a = t - j: with QB rows each loaded key vector feeds QB
- * accumulators. step > 1: the ROI branch's dilated coarse search (query rows step apart). */
-static void block_scores(int QR, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
+ * row j's window starts j window rows lower, krs apart): S[j * n * n + a * n + b], one vector each;
+ * for NX neighbouring blocks of VL lanes at once (block x: q and k VL floats further, its scores at
+ * S + x * QB * n * n). Window row t serves query row j at a = t - j: with QB rows each loaded key
+ * vector feeds QB accumulators. The blocks are the inner loop, so a key row's lines, loaded for
+ * one block, serve the next ones from L1 (AVX2 windows ran at ~55 % of the FMA peak block by block
+ * against ~80 % this way, in a microbenchmark). step > 1: the ROI branch's dilated coarse search
+ * (query rows step apart). */
+static void block_scores(int QR, int NX, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
                          int step, int C, int n, vf *S) {
+    const long sx = (long)QB * n * n;                   /* a lane block's scores */
     for (int t = 0; t < n + QR - 1; t++) {
-        const float *row = k + t * krs;
         if (QR == QB && t >= QB - 1 && t < n) {
-            vf *s = S + t * n;                       /* row j's window row t - j: s + j * (n * n - n) */
-            const long sj = (long)n * n - n;
-            int b = 0;
-            for (; b + BB <= n; b += BB) {
-                vf acc[QB][BB];
-                for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
-                for (int c = 0; c < C; c++) {
-                    const float *p = row + c * kcs + step * b, *qq = q + c * qcs;
-                    vf qv[QB];
-                    for (int j = 0; j < QB; j++) qv[j] = keep_in_register(load(qq + j * qrs));
-                    for (int i = 0; i < BB; i++) {
-                        const vf kv = keep_in_register(load(p + step * i));
-                        for (int j = 0; j < QB; j++) acc[j][i] = mac(acc[j][i], qv[j], kv);
+            const long sj = (long)n * n - n;            /* row j's window row t - j: s + j * (n * n - n) */
+            for (int x = 0; x < NX; x++) {
+                const float *row = k + t * krs + x * VL, *qx = q + x * VL;
+                vf *s = S + x * sx + t * n;
+                int b = 0;
+                for (; b + BB <= n; b += BB) {
+                    vf acc[QB][BB];
+                    for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
+                    for (int c = 0; c < C; c++) {
+                        const float *p = row + c * kcs + step * b, *qq = qx + c * qcs;
+                        vf qv[QB];
+                        for (int j = 0; j < QB; j++) qv[j] = keep_in_register(load(qq + j * qrs));
+                        for (int i = 0; i < BB; i++) {
+                            const vf kv = keep_in_register(load(p + step * i));
+                            for (int j = 0; j < QB; j++) acc[j][i] = mac(acc[j][i], qv[j], kv);
+                        }
                     }
+                    for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
                 }
-                for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
-            }
-            for (; b < n; b++) {
-                vf acc[QB];
-                for (int j = 0; j < QB; j++) acc[j] = splat(0.0f);
-                for (int c = 0; c < C; c++) {
-                    const vf kv = load(row + c * kcs + step * b);
-                    for (int j = 0; j < QB; j++) acc[j] = mac(acc[j], load(q + c * qcs + j * qrs), kv);
+                for (; b < n; b++) {
+                    vf acc[QB];
+                    for (int j = 0; j < QB; j++) acc[j] = splat(0.0f);
+                    for (int c = 0; c < C; c++) {
+                        const vf kv = load(row + c * kcs + step * b);
+                        for (int j = 0; j < QB; j++) acc[j] = mac(acc[j], load(qx + c * qcs + j * qrs), kv);
+                    }
+                    for (int j = 0; j < QB; j++) s[j * sj + b] = acc[j];
                 }
-                for (int j = 0; j < QB; j++) s[j * sj + b] = acc[j];
             }
             continue;
         }
-        for (int j = 0; j < QR; j++) {
-            const int a = t - j;
-            if (a < 0 || a >= n) continue;
-            vf *s = S + (long)j * n * n + a * n;
-            const float *qj = q + j * qrs;
-            int b = 0;
-            for (; b + 8 <= n; b += 8) {
-                vf acc[8];
-                for (int i = 0; i < 8; i++) acc[i] = splat(0.0f);
-                for (int c = 0; c < C; c++) {
-                    const vf qv = load(qj + c * qcs);
-                    const float *p = row + c * kcs + step * b;
-                    for (int i = 0; i < 8; i++) acc[i] = mac(acc[i], qv, load(p + step * i));
+        for (int x = 0; x < NX; x++)
+            for (int j = 0; j < QR; j++) {
+                const int a = t - j;
+                if (a < 0 || a >= n) continue;
+                const float *row = k + t * krs + x * VL;
+                vf *s = S + x * sx + (long)j * n * n + a * n;
+                const float *qj = q + x * VL + j * qrs;
+                int b = 0;
+                for (; b + 8 <= n; b += 8) {
+                    vf acc[8];
+                    for (int i = 0; i < 8; i++) acc[i] = splat(0.0f);
+                    for (int c = 0; c < C; c++) {
+                        const vf qv = load(qj + c * qcs);
+                        const float *p = row + c * kcs + step * b;
+                        for (int i = 0; i < 8; i++) acc[i] = mac(acc[i], qv, load(p + step * i));
+                    }
+                    for (int i = 0; i < 8; i++) s[b + i] = acc[i];
                 }
-                for (int i = 0; i < 8; i++) s[b + i] = acc[i];
+                for (; b < n; b++) {
+                    vf acc = splat(0.0f);
+                    for (int c = 0; c < C; c++) acc = mac(acc, load(qj + c * qcs), load(row + c * kcs + step * b));
+                    s[b] = acc;
+                }
             }
-            for (; b < n; b++) {
-                vf acc = splat(0.0f);
-                for (int c = 0; c < C; c++) acc = mac(acc, load(qj + c * qcs), load(row + c * kcs + step * b));
-                s[b] = acc;
-            }
-        }
     }
 }
 
@@ -297,7 +313,7 @@ void mast_channels_last_pairs(const float *x, int C, int H, int W, int p0, int p
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long group = (long)MAXP * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;        /* mast_fine: S and B */
-    const long rows = (long)VL * QB * n * n + (long)QB * n_frames * (L + 2) * wl;    /* mast_read */
+    const long rows = (long)VL * QB * n * n * XB + (long)QB * n_frames * (L + 2) * wl;    /* mast_read */
     return (group > rows ? group : rows) + 16;
 }
 
@@ -312,10 +328,14 @@ void mast_offsets(int C, int H, int W, int R, int g, const float *qc, int pad, i
     for (int i = i0; i < i1; i += QB) {
         const int QR = i1 - i < QB ? i1 - i : QB, y = ry + g * i;
         for (int x0 = 0; x0 < W; x0 += VL) {
-            const float *k = key + (y - g * R + pad) * krs + x0 - g * R + pad;
-            block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)g * C * wl, k, wp, g * krs, g, C, n, S);
+            const int xb = (x0 / VL) % XB;                 /* this block's scores in the chunk's */
+            if (xb == 0) {
+                const int nx = (W - x0 + VL - 1) / VL < XB ? (W - x0 + VL - 1) / VL : XB;
+                const float *k = key + (y - g * R + pad) * krs + x0 - g * R + pad;
+                block_scores(QR, nx, qc + (long)y * C * wl + x0, wl, (long)g * C * wl, k, wp, g * krs, g, C, n, S);
+            }
             for (int r = 0; r < QR; r++) {
-                const vf *s = S + (long)r * n * n;
+                const vf *s = S + (long)xb * QB * n * n + (long)r * n * n;
                 const vf m = lane_peak(s, n * n);
                 double s0[VL] = {0}, sy[VL] = {0}, sx[VL] = {0};
                 for (int a = 0; a < n; a++) {
@@ -490,8 +510,8 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                const Frame *frames, int y0, int y1, float *out, float *work) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
     const long row_state = (long)n_frames * (L + 2) * wl;
-    vf *SV = (vf *)work;                               /* QB * n * n lane scores (work is 64-byte aligned) */
-    float *state = work + (long)VL * QB * n * n;          /* [QB][n_frames][L + 2][wl]: peak, sum, values */
+    vf *SV = (vf *)work;                               /* XB * QB * n * n lane scores (work is 64-byte aligned) */
+    float *state = work + (long)VL * QB * n * n * XB;     /* [QB][n_frames][L + 2][wl]: peak, sum, values */
     for (int y = y0; y < y1; y += QB) {
         const int QR = y1 - y < QB ? y1 - y : QB;
         for (int f = 0; f < n_frames; f++) {
@@ -501,10 +521,14 @@ void mast_read(int C, int H, int W, int L, int R, const float *qc, int n_frames,
                 /* restricted window: VL pixels x QR rows a block, scores, softmax and values */
                 for (int x0 = 0; x0 < W; x0 += VL) {
                     const long col = x0 - R + fr->pad;
-                    block_scores(QR, qc + (long)y * C * wl + x0, wl, (long)C * wl, fr->key + (y - R + fr->pad) * krs + col,
-                                 fr->wp, krs, 1, C, n, SV);
+                    const int xb = (x0 / VL) % XB;         /* this block's scores in the chunk's */
+                    if (xb == 0) {
+                        const int nx = (W - x0 + VL - 1) / VL < XB ? (W - x0 + VL - 1) / VL : XB;
+                        block_scores(QR, nx, qc + (long)y * C * wl + x0, wl, (long)C * wl,
+                                     fr->key + (y - R + fr->pad) * krs + col, fr->wp, krs, 1, C, n, SV);
+                    }
                     for (int r = 0; r < QR; r++) {
-                        const vf *s = SV + (long)r * n * n;
+                        const vf *s = SV + (long)xb * QB * n * n + (long)r * n * n;
                         const vf m = lane_peak(s, n * n);
                         vf es = splat(0.0f), ev[MAXL];
                         for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
