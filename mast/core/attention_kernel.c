@@ -58,6 +58,13 @@ typedef int32_t vi __attribute__((vector_size(4 * VL)));
 #define XB 16                  /* AVX2: 16 (a 240x427 row) against 1: read -7 % at 240x427 and 480x854, the coarse search -18 % */
 #endif
 #endif
+#ifndef FK                     /* mast_fine: blocks of pixels scored key row by key row together */
+#if VL == 16
+#define FK 1                   /* AVX-512: 1 and 4 alike */
+#else
+#define FK 8                   /* AVX2: 8 / 4 / 1: read 37.8 / 38.9 / 40.2 ms, 2 threads (bench_fused_bank --cflags=-DFK=...) */
+#endif
+#endif
 #define MAXCOLS 64             /* window columns read at most: R <= 31 */
 #define MAXV (MAXCOLS / VL)
 #define MAXF 16                /* memory frames */
@@ -312,7 +319,7 @@ void mast_channels_last_pairs(const float *x, int C, int H, int W, int p0, int p
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
-    const long group = (long)MAXP * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;        /* mast_fine: S and B */
+    const long group = (long)FK * MAXP * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;   /* mast_fine: S and B */
     const long rows = (long)VL * QB * n * n * XB + (long)QB * n_frames * (L + 2) * wl;    /* mast_read */
     return (group > rows ? group : rows) + 16;
 }
@@ -423,6 +430,38 @@ static const GroupFn GROUPS[MAXV][4] = {{group1_1, group1_2, group1_7, NULL}, {g
                                         {group7_1, NULL, NULL, NULL}, {group8_1, NULL, NULL, NULL}};
 #endif
 
+/* One pixel's fine-window terms: its (n + 1)^2 integer scores Sp (row stride ss) blended with the
+ * bilinear weights of (fy, fx) into the n x n window (B: scratch, rows MAXCOLS apart; columns past
+ * n masked by neg / keep), their peak, sum of exp and L values (vb: row stride vrs, label stride
+ * wp) blended the same way: terms[0], terms[hw], terms[(2 + l) hw]. */
+static void fine_pixel(const float *Sp, int ss, const float *vb, long vrs, int wp, int L, int n, int nv,
+                       const vf *neg, const vf *keep, float fy, float fx, float *B, float *terms, long hw) {
+    const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
+    vf mv = splat(-INFINITY);
+    for (int a = 0; a < n; a++)
+        for (int v = 0; v < nv; v++) {
+            const float *s = Sp + a * ss + VL * v;
+            const vf blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
+            store(B + a * MAXCOLS + VL * v, blend);
+            mv = vmax(mv, blend + neg[v]);
+        }
+    const float m = hmax(mv);
+    vf es = splat(0.0f), ev[MAXL];
+    for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
+    for (int a = 0; a < n; a++)
+        for (int v = 0; v < nv; v++) {
+            const vf e = vexp_shifted(load(B + a * MAXCOLS + VL * v), splat(m)) * keep[v];
+            es += e;
+            for (int l = 0; l < L; l++) {
+                const float *q = vb + (long)l * wp + (long)a * vrs + VL * v;
+                ev[l] += e * (w00 * load(q) + w01 * load(q + 1) + w10 * load(q + vrs) + w11 * load(q + vrs + 1));
+            }
+        }
+    terms[0] = m;
+    terms[hw] = hsum(es);
+    for (int l = 0; l < L; l++) terms[(2 + l) * hw] = hsum(ev[l]);
+}
+
 /* ROI fine windows of one memory frame for the pixel groups [g0, g1): group i holds the pixels
  * order[starts[i] .. starts[i+1]) (y * W + x), whose windows land in one T x T cell (the caller
  * groups them): they share one (n + T)-row key square, scored once for all of them. Per pixel:
@@ -437,70 +476,58 @@ void mast_fine(int C, int H, int W, int L, int R, int T, const float *qT, int pa
     for (int i = 0; i < 4; i++) pmax = sizes[i] > pmax ? sizes[i] : pmax;
     const int ss = VL * nvu + 16;
     const long hw = (long)H * W, vrs = (long)L * wp, krs = (long)C * wp, sp = (long)(U + 1) * ss;
-    float *S = work, *B = S + MAXP * sp;
+    const long sb = MAXP * sp;                             /* a block's scores */
+    float *S = work, *B = S + FK * sb;
     vf neg[MAXV], keep[MAXV];                            /* the window's n columns: 0/-inf, 1/0 */
     for (int v = 0; v < nv; v++)
         for (int i = 0; i < VL; i++) {
             neg[v][i] = VL * v + i < n ? 0.0f : -INFINITY;
             keep[v][i] = VL * v + i < n ? 1.0f : 0.0f;
         }
-    memset(S, 0, sizeof(float) * MAXP * sp);
+    memset(S, 0, sizeof(float) * FK * sb);
     for (int g = g0; g < g1; g++) {
         /* the group's key square: rows and columns of the cell's windows */
         const long first = order[starts[g]];
         const int cy = (int)floor((first / W + floor(offsets[first])) / T);
         const int cx = (int)floor((first % W + floor(offsets[hw + first])) / T);
         const int top0 = cy * T - R + pad, left0 = cx * T - R + pad;
-        for (int i0 = starts[g]; i0 < starts[g + 1]; i0 += pmax) {
-            const int P = starts[g + 1] - i0 < pmax ? starts[g + 1] - i0 : pmax;
-            int slot = 0;
-            while (sizes[slot] < P) slot++;
-            const float *qs[MAXP];
-            for (int p = 0; p < MAXP; p++) qs[p] = qT + (long)order[i0 + (p < P ? p : P - 1)] * C;
-            /* the block's rows of the key square: from its highest window to its lowest (n + 1 rows
-             * each; the cell's T - 1 more only where the block's windows start on different rows) */
-            int u0 = U, u1 = 0;
-            for (int p = 0; p < P; p++) {
-                const long px = order[i0 + p];
-                const int du = (int)(px / W) - R + (int)floor(offsets[px]) + pad - top0;
-                u0 = du < u0 ? du : u0;
-                u1 = du + n + 1 > u1 ? du + n + 1 : u1;
+        for (int c0 = starts[g]; c0 < starts[g + 1]; c0 += FK * pmax) {
+            /* a chunk of up to FK blocks of pmax pixels: each key row of the square scored for every
+             * block that reads it in turn (the row's lines stay in L1 from one block to the next) */
+            int nb = 0, P_[FK], slot_[FK], u0_[FK], u1_[FK], lo = U, hi = 0;
+            const float *qs_[FK][MAXP];
+            for (int i0 = c0; i0 < starts[g + 1] && nb < FK; i0 += pmax, nb++) {
+                const int P = starts[g + 1] - i0 < pmax ? starts[g + 1] - i0 : pmax;
+                int slot = 0;
+                while (sizes[slot] < P) slot++;
+                for (int p = 0; p < MAXP; p++) qs_[nb][p] = qT + (long)order[i0 + (p < P ? p : P - 1)] * C;
+                /* the block's rows of the key square: from its highest window to its lowest (n + 1
+                 * rows each; the cell's T - 1 more only where its windows start on different rows) */
+                int u0 = U, u1 = 0;
+                for (int p = 0; p < P; p++) {
+                    const long px = order[i0 + p];
+                    const int du = (int)(px / W) - R + (int)floor(offsets[px]) + pad - top0;
+                    u0 = du < u0 ? du : u0;
+                    u1 = du + n + 1 > u1 ? du + n + 1 : u1;
+                }
+                P_[nb] = P, slot_[nb] = slot, u0_[nb] = u0, u1_[nb] = u1;
+                lo = u0 < lo ? u0 : lo;
+                hi = u1 > hi ? u1 : hi;
             }
-            GROUPS[nvu - 1][slot](qs, C, key + (long)(top0 + u0) * krs + left0, wp, krs, u1 - u0, S, sp, ss);
-            for (int p = 0; p < P; p++) {
-                const long px = order[i0 + p];
-                const int y = (int)(px / W), x = (int)(px % W);
-                const double oy = offsets[px], ox = offsets[hw + px];
-                const double by = floor(oy), bx = floor(ox);
-                const float fy = (float)(oy - by), fx = (float)(ox - bx);
-                const int top = y - R + (int)by + pad, left = x - R + (int)bx + pad;
-                const float *Sp = S + p * sp + (long)(top - top0 - u0) * ss + (left - left0);
-                const float w00 = (1 - fy) * (1 - fx), w01 = (1 - fy) * fx, w10 = fy * (1 - fx), w11 = fy * fx;
-                vf mv = splat(-INFINITY);
-                for (int a = 0; a < n; a++)
-                    for (int v = 0; v < nv; v++) {
-                        const float *s = Sp + a * ss + VL * v;
-                        const vf blend = w00 * load(s) + w01 * load(s + 1) + w10 * load(s + ss) + w11 * load(s + ss + 1);
-                        store(B + a * MAXCOLS + VL * v, blend);
-                        mv = vmax(mv, blend + neg[v]);
-                    }
-                const float m = hmax(mv);
-                const float *vb = value + (long)top * vrs + left;
-                vf es = splat(0.0f), ev[MAXL];
-                for (int l = 0; l < L; l++) ev[l] = splat(0.0f);
-                for (int a = 0; a < n; a++)
-                    for (int v = 0; v < nv; v++) {
-                        const vf e = vexp_shifted(load(B + a * MAXCOLS + VL * v), splat(m)) * keep[v];
-                        es += e;
-                        for (int l = 0; l < L; l++) {
-                            const float *q = vb + (long)l * wp + (long)a * vrs + VL * v;
-                            ev[l] += e * (w00 * load(q) + w01 * load(q + 1) + w10 * load(q + vrs) + w11 * load(q + vrs + 1));
-                        }
-                    }
-                terms[px] = m;
-                terms[hw + px] = hsum(es);
-                for (int l = 0; l < L; l++) terms[(2 + l) * hw + px] = hsum(ev[l]);
-            }
+            for (int u = lo; u < hi; u++)
+                for (int k = 0; k < nb; k++)
+                    if (u >= u0_[k] && u < u1_[k])
+                        GROUPS[nvu - 1][slot_[k]](qs_[k], C, key + (long)(top0 + u) * krs + left0, wp, krs, 1,
+                                                  S + k * sb + (long)(u - u0_[k]) * ss, sp, ss);
+            for (int k = 0; k < nb; k++)
+                for (int p = 0; p < P_[k]; p++) {
+                    const long px = order[c0 + k * pmax + p];
+                    const double oy = offsets[px], ox = offsets[hw + px], by = floor(oy), bx = floor(ox);
+                    const int top = (int)(px / W) - R + (int)by + pad, left = (int)(px % W) - R + (int)bx + pad;
+                    fine_pixel(S + k * sb + p * sp + (long)(top - top0 - u0_[k]) * ss + (left - left0), ss,
+                               value + (long)top * vrs + left, vrs, wp, L, n, nv, neg, keep,
+                               (float)(oy - by), (float)(ox - bx), B, terms + px, hw);
+                }
         }
     }
 }
