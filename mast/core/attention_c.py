@@ -125,17 +125,18 @@ def _build(defines: tuple[str, ...]) -> ctypes.CDLL:
 
 def available() -> str | None:
     """None when the fused kernel can run here, else why not (one line)."""
-    try:
-        _library()
-    except (DependencyError, OSError) as e:
-        return str(e)
-    return None
+    return _why_not(_library)
 
 
 def bf16_available() -> str | None:
     """None when the bf16 read (:class:`FusedBank` ``pairs=True``) can run here, else why not."""
+    return _why_not(_bf16_library)
+
+
+def _why_not(build: Callable[[], ctypes.CDLL]) -> str | None:
+    """None when ``build()`` gives a library, else its DependencyError / OSError in one line."""
     try:
-        _bf16_library()
+        build()
     except (DependencyError, OSError) as e:
         return str(e)
     return None

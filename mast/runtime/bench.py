@@ -266,17 +266,14 @@ def memory_read_kind(backend: Backend) -> str | None:
     """Which implementation read the memory (after tracking): "fused C" (float32), "fused C, bf16
     pairs", "PyTorch", "Triton" (torch) or onnxruntime's "fused C" / "graph"; None when unknown."""
     bank = getattr(backend, "bank", None)
-    if backend.name == "torch" and bank is not None:
-        fused = getattr(bank, "fused", None)
-        if fused is not None:
-            return "fused C, bf16 pairs" if fused.pairs else "fused C"
-        return "PyTorch" if hasattr(bank, "values") else "Triton"
-    if backend.name != "onnxruntime":
-        return None
-    fused = getattr(backend, "fused", None)
-    if fused is not None and fused.pairs:
-        return "fused C, bf16 pairs"
-    return {"fused": "fused C", "graph": "graph"}.get(getattr(backend, "read_mode", None))
+    fused = getattr(bank if backend.name == "torch" else backend, "fused", None)   # a FusedBank
+    if fused is not None:
+        return "fused C, bf16 pairs" if fused.pairs else "fused C"
+    if backend.name == "torch":
+        return None if bank is None else "PyTorch" if hasattr(bank, "values") else "Triton"
+    if backend.name == "onnxruntime":
+        return {"fused": "fused C", "graph": "graph"}.get(getattr(backend, "read_mode", None))
+    return None
 
 
 def peak_rss_mib() -> float:
