@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from mast.core import attention_c
+from mast.core.cli import parse_size
 from mast.core.config import AttentionConfig
+from mast.core.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attention import CLIP, DISTANCES  # noqa: E402  (sibling scripts: the same memory)
@@ -136,6 +138,10 @@ def main() -> None:
         ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")
     if a.rounds < 1 or min(a.threads) < 1 or a.seconds <= 0:
         ap.error(f"--rounds {a.rounds}, --threads {a.threads}, --seconds {a.seconds}: expected positive values")
+    try:
+        a.size = "x".join(map(str, parse_size(a.size)))     # the tools' one size rule
+    except InputError as e:
+        ap.error(str(e))
     builds = {k: v for k, v in BUILDS.items() if k == "AVX2" or _has_avx512()}
     query, keys, values = inputs(a.size)
     gflop = spec_gflop(query)
