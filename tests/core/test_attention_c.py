@@ -128,10 +128,10 @@ def test_pair_layouts_round_to_bf16_pairs():
 
 
 @pytest.mark.parametrize("c, labels, distances", [(8, 3, [1, 3, 20]), (7, 2, [2, 40]), (64, 4, [1, 50, 30])])
-def test_bf16_pairs_read_bf16_keys_as_the_float32_read(c, labels, distances):
+def test_bf16_pairs_read_bf16_keys_as_the_float32_read(c, labels, distances, tol):
     """FusedBank(pairs=True) on keys that are bf16 values (what a bf16 encoder gives): products exact,
     float32 sums in another order: the float32 read's result to float32 rounding (the restricted
-    window, the ROI branch, an odd channel count, several labels), and the oracle's."""
+    window, the ROI branch, an odd channel count, several labels; tests/tolerance.py), and the oracle's."""
     if (reason := attention_c.bf16_available()) is not None:
         pytest.skip(f"no bf16 read here: {reason}")
     rng = np.random.default_rng(c)
@@ -144,10 +144,12 @@ def test_bf16_pairs_read_bf16_keys_as_the_float32_read(c, labels, distances):
         pairs.write(slot, k, v)
         plain.write(slot, k, v)
     got = pairs.read(query, list(range(len(keys))), distances)
-    np.testing.assert_allclose(got, plain.read(query, list(range(len(keys))), distances), atol=1e-5)
+    roi = [(k, CFG.dilation(d)) for k, d in zip(keys, distances) if CFG.uses_roi(d)]
+    atol = tol.read_atol(query, np.stack(keys), len(keys) * (2 * CFG.radius + 1) ** 2, roi=roi, radius=CFG.radius)
+    np.testing.assert_allclose(got, plain.read(query, list(range(len(keys))), distances), atol=atol, rtol=0)
     want = oracle_attention(torch.from_numpy(query), [torch.from_numpy(k) for k in keys],
                             [torch.from_numpy(v) for v in values], distances, CFG)
-    np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
+    np.testing.assert_allclose(got, want.numpy(), atol=atol, rtol=0)
     assert pairs._laid[0].key.dtype == np.uint32 and pairs._laid[0].key.shape[1] == (c + 1) // 2
 
 

@@ -101,7 +101,7 @@ def test_more_objects_than_the_fused_read_takes_is_said_and_read_by_pytorch():
     torch.testing.assert_close(backend.read(query, [0], [1]), want)
 
 
-def test_bf16_keys_are_read_with_bf16_dot_products_where_the_cpu_has_them():
+def test_bf16_keys_are_read_with_bf16_dot_products_where_the_cpu_has_them(tol):
     """precision bf16 on a CPU with AVX512-BF16: the fused bank reads its (bf16-valued) keys with
     bf16 pairs, the float32 read's result to float32 rounding; fp32 keeps the float32 read; without
     AVX512-BF16, bf16 keeps it too."""
@@ -122,4 +122,7 @@ def test_bf16_keys_are_read_with_bf16_dot_products_where_the_cpu_has_them():
     assert banks["bf16"].bank.fused.pairs == (attention_c.bf16_available() is None)
     assert not banks["fp32"].bank.fused.pairs
     got, want = (banks[p].read(query, [0, 1], [20, 1]) for p in ("bf16", "fp32"))
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    cfg = banks["fp32"].attention
+    atol = tol.read_atol(query, torch.stack([key, key.flip(-1)]), 2 * (2 * cfg.radius + 1) ** 2,
+                         roi=[(key, cfg.dilation(20))], radius=cfg.radius)
+    torch.testing.assert_close(got, want, atol=atol, rtol=0)
