@@ -4,8 +4,11 @@ hits them alike; prints one Markdown row per configuration: the median run's sta
 median and range of the runs' fps, and the command.
 
     python benchmarks/cpu_table.py [--runs 3] [--sizes 240x427 480x854] [--builds AVX-512 AVX2] [--exports DIR] [--bf16]
+                                   [--radius 12 8 6]
 
-The onnxruntime rows need exported models: ``DIR/m<H>`` is made with ``mast-export`` when missing.
+The onnxruntime rows need exported models: ``DIR/m<H>`` (``DIR/m<H>-r<R>`` for ``--radius R``) is
+made with ``mast-export`` when missing. ``--radius``: the attention window radii to run (each row's
+backend says "R <radius>"; default: the model's only).
 "AVX2" rows restrict the CPU build: PyTorch's kernels (``ATEN_CPU_CAPABILITY=avx2``), oneDNN's
 (``ONEDNN_MAX_CPU_ISA=AVX2``) and the fused read's (``MAST_ATTENTION_CFLAGS=-mno-avx512f``);
 onnxruntime's MLAS cannot be restricted, so its AVX2 rows restrict the fused read only.
@@ -34,26 +37,32 @@ AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MAST_ATTEN
 STAGES = ("encoder", "attention")
 
 
-def configurations(sizes: list[str], builds: list[str], exports: Path,
-                   bf16: bool = False) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
-    """(backend, build, size, mast-bench arguments, environment) of each row."""
+def export_dir(exports: Path, size: str, radius: int | None) -> Path:
+    """The export folder of ``size`` (at ``radius``; None: the model's)."""
+    return exports / (f"m{size.split('x')[0]}" + (f"-r{radius}" if radius is not None else ""))
+
+
+def configurations(sizes: list[str], builds: list[str], exports: Path, bf16: bool = False,
+                   radii: list[int | None] | None = None) -> list[tuple[str, str, str, list[str], dict[str, str]]]:
+    """(backend, build, size, mast-bench arguments, environment) of each row; a row at a radius
+    other than the model's says "R <radius>" after its size."""
     rows = []
-    for size in sizes:
+    for radius, size in ((r, s) for r in radii or [None] for s in sizes):
         frames = ["--frames", "40", "--warmup", "20"] if size == "240x427" else ["--frames", "20", "--warmup", "20"]
-        model = exports / f"m{size.split('x')[0]}"
+        model, label = export_dir(exports, size, radius), size + (f", R {radius}" if radius is not None else "")
+        window = ["--radius", str(radius)] if radius is not None else []   # an export has its radius already
         for build, env in (("AVX-512", {}), ("AVX2", AVX2)):
             if build not in builds:
                 continue
-            rows.append(("torch", build, size, ["--backend", "torch", "--threads", "2", "--size", size, *frames], env))
+            torch_args = ["--backend", "torch", "--threads", "2", "--size", size, *window, *frames]
+            rows.append(("torch", build, label, torch_args, env))
             if bf16 and not env:
-                rows.append(("torch bf16", build, size, ["--backend", "torch", "--threads", "2", "--size", size,
-                                                         "--precision", "bf16", *frames], env))
+                rows.append(("torch bf16", build, label, [*torch_args, "--precision", "bf16"], env))
             ort_env = {"MAST_ATTENTION_CFLAGS": "-mno-avx512f"} if env else {}
-            rows.append(("onnxruntime", build if not env else "AVX2 read", size,
-                         ["--backend", "onnxruntime", "--model", str(model), "--size", size, *frames], ort_env))
+            ort_args = ["--backend", "onnxruntime", "--model", str(model), "--size", size, *frames]
+            rows.append(("onnxruntime", build if not env else "AVX2 read", label, ort_args, ort_env))
             if bf16 and not env:
-                rows.append(("onnxruntime bf16", build, size, ["--backend", "onnxruntime", "--model", str(model),
-                                                               "--size", size, "--precision", "bf16", *frames], ort_env))
+                rows.append(("onnxruntime bf16", build, label, [*ort_args, "--precision", "bf16"], ort_env))
     return rows
 
 
@@ -69,10 +78,11 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
         raise RunFailed(f"`{' '.join(cmd)}` failed (exit {done.returncode}): {last}")
 
 
-def ensure_export(model: Path, size: str) -> None:
+def ensure_export(model: Path, size: str, radius: int | None = None) -> None:
     if not (model / "metadata.json").is_file():
         h, w = size.split("x")
-        run(["mast-export", "--out", str(model), "--height", h, "--width", w])
+        run(["mast-export", "--out", str(model), "--height", h, "--width", w]
+            + (["--radius", str(radius)] if radius is not None else []))
 
 
 def bench_once(args: list[str], env: dict[str, str]) -> dict:
@@ -102,13 +112,15 @@ def main() -> None:
     parser.add_argument("--builds", nargs="+", choices=["AVX-512", "AVX2"], default=["AVX-512", "AVX2"])
     parser.add_argument("--exports", type=Path, default=Path(tempfile.gettempdir()) / "mast-cpu-table")
     parser.add_argument("--bf16", action="store_true", help="add --precision bf16 rows (AVX-512 build)")
+    parser.add_argument("--radius", nargs="+", type=int, help="attention window radii (default: the model's)")
     opts = parser.parse_args()
-    configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16)
+    configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16, opts.radius)
     results: list[list[dict]] = [[] for _ in configs]
     failure, peaks = None, []
     try:
         for size in opts.sizes:
-            ensure_export(opts.exports / f"m{size.split('x')[0]}", size)
+            for radius in opts.radius or [None]:
+                ensure_export(export_dir(opts.exports, size, radius), size, radius)
         with tempfile.TemporaryDirectory() as tmp:
             fma = peak_library("-mno-avx512f", 8, Path(tmp))
         for k in range(opts.runs):

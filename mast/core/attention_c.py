@@ -35,13 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mast.core.config import AttentionConfig
+from mast.core.config import MAX_RADIUS, AttentionConfig
 from mast.core.errors import DependencyError
 
 SOURCE = Path(__file__).with_name("attention_kernel.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno")
 EXTRA_FLAGS = "MAST_ATTENTION_CFLAGS"   # environment: more compiler flags (e.g. -mno-avx512f: the AVX2 build)
-MAX_RADIUS = 31     # window rows of at most 64 floats (4 vectors)
 MAX_FRAMES = 16
 MAX_LABELS = 16
 ALIGN = 64          # bytes

@@ -27,6 +27,22 @@ REACH = 48
 """The attention window's reach in working-frame pixels: radius R = REACH / stride (the paper's R = 12
 at stride 4; R = 6 at stride 8 reaches as far with a quarter of the candidates)."""
 
+MAX_RADIUS = 31
+"""The largest attention radius a tracker takes: the fused CPU kernel's bound (``MAXCOLS`` in
+attention_kernel.c: window rows of at most 64 floats), 63 x 63 candidates."""
+
+
+def check_radius(radius: int) -> int:
+    """``radius`` when it is an attention radius a tracker takes (1 .. :data:`MAX_RADIUS` key pixels),
+    else a one-line InputError. The radius is a speed option: the read's work grows with
+    (2R + 1)^2; at 240x427 and key stride 4, R = 6 reaches as far in the scene as the paper's R = 12
+    on 480p frames (docs/RESULTS.md, "Window radius")."""
+    if isinstance(radius, bool) or not isinstance(radius, int) or not 1 <= radius <= MAX_RADIUS:
+        raise InputError(f"attention radius {radius!r}: expected a whole number of key pixels from 1 to {MAX_RADIUS} "
+                         f"(default {REACH // 4} at key stride 4, {REACH // 8} at stride 8)")
+    return radius
+
+
 NO_SCORE = -3.0e38
 """The running maximum before any candidate is seen: finite (unlike -inf) so that
 ``exp(NO_SCORE - NO_SCORE)`` stays defined for a pixel no candidate has reached yet."""
@@ -103,16 +119,19 @@ class ModelConfig:
     label_offset: int = 1
 
     @classmethod
-    def for_stride(cls, stride: int = 4, label_offset: int | None = None, **fields) -> ModelConfig:
+    def for_stride(cls, stride: int = 4, label_offset: int | None = None, radius: int | None = None,
+                   **fields) -> ModelConfig:
         """The configuration of a model whose keys are at 1/``stride`` of the frame: attention radius
-        ``REACH // stride`` (12 at stride 4, 6 at stride 8: the same reach in pixels; the ROI branch's
+        ``REACH // stride`` unless ``radius`` is given (12 at stride 4, 6 at stride 8: the same reach
+        in pixels; a smaller radius is the speed option of :func:`check_radius`; the ROI branch's
         threshold and dilation stay :class:`AttentionConfig`'s), label offset ``(stride - 1) // 2``
         unless given: half a pixel before the cell centre ``(stride - 1) / 2`` where step 6 puts the
         key pixel back (1 at stride 4, 3 at stride 8; docs/DESIGN.md step 3). ``fields``: the other
         fields (``key_dim``, ``memory``)."""
         if stride < 1 or REACH % stride:
             raise InputError(f"key stride {stride}: expected a divisor of {REACH} (4 or 8)")
-        return cls(stride=stride, attention=AttentionConfig(radius=REACH // stride),
+        radius = REACH // stride if radius is None else check_radius(radius)
+        return cls(stride=stride, attention=AttentionConfig(radius=radius),
                    label_offset=(stride - 1) // 2 if label_offset is None else label_offset, **fields)
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mast.core.cli import DeviceOpt, KeysOpt, PrecisionOpt, exit_on_error, parse_size
+from mast.core.cli import DeviceOpt, KeysOpt, PrecisionOpt, exit_on_error, parse_size, radius_option
 from mast.core.errors import InputError, MastError
 from mast.core.openmp import openmp_defaults
 from mast.evaluation.davis import GLOBAL_COLUMNS, DavisDataset, EvaluationResult, evaluate_semisupervised, write_csvs
@@ -132,10 +132,11 @@ def _track(
     size: Optional[tuple[int, int]],
     precision: Optional[str] = None,
     label_offset: Optional[int] = None,
+    radius: Optional[int] = None,
 ) -> dict[str, float]:
     """Run the tracker over ``sequences`` into ``out_dir`` (torch is imported only here).
     ``precision``: the torch encoder's (None: fp32); ``label_offset``: the tracker's (None: the
-    model's, as its key stride and window)."""
+    model's, as its key stride and window); ``radius``: the attention window's (None: the model's)."""
     try:
         from mast.evaluation.track import track_davis  # lazy: scoring alone must not import torch
     except ImportError as exc:
@@ -154,6 +155,8 @@ def _track(
         kwargs["precision"] = precision
     if label_offset is not None:
         kwargs["label_offset"] = label_offset
+    if radius is not None:
+        kwargs["radius"] = radius
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
         return track_davis(root, sequences, out_dir, checkpoint, keys, device, _TrackProgress(progress), **kwargs)
@@ -161,7 +164,8 @@ def _track(
 
 def _track_exported(console: Console, root: Path, sequences: list[str], out_dir: Path, model: Path,
                     backend: str, device: str, size: Optional[tuple[int, int]],
-                    label_offset: Optional[int] = None, precision: Optional[str] = None) -> dict[str, float]:
+                    label_offset: Optional[int] = None, precision: Optional[str] = None,
+                    radius: Optional[int] = None) -> dict[str, float]:
     """Track with an exported model folder (``--model DIR --backend onnxruntime``): torch-free."""
     from mast.evaluation.track import track_davis_backend  # noqa: PLC0415 - lazy: only this mode needs the runtime backends
 
@@ -170,7 +174,7 @@ def _track_exported(console: Console, root: Path, sequences: list[str], out_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress(console) as progress:
         return track_davis_backend(root, sequences, out_dir, model, backend, device, _TrackProgress(progress), size,
-                                   label_offset=label_offset, precision=precision)
+                                   label_offset=label_offset, precision=precision, radius=radius)
 
 
 def _score(
@@ -217,6 +221,7 @@ def evaluate(
         "default half a pixel before the cell centre (1 at the key stride 4, 3 at stride 8: the model's), or 0, the "
         "published MAST code (its masks drift 1.5 px per frame at stride 4; what the parity tests reproduce)."
     ),
+    radius: Optional[int] = radius_option(),
 ) -> None:
     """Score DAVIS predictions (--results), or track the sequences into --out and score them."""
     console = Console()
@@ -238,7 +243,7 @@ def evaluate(
                 flag
                 for flag, value in (("--checkpoint", checkpoint), ("--out", out), ("--keys", keys),
                                     ("--device", device), ("--size", size), ("--precision", precision),
-                                    ("--label-offset", label_offset))
+                                    ("--label-offset", label_offset), ("--radius", radius))
                 if value is not None
             ]
             if given:
@@ -260,7 +265,7 @@ def evaluate(
                                      "exported with; drop --precision")
                 seconds_per_frame = _track_exported(console, dataset.root, chosen, out, model, backend,
                                                     (device or DeviceOpt.cpu).value, parse_size(size), label_offset,
-                                                    precision.value if precision is not None else None)
+                                                    precision.value if precision is not None else None, radius)
             else:
                 seconds_per_frame = _track(
                     console,
@@ -273,6 +278,7 @@ def evaluate(
                     parse_size(size),
                     precision.value if precision is not None else None,
                     label_offset,
+                    radius,
                 )
             console.print(f"tracked {len(chosen)} sequence(s) into {out} in {time.perf_counter() - start:.1f} s")
             scored_dir = out

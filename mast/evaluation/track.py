@@ -65,16 +65,18 @@ def track_sequence(tracker: Tracker, dataset: DavisDataset, sequence: str, out_d
 def track_davis(root: Path, sequences: list[str], out_dir: Path, checkpoint: Path | None,
                 keys: str = "model", device: str = "cpu", progress: Progress | None = None,
                 size: tuple[int, int] | None = None, precision: str = "fp32",
-                config: ModelConfig | None = None, label_offset: int | None = None) -> dict[str, float]:
+                config: ModelConfig | None = None, label_offset: int | None = None,
+                radius: int | None = None) -> dict[str, float]:
     """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the torch backend
     (``checkpoint``, or the shipped weights when None; ``keys`` and ``precision`` as
     :func:`~mast.runtime.factory.make_backend` takes them); seconds per frame per sequence.
     ``size`` (H, W): working size (frames resized, masks back); ``config``: the tracker's, None = the
     model's (its key stride and window: :func:`~mast.runtime.factory.model_config`) with
-    ``label_offset`` when given (0 reproduces the published code)."""
+    ``label_offset`` when given (0 reproduces the published code); ``radius``: the attention window's
+    (None: the model's; :func:`~mast.runtime.factory.make_backend`)."""
     from mast.runtime.factory import make_backend  # noqa: PLC0415 - lazy: the torch backend imports torch
 
-    backend = make_backend("torch", model=checkpoint, device=device, keys=keys, precision=precision)
+    backend = make_backend("torch", model=checkpoint, device=device, keys=keys, precision=precision, radius=radius)
     try:
         dataset = DavisDataset(root)
         tracker = Tracker(backend, config or model_config(backend, label_offset), size=size)
@@ -87,18 +89,20 @@ def track_davis_backend(root: Path, sequences: list[str], out_dir: Path, model: 
                         backend: str = "onnxruntime", device: str = "cpu", progress: Progress | None = None,
                         size: tuple[int, int] | None = None, make: Callable[..., Any] | None = None,
                         config: ModelConfig | None = None, label_offset: int | None = None,
-                        precision: str | None = None) -> dict[str, float]:
+                        precision: str | None = None, radius: int | None = None) -> dict[str, float]:
     """Track every sequence of the DAVIS folder ``root`` into ``out_dir`` with the exported model
     folder ``model`` on ``backend`` (onnxruntime, or any name ``make_backend`` takes) and ``device``.
 
     ``size`` (H, W): must be the model's input size when given (an exported model has one fixed
     size; frames are resized to it and masks back); ``config`` and ``label_offset`` as
     :func:`track_davis`'s (None: the export's stride); ``precision``: ``make_backend``'s (None: its
-    default; bf16 on onnxruntime: the memory read in bf16). Returns seconds per frame per sequence.
+    default; bf16 on onnxruntime: the memory read in bf16); ``radius``: refused unless the export's
+    (its read is built for it). Returns seconds per frame per sequence.
     """
     if make is None:
         from mast.runtime.factory import make_backend as make  # noqa: PLC0415 - torch-free, lazy by design
-    engine = make(backend, model=Path(model), device=device, **({"precision": precision} if precision else {}))
+    options = {k: v for k, v in (("precision", precision), ("radius", radius)) if v is not None}
+    engine = make(backend, model=Path(model), device=device, **options)
     try:
         size = working_size(size, engine.input_size, model)   # the one --size rule of every command
         dataset = DavisDataset(root)

@@ -38,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from mast.core.cli import EXIT_INPUT, EXIT_STOPPED, print_error
+from mast.core.cli import EXIT_INPUT, EXIT_STOPPED, print_error, radius_option
 from mast.core.config import ModelConfig
 from mast.core.engine_metadata import ENGINE_FILE, ENGINE_METADATA_FILE
 from mast.core.errors import InputError, MastError
@@ -97,6 +97,7 @@ class Request:
     timing_cache: Optional[Path] = None
     calibration: Optional[Path] = None
     calibration_frames: int = CalibrationConfig.frames
+    radius: Optional[int] = None        # attention window radius; None = the one of the key stride
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
@@ -156,8 +157,9 @@ def export(req: Request, console: Console) -> Path:
     from mast.export.parity import ParityConfig, check_parity  # noqa: PLC0415
 
     encoder, (name, digest) = load_encoder(req)
-    # the checkpoint's architecture: key channels, key stride (and the attention radius that goes with it)
-    model = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride),
+    # the checkpoint's architecture: key channels, key stride (and the attention radius that goes with
+    # it, unless --radius): recorded in the metadata, checked at load
+    model = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride), radius=req.radius,
                                    key_dim=getattr(encoder, "key_dim", ModelConfig.key_dim))
     cfg = ExportConfig(req.height, req.width, req.max_objects, req.opset, req.precision.value, model,
                        calibration_config(req))
@@ -261,6 +263,7 @@ def main_command(
     calibration_frames: int = typer.Option(CalibrationConfig.frames, "--calibration-frames", help="int8: frames to calibrate on, spread over the sequences (fixed seed)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17..20)."),
     max_objects: int = typer.Option(15, "--max-objects", help="Most objects a mask may hold (label channels = N + 1)."),
+    radius: Optional[int] = radius_option(),
     keys: Keys = typer.Option(Keys.model, "--keys", help="model: the checkpoint's encoder; random: an untrained one (tests)."),
     parity_frames: int = typer.Option(8, "--parity-frames", help="Frames propagated in the parity check (0: skip it)."),
     parity_clip: Optional[Path] = typer.Option(None, "--parity-clip", help="Frame folder for the parity check (default: bundled clip)."),
@@ -276,7 +279,7 @@ def main_command(
             raise InputError(f"--fp16 and --precision {precision.value}: give one precision")
         req = Request(out, checkpoint, keys, height, width, OnnxPrecisionOpt.fp16 if fp16 else precision, opset, max_objects,
                       parity_frames, parity_clip, parity_mask, engine, engine_precision, workspace, timing_cache,
-                      calibration, calibration_frames)
+                      calibration, calibration_frames, radius)
         validate(req, onnx_flag)
         export(req, console)
     except MastError as exc:

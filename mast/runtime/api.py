@@ -25,7 +25,7 @@ from mast.runtime.tracker import ObjectTracker, Tracker, working_size
 
 def open_tracker(model: str | Path | None = None, backend: factory.BackendName = "auto",
                  device: factory.DeviceName | None = None, size: tuple[int, int] | None = None, *,
-                 precision: Precision = "fp32", keys: factory.KeySource = "model") -> Tracker:
+                 precision: Precision = "fp32", keys: factory.KeySource = "model", radius: int | None = None) -> Tracker:
     """A ready local tracker: ``track(frames, first_mask)`` yields masks; ``start(frame, mask)``,
     ``step(frame)``, ``anchor(frame, mask)``, ``close()`` (:class:`~mast.runtime.tracker.ObjectTracker`)
     step it frame by frame; it is a context manager (``with`` closes the backend).
@@ -39,13 +39,15 @@ def open_tracker(model: str | Path | None = None, backend: factory.BackendName =
     ``precision``: torch ``fp32``, ``bf16`` (fast on AVX-512/AMX CPUs; with AVX512-BF16 the memory read in
     bf16 too) or ``fp16`` (CUDA); onnxruntime ``fp32`` or ``bf16`` (its memory read in bf16: AVX512-BF16).
     ``keys`` (torch): ``model``, ``lab`` (raw colour) or ``random``. The key stride, attention radius
-    and label offset are the model's (:func:`mast.runtime.factory.model_config`).
+    and label offset are the model's (:func:`mast.runtime.factory.model_config`); ``radius``: a
+    smaller attention window for speed (a checkpoint; an export keeps its own: docs/RESULTS.md,
+    "Window radius").
 
     Raises a :class:`~mast.core.errors.MastError` with a one-line message when it cannot be built.
     Sets the OpenMP defaults of :mod:`mast.core.openmp` where torch is not loaded yet.
     """
     openmp_defaults()
-    built = factory.make_backend(backend, Path(model) if model is not None else None, device, keys, precision)
+    built = factory.make_backend(backend, Path(model) if model is not None else None, device, keys, precision, radius)
     try:
         return Tracker(built, factory.model_config(built), size=working_size(size, built.input_size, model))
     except BaseException:

@@ -52,7 +52,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles, exit_on_error, parse_size
+from mast.core.cli import BackendOpt, DeviceOpt, KeysOpt, PrecisionOpt, consoles, exit_on_error, parse_size, radius_option
 from mast.core.errors import InputError
 from mast.core.images import list_images, read_image
 from mast.core.openmp import openmp_defaults
@@ -193,6 +193,7 @@ class BenchResult:
 
     backend: str
     size: list[int] | None
+    radius: int                        # the attention window's radius (key pixels)
     frames: int
     warmup: int
     stages: dict[str, StageStats]
@@ -304,6 +305,7 @@ class BenchConfig:
     model: Path | None = None
     keys: factory.KeySource = "model"
     precision: factory.Precision = "fp32"
+    radius: int | None = None              # attention window radius; None = the model's
     size: tuple[int, int] | None = None    # working size (H, W); None = the clip's frame size
     frames: int = 100
     warmup: int = 20
@@ -316,13 +318,13 @@ def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
     """Warm up, then time ``cfg.frames`` frames stage by stage (see the module docstring)."""
     from mast.runtime.tracker import Tracker, working_size  # noqa: PLC0415
 
-    backend = backend or factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision)
+    backend = backend or factory.make_backend(cfg.backend, cfg.model, cfg.device, cfg.keys, cfg.precision, cfg.radius)
     if cfg.threads and backend.name == "torch":
         import torch  # noqa: PLC0415 - torch backend only: already imported
         torch.set_num_threads(cfg.threads)
     sync, gpu_peak = _cuda_tools(backend)
     clock = StageClock(sync)
-    tracker = Tracker(backend, factory.model_config(backend),   # the model's stride and window
+    tracker = Tracker(backend, factory.model_config(backend),   # the model's stride and window (or --radius)
                       size=working_size(cfg.size, backend.input_size, cfg.model), timer=clock)
     frames = clip_frames(Path(cfg.clip))
     first = next(frames)
@@ -348,7 +350,7 @@ def bench(cfg: BenchConfig, backend: Backend | None = None) -> BenchResult:
 
     return BenchResult(
         backend=factory.describe(backend), size=list(tracker.size) if tracker.size else list(first.shape[:2]),
-        frames=cfg.frames, warmup=cfg.warmup,
+        radius=tracker.config.attention.radius, frames=cfg.frames, warmup=cfg.warmup,
         stages={s: stats([f.get(s, 0.0) for f in wall], [f.get(s, 0.0) for f in cpu]) for s in STAGES},
         host=stats(host(wall), host(cpu)), total=stats(totals, [f["total"] for f in cpu]),
         fps_median=round(1.0 / float(np.median(totals)), 3),
@@ -381,7 +383,7 @@ def result_lines(result: BenchResult) -> list[str]:
     gpu = f", GPU peak {result.gpu_peak_mib:.0f} MiB ({d.get('gpu')})" if result.gpu_peak_mib is not None else ""
     threads = f", torch threads {d['torch_threads']}" if "torch_threads" in d else ""
     return [f"fps: {result.fps_median:.2f} (median frame), {result.fps_mean:.2f} (mean over {result.frames} frames)",
-            f"peak RSS {result.peak_rss_mib:.0f} MiB{gpu}",
+            f"attention window radius {result.radius}, peak RSS {result.peak_rss_mib:.0f} MiB{gpu}",
             f"device {d['device']}: {d['cpu']} ({d.get('isa', '?')}), {d['cores']} core(s){threads}"
             + (f", memory read: {d['read']}" if "read" in d else "")
             + "".join(f", {k}={v}" for k, v in d.get("restricted", {}).items())]
@@ -400,6 +402,7 @@ def cli(
     keys: Optional[KeysOpt] = typer.Option(None, "--keys", help="torch only: model, lab or random keys."),
     precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision: fp32, bf16 or fp16 (CUDA). onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (default: the clip's)."),
+    radius: Optional[int] = radius_option(),
     frames: int = typer.Option(100, "--frames", min=1, help="Frames timed after the warm-up."),
     warmup: int = typer.Option(20, "--warmup", min=0, help="Frames tracked before timing (>= 16 reaches the steady state with ROI localisation)."),
     clip: Path = typer.Option(DEMO_FRAMES, "--clip", help="Frame folder (played back and forth) or video (looped). Default: the bundled clip."),
@@ -413,7 +416,7 @@ def cli(
         if clip != DEMO_FRAMES and mask is None:
             raise InputError("--clip needs --mask PNG (the objects of its first frame)")
         cfg = BenchConfig(backend=backend.value, device=device.value if device else None, model=model,
-                          keys=keys.value if keys else "model", precision=precision.value,
+                          keys=keys.value if keys else "model", precision=precision.value, radius=radius,
                           size=parse_size(size), frames=frames, warmup=warmup, clip=clip, mask=mask or DEMO_MASK,
                           threads=threads)
         cfg = _default_keys(cfg, explicit=keys is not None, say=console.print)

@@ -1,6 +1,6 @@
 """Pick and build a backend by name (torch-free at import; each backend is imported lazily).
 
-``make_backend("torch" | "onnxruntime" | "tensorrt" | "auto", model, device, keys, precision)``.
+``make_backend("torch" | "onnxruntime" | "tensorrt" | "auto", model, device, keys, precision, radius)``.
 torch is imported only inside the torch branch, so ``mast-run``/``mast-bench`` with
 ``--backend onnxruntime`` never load it.
 
@@ -11,7 +11,9 @@ export folder) > torch CPU. ``device`` "cpu"/"cuda" restricts the choice; None l
 
 The model's geometry (key stride, attention radius) comes from the model itself, with no flag: a
 checkpoint's encoder (``stride``, recorded in its ``arch`` entry) or an export's metadata;
-:func:`model_config` gives the tracker configuration of a built backend.
+:func:`model_config` gives the tracker configuration of a built backend. ``radius`` (``--radius``)
+is the one speed option over it: a smaller attention window for a checkpoint; an export keeps the
+radius it was exported with (``mast-export --radius``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mast.core.config import ModelConfig, Precision
+from mast.core.config import ModelConfig, Precision, check_radius
 from mast.core.engine_metadata import ENGINE_FILE
 from mast.core.errors import NO_CUDA_GPU, InputError, MastError
 from mast.core.metadata import ENCODER_FILE, METADATA_FILE, read_metadata
@@ -119,14 +121,16 @@ def choose_backend(model: Path | None, device: DeviceName | None = None) -> Choi
 
 # -- builders --------------------------------------------------------------------------------------
 def make_backend(name: BackendName = "auto", model: Path | None = None, device: DeviceName | None = None,
-                 keys: KeySource = "model", precision: Precision = "fp32") -> Backend:
+                 keys: KeySource = "model", precision: Precision = "fp32", radius: int | None = None) -> Backend:
     """A ready backend (see :class:`mast.runtime.backend.Backend`).
 
     ``model``: a checkpoint ``.pt`` (torch) or an export folder (onnxruntime/tensorrt; torch too when
     it holds one ``*.pt``); None = the shipped weights. ``keys`` (torch only): "model" (the weights),
     "lab" (raw colour keys) or "random" (untrained encoder). ``precision``: torch fp32 | bf16 | fp16 (the
     encoder's; bf16 also the read's where the CPU has AVX512-BF16); onnxruntime fp32 | bf16 (the memory
-    read's dot products: AVX512-BF16 CPUs; the encoder runs as exported).
+    read's dot products: AVX512-BF16 CPUs; the encoder runs as exported). ``radius``: the attention
+    window's radius in key pixels (None: the model's, 12 at key stride 4); a checkpoint takes any
+    (:func:`mast.core.config.check_radius`), an export only its own.
     Raises a :class:`MastError` with a one-line message when it cannot be built.
     """
     model = Path(model) if model is not None else None
@@ -138,11 +142,11 @@ def make_backend(name: BackendName = "auto", model: Path | None = None, device: 
     if name != "torch":
         _torch_only_options(name, keys, precision)
     if name == "torch":
-        return _torch_backend(model, device or "cpu", keys, precision)
+        return _torch_backend(model, device or "cpu", keys, precision, radius)
     if name == "onnxruntime":
-        return _ort_backend(model, device or "cpu", precision)
+        return _ort_backend(model, device or "cpu", precision, radius)
     if name == "tensorrt":
-        return _trt_backend(model, device or "cuda")
+        return _trt_backend(model, device or "cuda", radius)
     raise InputError(f"unknown backend {name!r}: expected auto, torch, onnxruntime or tensorrt")
 
 
@@ -172,7 +176,8 @@ def _torch_checkpoint(model: Path | None, keys: KeySource) -> Path | None:
     return ckpt
 
 
-def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: Precision) -> Backend:
+def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: Precision,
+                   radius: int | None = None) -> Backend:
     if not _installed("torch"):
         raise BackendUnavailableError("the torch backend needs PyTorch (`pip install mast-tracker[train]`); "
                                       "or export the model and use --backend onnxruntime")
@@ -183,34 +188,44 @@ def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: 
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError(NO_CUDA_GPU)
     encoder = key_encoder(keys, checkpoint)
-    attention = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride)).attention   # the checkpoint's stride
+    # the checkpoint's stride, and its radius unless one is given
+    attention = ModelConfig.for_stride(getattr(encoder, "stride", ModelConfig.stride), radius=radius).attention
     return TorchBackend(encoder, device=device, precision=precision, attention=attention)
 
 
-def exported_config(model: Path) -> ModelConfig:
-    """The tracker configuration of the export folder ``model`` (its metadata's key stride)."""
-    return ModelConfig.for_stride(read_metadata(model).stride)
+def exported_config(model: Path, radius: int | None = None) -> ModelConfig:
+    """The tracker configuration of the export folder ``model``: its metadata's key stride and
+    attention radius. ``radius``: the one a user asked for; InputError (one line) when it is not the
+    export's (its read graph and engine are built for their radius)."""
+    meta = read_metadata(model)
+    exported = meta.attention.get("radius")
+    if radius is not None and check_radius(radius) != exported:
+        raise InputError(f"--radius {radius}: {model} was exported with radius {exported} (its memory read is built "
+                         f"for it): drop --radius, or re-export with mast-export --radius {radius}")
+    return ModelConfig.for_stride(meta.stride, radius=exported)
 
 
 def model_config(backend: Backend, label_offset: int | None = None) -> ModelConfig:
     """The tracker configuration (:class:`ModelConfig`) of the model ``backend`` runs, built with
     :func:`make_backend`: its key stride (an export's metadata, or the torch encoder's ``stride``),
-    the attention radius of that stride and the label offset of that stride unless ``label_offset``
-    is given (:meth:`ModelConfig.for_stride`)."""
+    the attention radius the backend reads with (``--radius``, else that of the stride) and the label
+    offset of that stride unless ``label_offset`` is given (:meth:`ModelConfig.for_stride`)."""
     meta = getattr(backend, "meta", None)   # onnxruntime, tensorrt: the export's metadata
     stride = meta.stride if meta is not None else getattr(getattr(backend, "encoder", None), "stride", ModelConfig.stride)
-    return ModelConfig.for_stride(stride, label_offset)
+    attention = getattr(backend, "attention", None)
+    radius = attention.radius if attention is not None else meta.attention["radius"] if meta is not None else None
+    return ModelConfig.for_stride(stride, label_offset, radius=radius)
 
 
-def _ort_backend(model: Path | None, device: str, precision: Precision = "fp32") -> Backend:
+def _ort_backend(model: Path | None, device: str, precision: Precision = "fp32", radius: int | None = None) -> Backend:
     if not is_export_folder(model):
         raise InputError(f"the onnxruntime backend needs --model EXPORT_DIR (a folder written by mast-export "
                          f"with {EXPORT_MARKERS[0]}), got {model or 'none'}")
     cls = _load("mast.runtime.ort_backend", "OrtBackend", "onnxruntime")
-    return cls(model, device, exported_config(model), read_precision=precision)
+    return cls(model, device, exported_config(model, radius), read_precision=precision)
 
 
-def _trt_backend(model: Path | None, device: str) -> Backend:
+def _trt_backend(model: Path | None, device: str, radius: int | None = None) -> Backend:
     if device != "cuda":
         raise BackendUnavailableError("the tensorrt backend runs on --device cuda only")
     cls = _load("mast.runtime.trt_backend", "TrtBackend", "tensorrt")
@@ -220,7 +235,7 @@ def _trt_backend(model: Path | None, device: str) -> Backend:
     if not is_export_folder(model):
         raise InputError(f"the tensorrt backend needs --model EXPORT_DIR (a folder written by mast-export "
                          f"--engine), got {model or 'none'}")
-    return cls(model, device, exported_config(model))
+    return cls(model, device, exported_config(model, radius))
 
 
 def _load(module: str, attr: str, name: str) -> Any:

@@ -53,7 +53,7 @@ from typing import Any, Optional
 import typer
 
 from mast.core.cli import (EXIT_INTERRUPTED, BackendOpt, DeviceOpt, Interrupt, KeysOpt, PrecisionOpt, consoles,
-                           exit_on_error, parse_size)
+                           exit_on_error, parse_size, radius_option)
 from mast.core.errors import InputError
 from mast.core.openmp import openmp_defaults
 from mast.runtime import factory
@@ -89,6 +89,7 @@ class RunConfig:
     model: Path | None = None
     keys: factory.KeySource = "model"
     precision: factory.Precision = "fp32"
+    radius: int | None = None                # --radius: attention window radius; None = the model's
     size: tuple[int, int] | None = None      # working size (H, W) in pixels; None = the frame's size
     save_masks: Path | None = None
     save_video: Path | None = None
@@ -143,12 +144,13 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> ObjectTracker:
     backend; ``--size`` against an exported model's size by :func:`mast.runtime.tracker.working_size`);
     with ``--server``, a client of that mast-serve instead."""
     if cfg.server is not None:
-        if cfg.model is not None or cfg.size is not None:
-            raise InputError("--model and --size are the server's with --server: give them to mast-serve")
+        if cfg.model is not None or cfg.size is not None or cfg.radius is not None:
+            raise InputError("--model, --size and --radius are the server's with --server: give them to mast-serve")
         tracker = connect_tracker(cfg.server, cfg.stream_id or "", token=cfg.token)   # waits, re-anchors: stderr
         say(f"tracking on mast-serve at {cfg.server} as stream {cfg.stream_id!r}")
         return tracker
-    tracker = open_tracker(cfg.model, cfg.backend, cfg.device, cfg.size, precision=cfg.precision, keys=cfg.keys)
+    tracker = open_tracker(cfg.model, cfg.backend, cfg.device, cfg.size, precision=cfg.precision, keys=cfg.keys,
+                           radius=cfg.radius)
     work = tracker.size
     say(f"backend: {factory.describe(tracker.backend)}"
         + (f", working size {work[0]}x{work[1]}" if work else ", working size = frame size"))
@@ -264,6 +266,7 @@ def cli(
     keys: KeysOpt = typer.Option(KeysOpt.model, "--keys", help="torch only: model weights, raw lab colour, or a random encoder."),
     precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision: fp32, bf16 (fast on AVX-512/AMX CPUs; the memory read in bf16 too on AVX512-BF16) or fp16 (CUDA; a half bank for the kernel). onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
+    radius: Optional[int] = radius_option(),
     save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
     save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),
     save_json: Optional[Path] = typer.Option(None, "--save-json", help="Write one JSON line per frame here (ids, bbox, area, COCO RLE; see docs/USAGE.md)."),
@@ -290,7 +293,7 @@ def cli(
     say = console.print
     cfg = RunConfig(mask=mask, camera=camera, video=video, frames=frames, mask_frame=mask_frame,
                     backend=backend.value, device=device.value if device else None, model=model,
-                    keys=keys.value, precision=precision.value, save_masks=save_masks, save_video=save_video,
+                    keys=keys.value, precision=precision.value, radius=radius, save_masks=save_masks, save_video=save_video,
                     save_json=save_json, select=select, display=not no_display, max_frames=max_frames, simulate_live=simulate_live,
                     loss=LossConfig(fraction=lost_fraction, frames=lost_frames, reanchor=reanchor_on_loss),
                     server=server, stream_id=stream_id, token=token)

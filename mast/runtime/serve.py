@@ -49,7 +49,7 @@ import numpy as np
 import typer
 
 from mast.core.cli import (EXIT_INTERRUPTED, EXIT_STOPPED, BackendOpt, DeviceOpt, Interrupt, PrecisionOpt, consoles,
-                           exit_on_error, parse_size)
+                           exit_on_error, parse_size, radius_option)
 from mast.core.errors import DependencyError, InputError
 from mast.core.openmp import openmp_defaults
 from mast.runtime import factory
@@ -84,6 +84,7 @@ class ServeConfig:
     model: Path | None = None          # checkpoint .pt or export folder; None = the shipped weights
     device: factory.DeviceName | None = None
     precision: factory.Precision = "fp32"
+    radius: int | None = None          # attention window radius; None = the model's
     engine: EngineConfig = field(default_factory=EngineConfig)
     triton_log: Path | None = None     # Triton's own log file (None: in the server's temporary folder)
 
@@ -219,7 +220,7 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
              "(docs/SERVING.md: a TLS reverse proxy in front, or --address 127.0.0.1, the default)")
     if cleaned := remove_stale():
         say(f"removed the temporary files of {cleaned} mast-serve process(es) that were killed")
-    backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, "model", cfg.precision)
+    backend = factory.make_backend(cfg.backend, cfg.model, cfg.device, "model", cfg.precision, cfg.radius)
     try:
         size = working_size(cfg.engine.size, backend.input_size, cfg.model)   # the one --size rule of every command
     except InputError:
@@ -282,6 +283,7 @@ def cli(
     device: Optional[DeviceOpt] = typer.Option(None, "--device", help="cpu or cuda (default: what auto finds)."),
     precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision; onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
     size: Optional[str] = typer.Option(None, "--size", help="Working size HxW of every stream, e.g. 240x427 (one encoder call per step); default: each stream's frame size."),
+    radius: Optional[int] = radius_option(),
     max_streams: int = typer.Option(EngineConfig.max_streams, "--max-streams", min=1, help="Streams held at once (one memory bank each); a new stream beyond is refused."),
     idle_timeout: float = typer.Option(EngineConfig.idle_timeout, "--idle-timeout", min=0.1, help="Seconds without a frame after which a stream is freed."),
     triton_log: Optional[Path] = typer.Option(None, "--triton-log", help="Triton's own log file (default: in a temporary folder removed at exit, printed at start)."),
@@ -301,7 +303,7 @@ def cli(
         cfg = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, address=address,
                           token=token,
                           backend=backend.value, model=checkpoint or model, device=device.value if device else None,
-                          precision=precision.value, triton_log=triton_log,
+                          precision=precision.value, radius=radius, triton_log=triton_log,
                           engine=EngineConfig(max_streams=max_streams, idle_timeout=idle_timeout,
                                               size=parse_size(size)))
         with Interrupt(signals=(SIGINT, SIGTERM)) as interrupt:

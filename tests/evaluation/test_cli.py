@@ -207,8 +207,8 @@ def test_error_option_misuse(davis: Path, tmp_path: Path):
 def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path, monkeypatch):
     calls = []
 
-    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, label_offset=None):
-        calls.append((root, list(sequences), out_dir, checkpoint, keys, device, label_offset))
+    def track_davis(root, sequences, out_dir, checkpoint, keys, device, progress, label_offset=None, radius=None):
+        calls.append((root, list(sequences), out_dir, checkpoint, keys, device, label_offset if radius is None else radius))
         for seq in sequences:
             pngs = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))
             (out_dir / seq).mkdir(parents=True, exist_ok=True)
@@ -229,6 +229,9 @@ def test_tracking_mode_calls_track_davis_then_scores(davis: Path, tmp_path: Path
     res = run("--davis", davis, "--out", out, "--sequences", "s1", "--label-offset", "0", "--csv-dir", tmp_path / "csv")
     assert res.exit_code == 0, res.output
     assert calls[-1][-1] == 0  # the published code's sampling point
+    res = run("--davis", davis, "--out", out, "--sequences", "s1", "--radius", "8", "--csv-dir", tmp_path / "csv")
+    assert res.exit_code == 0, res.output
+    assert calls[-1][-1] == 8  # the attention window's radius reaches the tracker
     g = read_global(tmp_path / "csv")
     assert 0 < g["J&F-Mean"] < 100
     assert "s/frame" in res.output
@@ -263,6 +266,7 @@ def test_precision_reaches_the_tracker_and_is_refused_where_it_does_not_apply(da
     results = copy_gt(davis, tmp_path / "res")
     assert_one_line_error(run("--davis", davis, "--results", results, "--precision", "bf16"), "--precision")
     assert_one_line_error(run("--davis", davis, "--results", results, "--label-offset", "0"), "--label-offset")
+    assert_one_line_error(run("--davis", davis, "--results", results, "--radius", "8"), "--radius")
     assert_one_line_error(run("--davis", davis, "--out", out, "--model", tmp_path, "--precision", "fp16"),
                           "--precision")
 

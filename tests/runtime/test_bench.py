@@ -52,6 +52,18 @@ def test_bench_table_and_json(tmp_path: Path) -> None:
     from mast.core import attention_c
     assert data["device"]["read"] == ("fused C" if attention_c.available() is None else "PyTorch")
     assert f"memory read: {data['device']['read']}" in result.output
+    assert data["radius"] == 12 and "attention window radius 12" in result.output   # the model's
+
+
+def test_bench_radius_reaches_the_read(tmp_path: Path) -> None:
+    """--radius: the backend reads with it, the tracker is configured with it, the figures say it."""
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["--backend", "torch", "--keys", "lab", "--size", "52x92", "--frames", "2",
+                                 "--warmup", "1", "--threads", "1", "--radius", "5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["radius"] == 5 and "attention window radius 5" in result.output
+    result = runner.invoke(app, ["--keys", "lab", "--frames", "1", "--radius", "32"])
+    assert result.exit_code != 0 and "--radius" in result.output
 
 
 def test_bench_names_a_restricted_build(monkeypatch):
