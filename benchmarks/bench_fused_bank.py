@@ -1,7 +1,7 @@
 """The fused CPU read in its steady state (``mast.core.attention_c.FusedBank``), by kernel and build.
 
     python benchmarks/bench_fused_bank.py [--size 240x427] [--rounds 8] [--threads 1]
-                                          [--cflags= --cflags=-mno-avx512f ...] [--bf16]
+                                          [--cflags= --cflags=-mno-avx512f ...] [--bf16] [--radius 12]
 
 Keys: the shipped weights on DAVIS camel frames 0, 5, 55, 57, 59 (the memory of frame 60: distances
 60 and 55 through their ROI at dilation 4, 5, 3 and 1 through restricted windows), frame 60 as the
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from mast.core import attention_c
+from mast.core.config import AttentionConfig
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 
@@ -70,14 +71,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cflags", action="append", help="MAST_ATTENTION_CFLAGS of one build (repeat)")
     ap.add_argument("--bf16", action="store_true", help="also the bf16-pair read (AVX512-BF16 CPUs)")
+    ap.add_argument("--radius", type=int, default=AttentionConfig.radius, help="attention window radius (1..31)")
     a = ap.parse_args()
     a.cflags = a.cflags or ["", "-mno-avx512f"]
     if not CLIP.is_dir():
         ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")
     if not (len(a.size.split("x")) == 2 and all(v.isdigit() and int(v) >= 16 for v in a.size.split("x"))):
         ap.error(f"--size {a.size}: expected HxW of at least 16x16, e.g. 240x427")
-    if a.rounds < 1 or a.threads < 1:
-        ap.error(f"--rounds {a.rounds}, --threads {a.threads}: expected at least 1 each")
+    if a.rounds < 1 or a.threads < 1 or not 1 <= a.radius <= attention_c.MAX_RADIUS:
+        ap.error(f"--rounds {a.rounds}, --threads {a.threads}, --radius {a.radius}: expected at least 1 each, "
+                 f"a radius of at most {attention_c.MAX_RADIUS}")
     if a.bf16 and (reason := attention_c.bf16_available()) is not None:
         ap.error(f"--bf16: {reason}")
     query, keys, values = inputs(a.size)
@@ -94,7 +97,7 @@ def main() -> None:
     banks = []
     for build, pair in zip(builds, pairs):
         attention_c._library = attention_c._bf16_library = lambda build=build: build   # noqa: E731 - this bank's build
-        bank = attention_c.FusedBank(len(keys), threads=a.threads, pairs=pair)
+        bank = attention_c.FusedBank(len(keys), AttentionConfig(radius=a.radius), threads=a.threads, pairs=pair)
         for slot, (k, v) in enumerate(zip(keys, values)):
             bank.write(slot, k, v)
         banks.append(bank)
@@ -111,7 +114,7 @@ def main() -> None:
             if r:   # round 0 lays every slot out
                 for name, t in times.items():
                     low[name] = min(low[name], t)
-    print(f"{a.size}, C={query.shape[0]}, {a.threads} thread(s), least of {a.rounds} rounds (ms)")
+    print(f"{a.size}, C={query.shape[0]}, R={a.radius}, {a.threads} thread(s), least of {a.rounds} rounds (ms)")
     for flags, low in zip(a.cflags, best):
         parts = "  ".join(f"{k} {low[k] * 1e3:.1f}" for k in KERNELS) if a.threads == 1 else ""
         print(f"build [{flags or 'default'}]: read wall {low['wall'] * 1e3:.1f}  CPU {low['cpu'] * 1e3:.1f}  {parts}")

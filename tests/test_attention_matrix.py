@@ -123,9 +123,12 @@ def test_implementation_meets_the_specification(implementation, bank, specified,
 
 # (channels, labels, h, w, radius, distances): 16-pixel lane blocks and 4-row blocks cut at odd
 # places, windows wider than the map, the largest radius the fused kernel takes (31), key channels
-# other than 64 (56: the compact encoder), the default schedule's branches and dilations
+# other than 64 (56: the compact encoder), the default schedule's branches and dilations, the radii
+# of --radius 5 and 8 (the last, narrower column block of every width; ROI cells of 3, 7, 9 and 15)
 SWEEP = [
     (1, 1, 1, 1, 1, [1, 16]),
+    (62, 2, 11, 27, 5, [1, 20]),
+    (62, 3, 19, 45, 8, [3, 40]),
     (5, 2, 4, 17, 2, [16, 1]),
     (56, 3, 7, 9, 3, [60, 55, 1, 3, 5]),
     (12, 5, 13, 33, 4, [31, 2]),

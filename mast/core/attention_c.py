@@ -119,6 +119,8 @@ def _build(defines: tuple[str, ...]) -> ctypes.CDLL:
     lib.mast_group.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 5
     lib.mast_work_floats.restype = ctypes.c_long
     lib.mast_work_floats.argtypes = [ctypes.c_int] * 4
+    lib.mast_cell.restype = ctypes.c_int
+    lib.mast_cell.argtypes = [ctypes.c_int]
     return lib
 
 
@@ -239,7 +241,7 @@ class FusedBank:
         lib, cfg = _bf16_library() if self.pairs else _library(), self.cfg
         c, h, w = query.shape
         ck, kind = ((c + 1) // 2, np.uint32) if self.pairs else (c, np.float32)   # the kernel's channels: pairs
-        r, cell = cfg.radius, _cell(cfg.radius)
+        r, cell = cfg.radius, lib.mast_cell(cfg.radius)
         n_threads = max(1, min(self.threads, h))
         # ROI: the coarse search reaches g R pixels away, the fine windows at p + floor(o_p)
         # (|o_p| <= g R) and their cells' key squares R + cell + 1 more; laid out at once for the
@@ -296,7 +298,7 @@ class FusedBank:
         ``mast_read`` merges): every frame's coarse search in one pass over the threads, its pixels
         grouped by target cell, then every frame's fine windows in one pass balanced by pixels."""
         h, c, _ = q_rows.shape
-        w, r, cell = q_last.shape[0] // h, self.cfg.radius, _cell(self.cfg.radius)
+        w, r, cell = q_last.shape[0] // h, self.cfg.radius, lib.mast_cell(self.cfg.radius)
         offsets = [self._buffer(f"offsets{k}", (2, h, w), np.float64) for k in range(len(laid))]
         _coarse_offsets(lib, q_rows, r, laid, [self.cfg.dilation(d) for d in distances], offsets, work)
         terms = [self._buffer(f"terms{k}", (n_labels + 2, h * w)) for k in range(len(laid))]
@@ -363,12 +365,6 @@ def _layout(lib: ctypes.CDLL, maps: list[tuple[np.ndarray, np.ndarray, bool]], p
             layout(x.ctypes.data, c, h, w, pad, pad, out.shape[2], lo, min(hi, out.shape[0]), out.ctypes.data)
 
     _parallel([(run, lo, hi) for lo, hi in _split(max(out.shape[0] for _, out, _ in maps), n_threads)])
-
-
-def _cell(r: int) -> int:
-    """Side of the cells the ROI branch groups pixels by: 4, less where the cell's key square
-    (2R + 1 + cell columns) would pass the kernel's 64."""
-    return max(1, min(4, 64 - (2 * r + 1)))
 
 
 def _by_cell(lib: ctypes.CDLL, offsets: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray]:

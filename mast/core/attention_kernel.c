@@ -148,6 +148,25 @@ static inline vf vexp_shifted(vf s, vf m) {
  * one block, serve the next ones from L1 (AVX2 windows ran at ~55 % of the FMA peak block by block
  * against ~80 % this way, in a microbenchmark). step > 1: the ROI branch's dilated coarse search
  * (query rows step apart). */
+/* Window columns [b, b + NB) of QB query rows against one key row (block_scores' inner block, NB <=
+ * BB accumulators per row): each loaded key vector feeds QB accumulators, the query vectors stay in
+ * registers. Inlined with a constant NB (block_scores' BB-wide blocks and its last, narrower one). */
+static inline __attribute__((always_inline)) void row_block(int NB, const float *row, const float *qx, long qcs,
+                                                           long qrs, long kcs, int step, int C, int b, vf *s, long sj) {
+    vf acc[QB][BB];
+    for (int j = 0; j < QB; j++) for (int i = 0; i < NB; i++) acc[j][i] = splat(0.0f);
+    for (int c = 0; c < C; c++) {
+        const float *p = row + c * kcs + step * b, *qq = qx + c * qcs;
+        vf qv[QB];
+        for (int j = 0; j < QB; j++) qv[j] = keep_in_register(load(qq + j * qrs));
+        for (int i = 0; i < NB; i++) {
+            const vf kv = keep_in_register(load(p + step * i));
+            for (int j = 0; j < QB; j++) acc[j][i] = mac(acc[j][i], qv[j], kv);
+        }
+    }
+    for (int j = 0; j < QB; j++) for (int i = 0; i < NB; i++) s[j * sj + b + i] = acc[j][i];
+}
+
 static void block_scores(int QR, int NX, const float *q, long qcs, long qrs, const float *k, long kcs, long krs,
                          int step, int C, int n, vf *S) {
     const long sx = (long)QB * n * n;                   /* a lane block's scores */
@@ -158,28 +177,21 @@ static void block_scores(int QR, int NX, const float *q, long qcs, long qrs, con
                 const float *row = k + t * krs + x * VL, *qx = q + x * VL;
                 vf *s = S + x * sx + t * n;
                 int b = 0;
-                for (; b + BB <= n; b += BB) {
-                    vf acc[QB][BB];
-                    for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) acc[j][i] = splat(0.0f);
-                    for (int c = 0; c < C; c++) {
-                        const float *p = row + c * kcs + step * b, *qq = qx + c * qcs;
-                        vf qv[QB];
-                        for (int j = 0; j < QB; j++) qv[j] = keep_in_register(load(qq + j * qrs));
-                        for (int i = 0; i < BB; i++) {
-                            const vf kv = keep_in_register(load(p + step * i));
-                            for (int j = 0; j < QB; j++) acc[j][i] = mac(acc[j][i], qv[j], kv);
-                        }
-                    }
-                    for (int j = 0; j < QB; j++) for (int i = 0; i < BB; i++) s[j * sj + b + i] = acc[j][i];
-                }
-                for (; b < n; b++) {
-                    vf acc[QB];
-                    for (int j = 0; j < QB; j++) acc[j] = splat(0.0f);
-                    for (int c = 0; c < C; c++) {
-                        const vf kv = load(row + c * kcs + step * b);
-                        for (int j = 0; j < QB; j++) acc[j] = mac(acc[j], load(qx + c * qcs + j * qrs), kv);
-                    }
-                    for (int j = 0; j < QB; j++) s[j * sj + b] = acc[j];
+                for (; b + BB <= n; b += BB) row_block(BB, row, qx, qcs, qrs, kcs, step, C, b, s, sj);
+                /* the last n % BB columns in one narrower block (they ran column by column, each
+                 * loaded query vector feeding one FMA: R = 8 has 5 of its 17 columns there with AVX-512) */
+                switch (n - b) {
+                case 1: row_block(1, row, qx, qcs, qrs, kcs, step, C, b, s, sj); break;
+                case 2: row_block(2, row, qx, qcs, qrs, kcs, step, C, b, s, sj); break;
+                case 3: row_block(3, row, qx, qcs, qrs, kcs, step, C, b, s, sj); break;
+#if BB > 4
+                case 4: row_block(4, row, qx, qcs, qrs, kcs, step, C, b, s, sj); break;
+#endif
+#if BB > 5
+                case 5: row_block(5, row, qx, qcs, qrs, kcs, step, C, b, s, sj); break;
+#endif
+                default:            /* -DBB above 6 (sweeps): column by column */
+                    for (; b < n; b++) row_block(1, row, qx, qcs, qrs, kcs, step, C, b, s, sj);
                 }
             }
             continue;
@@ -316,10 +328,26 @@ void mast_channels_last_pairs(const float *x, int C, int H, int W, int p0, int p
         for (int c = 0; c < C2; c++) out[(long)p * C2 + c] = pair_at(x, C, (long)H * W, p, c);
 }
 
+/* Side T of the cells the ROI branch's pixels are grouped by (mast_group, mast_fine): as large as
+ * the vectors a fine window's n + 1 columns need anyway allow, so that a cell's key square (n + T
+ * columns) is scored with no wider vectors than one window: T = 7 at R = 12 (AVX2 and AVX-512: 32
+ * lanes for 26 columns), 3 at R = 6 (16 lanes for 14), 15 / 7 at R = 8 (AVX-512 / AVX2; T was 4 at
+ * any R, which made R = 6 and 8 score 32 lanes where 16 / 24 do). -DCELL4: the former T (A/B). */
+int mast_cell(int R) {
+    const int n = 2 * R + 1;
+#ifdef CELL4
+    int t = 4;
+#else
+    int t = (n + 1 + VL - 1) / VL * VL - n;
+#endif
+    t = t < MAXCOLS - n ? t : MAXCOLS - n;
+    return t > 1 ? t : 1;
+}
+
 /* Floats of work space the entry points need per call (64-byte aligned). */
 long mast_work_floats(int W, int L, int R, int n_frames) {
     const int n = 2 * R + 1, wl = (W + 15) / 16 * 16;
-    const long group = (long)FK * MAXP * (n + 4 + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;   /* mast_fine: S and B */
+    const long group = (long)FK * MAXP * (n + mast_cell(R) + 1) * (MAXCOLS + 16) + (long)n * MAXCOLS;   /* mast_fine: S and B */
     const long rows = (long)VL * QB * n * n * XB + (long)QB * n_frames * (L + 2) * wl;    /* mast_read */
     return (group > rows ? group : rows) + 16;
 }

@@ -50,7 +50,7 @@ def test_bank_reads_equal_one_shot_reads_across_writes_and_growing_dilation():
         want = oracle_attention(torch.from_numpy(query), [torch.from_numpy(k) for k in keys],
                                 [torch.from_numpy(v) for v in values], distances, CFG)
         np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
-    assert bank._laid[0].pad == CFG.max_dilation * CFG.radius + CFG.radius + attention_c._cell(CFG.radius) + 2
+    assert bank._laid[0].pad == CFG.max_dilation * CFG.radius + CFG.radius + attention_c._library().mast_cell(CFG.radius) + 2
 
 
 def test_a_slot_rewritten_in_place_is_laid_out_again():
