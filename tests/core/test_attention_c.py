@@ -127,28 +127,30 @@ def test_pair_layouts_round_to_bf16_pairs():
     assert not rows.any()
 
 
-@pytest.mark.parametrize("c, labels, distances", [(8, 3, [1, 3, 20]), (7, 2, [2, 40]), (64, 4, [1, 50, 30])])
-def test_bf16_pairs_read_bf16_keys_as_the_float32_read(c, labels, distances, tol):
+@pytest.mark.parametrize("c, labels, distances, radius", [(8, 3, [1, 3, 20], 3), (7, 2, [2, 40], 3),
+                                                   (64, 4, [1, 50, 30], 3), (62, 2, [3, 40], 8)])
+def test_bf16_pairs_read_bf16_keys_as_the_float32_read(c, labels, distances, radius, tol):
     """FusedBank(pairs=True) on keys that are bf16 values (what a bf16 encoder gives): products exact,
     float32 sums in another order: the float32 read's result to float32 rounding (the restricted
-    window, the ROI branch, an odd channel count, several labels; tests/tolerance.py), and the oracle's."""
+    window, the ROI branch, an odd channel count, several labels, --radius 8; tests/tolerance.py), and
+    the oracle's."""
     if (reason := attention_c.bf16_available()) is not None:
         pytest.skip(f"no bf16 read here: {reason}")
-    rng = np.random.default_rng(c)
-    keys, values = _maps(rng, len(distances), c=c, h=11, w=21, labels=labels)
+    rng, cfg = np.random.default_rng(c), AttentionConfig(radius=radius)
+    keys, values = _maps(rng, len(distances), c=c, h=11 + radius, w=21 + 2 * radius, labels=labels)
     keys = [_bf16(k / np.sqrt(c)) for k in keys]                     # scores of order 1, as the model's
     query = _bf16(rng.standard_normal(keys[0].shape, dtype=np.float32) / np.sqrt(c))
-    pairs = attention_c.FusedBank(len(keys), CFG, threads=2, pairs=True)
-    plain = attention_c.FusedBank(len(keys), CFG, threads=2)
+    pairs = attention_c.FusedBank(len(keys), cfg, threads=2, pairs=True)
+    plain = attention_c.FusedBank(len(keys), cfg, threads=2)
     for slot, (k, v) in enumerate(zip(keys, values)):
         pairs.write(slot, k, v)
         plain.write(slot, k, v)
     got = pairs.read(query, list(range(len(keys))), distances)
-    roi = [(k, CFG.dilation(d)) for k, d in zip(keys, distances) if CFG.uses_roi(d)]
-    atol = tol.read_atol(query, np.stack(keys), len(keys) * (2 * CFG.radius + 1) ** 2, roi=roi, radius=CFG.radius)
+    roi = [(k, cfg.dilation(d)) for k, d in zip(keys, distances) if cfg.uses_roi(d)]
+    atol = tol.read_atol(query, np.stack(keys), len(keys) * (2 * radius + 1) ** 2, roi=roi, radius=radius)
     np.testing.assert_allclose(got, plain.read(query, list(range(len(keys))), distances), atol=atol, rtol=0)
     want = oracle_attention(torch.from_numpy(query), [torch.from_numpy(k) for k in keys],
-                            [torch.from_numpy(v) for v in values], distances, CFG)
+                            [torch.from_numpy(v) for v in values], distances, cfg)
     np.testing.assert_allclose(got, want.numpy(), atol=atol, rtol=0)
     assert pairs._laid[0].key.dtype == np.uint32 and pairs._laid[0].key.shape[1] == (c + 1) // 2
 
