@@ -153,7 +153,8 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> ObjectTracker:
                            radius=cfg.radius)
     work = tracker.size
     say(f"backend: {factory.describe(tracker.backend)}"
-        + (f", working size {work[0]}x{work[1]}" if work else ", working size = frame size"))
+        + (f", working size {work[0]}x{work[1]}" if work else ", working size = frame size")
+        + f", attention radius {tracker.config.attention.radius}")
     return tracker
 
 

@@ -91,8 +91,9 @@ def test_video_headless_writes_masks_and_a_playable_video(clip: dict[str, Path],
 
 def test_frames_folder_with_mask_frame_and_max_frames(clip: dict[str, Path], tmp_path: Path) -> None:
     result, out = invoke("--frames", clip["frames"], "--mask", clip["mask"], "--mask-frame", 4,
-                         "--max-frames", 5, "--size", "52x91", *BASE, "--save-masks", tmp_path / "m")
+                         "--max-frames", 5, "--size", "52x91", *BASE, "--save-masks", tmp_path / "m", "--radius", 5)
     assert result.exit_code == 0, out
+    assert "attention radius 5" in out   # --radius reaches the tracker
     assert [p.stem for p in sorted((tmp_path / "m").glob("*.png"))] == [f"{i:05d}" for i in range(4, 9)]
     assert read_mask(tmp_path / "m" / "00004.png").shape == (H, W)  # masks come back at frame size
     assert "working size 52x91" in out
