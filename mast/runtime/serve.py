@@ -226,9 +226,11 @@ def serve(cfg: ServeConfig, say: Callable[[str], None] = print, interrupt: Inter
     except InputError:
         backend.close()
         raise
-    engine = Engine(backend, cfg.engine, factory.model_config(backend))   # the model's stride and window
+    config = factory.model_config(backend)   # the model's stride and window (or --radius)
+    engine = Engine(backend, cfg.engine, config)
     say(f"backend: {factory.describe(backend)}, working size "
         + (f"{size[0]}x{size[1]}" if size else "= each stream's frame size")
+        + f", attention radius {config.attention.radius}"
         + f"; up to {cfg.engine.max_streams} streams, freed after {cfg.engine.idle_timeout:g} s idle")
     python_libdir_env()
     logging.getLogger("pytriton").setLevel(logging.CRITICAL)   # refusals are reported by infer_function

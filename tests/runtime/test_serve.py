@@ -27,7 +27,7 @@ pytest.importorskip("pytriton", reason=f"nvidia-pytriton not installed: {SERVE_E
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from mast.runtime.client import RemoteTracker, ServerError, error_cause  # noqa: E402
-from mast.runtime.factory import make_backend  # noqa: E402
+from mast.runtime.factory import make_backend, model_config  # noqa: E402
 from mast.runtime.run import main as run_main  # noqa: E402
 from mast.runtime.serve import main as serve_main  # noqa: E402
 from mast.runtime.serve_process import ServeProcess, wait_port_free  # noqa: E402
@@ -334,6 +334,25 @@ def test_token_is_required_on_every_request(tmp_path, dev_clip, monkeypatch, cap
     finally:
         code = srv.stop(signal.SIGTERM)
     assert_clean_exit(srv, code)
+
+
+def test_radius_reaches_every_stream(tmp_path, dev_clip):
+    """--radius: the server says it at start and tracks every stream with it (the masks of a local
+    Tracker built with the same radius, bit for bit; not the default radius's)."""
+    frames, mask = dev_clip("camel", 4, (96, 171))
+    srv = ServeProcess(tmp_path / "radius.log", *ARGS, "--radius", "5")
+    try:
+        srv.wait_output("attention radius 5")
+        client = grpcclient.InferenceServerClient(srv.url)
+        got = [infer(client, frames[0], "r", mask)] + [infer(client, f, "r") for f in frames[1:]]
+    finally:
+        code = srv.stop(signal.SIGTERM)
+    assert_clean_exit(srv, code)
+    for radius, same in ((5, True), (None, False)):
+        backend = make_backend("torch", None, "cpu", radius=radius)
+        local = Tracker(backend, model_config(backend), size=SIZE)
+        want = [local.start(frames[0], mask)] + [local.step(f) for f in frames[1:]]
+        assert all(np.array_equal(g, w) for g, w in zip(got, want)) == same, radius
 
 
 def test_serve_says_a_public_address_and_refuses_an_empty_token(tmp_path, capsys):
