@@ -16,9 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from mast.core.config import ModelConfig
+from mast.core.config import AttentionConfig, ModelConfig
 from mast.core.errors import InputError
 from mast.core.labels import feature_labels
+from mast.core.metadata import SEMANTIC_ATTENTION
 from mast.runtime.backend import Backend
 from mast.runtime.memory import SlotTable
 
@@ -85,6 +86,20 @@ def track(tracker: ObjectTracker, frames: Iterable[np.ndarray], first_mask: np.n
         raise InputError("no frame to track (the frames are empty): give at least the first frame")
 
 
+def _check_attention(config: ModelConfig, backend: Backend) -> None:
+    """InputError (one line) when ``config``'s attention is not the one ``backend`` reads its memory
+    with (its ``attention``; the bank, not the tracker, applies it): a tracker configured for another
+    radius would otherwise read with the backend's without a word."""
+    read_with = getattr(backend, "attention", None)
+    if not isinstance(read_with, AttentionConfig):
+        return
+    differ = [f"{k} {getattr(config.attention, k)} (backend {getattr(read_with, k)})"
+              for k in SEMANTIC_ATTENTION if getattr(config.attention, k) != getattr(read_with, k)]
+    if differ:
+        raise InputError(f"the tracker's attention differs from its backend's: {', '.join(differ)}: build the "
+                         "backend with it (make_backend(radius=...)) or use factory.model_config(backend)")
+
+
 class Tracker:
     """Follows every object of a mask through a frame stream with a fixed-size memory bank.
 
@@ -93,6 +108,9 @@ class Tracker:
     ``size`` is then refused: :func:`working_size`): frames are resized to it (area interpolation),
     given masks too (nearest), and predicted masks back to the frame's own size (nearest). None:
     work at each frame's own size.
+    ``config``: the key stride, label offset and memory schedule the tracker applies; its attention
+    must be the one ``backend`` reads with (the bank applies it; a different one is refused):
+    :func:`mast.runtime.factory.model_config` gives the configuration of a built backend.
     ``timer`` (optional :data:`StageTimer`) times the stages of ``step``; it changes no result.
     """
 
@@ -101,6 +119,7 @@ class Tracker:
         self.backend = backend
         self.timer = timer
         self.config = config
+        _check_attention(config, backend)
         self.size = working_size(size, backend.input_size)
         self.slots = SlotTable(config.memory)
         self.ids = np.zeros(1, np.uint8)   # [L] object id of each label channel (channel 0 = background)

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from mast.core.attention import roi_memory_attention
-from mast.core.config import AttentionConfig
+from mast.core.config import AttentionConfig, ModelConfig
 from mast.core.encoder import LabKeys
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
@@ -18,6 +18,7 @@ from mast.runtime.tracker import Tracker
 SIZE = (40, 72)   # feature map 10 x 18
 # R = 3, ROI beyond d = 3: the anchor frame is read through its ROI from frame 4 on
 SMALL = AttentionConfig(radius=3, roi_threshold=3, dilation_step=3, max_dilation=2, tile=4)
+CONFIG = ModelConfig(attention=SMALL)   # the trackers' configuration: the attention their backends read with
 
 
 
@@ -29,8 +30,8 @@ def test_default_kernel_follows_the_device():
 
 def test_triton_kernel_tracks_as_the_reference(device, demo_clip, tol):
     frames, mask = demo_clip(5, SIZE)
-    kernel = Tracker(TorchBackend(LabKeys(), device, attention=SMALL, kernel="triton"))
-    reference = Tracker(TorchBackend(LabKeys(), "cpu", attention=SMALL, kernel="reference"))
+    kernel = Tracker(TorchBackend(LabKeys(), device, attention=SMALL, kernel="triton"), CONFIG)
+    reference = Tracker(TorchBackend(LabKeys(), "cpu", attention=SMALL, kernel="reference"), CONFIG)
     kernel.start(frames[0], mask)
     reference.start(frames[0], mask)
     for f in frames[1:]:
@@ -57,8 +58,8 @@ def test_half_bank_reads_exactly_and_tracks_as_fp32(device, demo_clip, tol):
     the pixels: the shipped colour-prior keys score ~1e3, so float16 key rounding moves a few
     boundary pixels; 98.6 % measured on CPU under the Triton interpreter)."""
     frames, mask = demo_clip(5, SIZE)
-    half = Tracker(TorchBackend(key_encoder("model"), device, precision="fp16", attention=SMALL, kernel="triton"))
-    full = Tracker(TorchBackend(key_encoder("model"), "cpu", attention=SMALL, kernel="reference"))
+    half = Tracker(TorchBackend(key_encoder("model"), device, precision="fp16", attention=SMALL, kernel="triton"), CONFIG)
+    full = Tracker(TorchBackend(key_encoder("model"), "cpu", attention=SMALL, kernel="reference"), CONFIG)
     half.start(frames[0], mask)
     full.start(frames[0], mask)
     bank = half.backend

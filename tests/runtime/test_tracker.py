@@ -240,3 +240,12 @@ def test_a_static_scene_keeps_its_mask_with_the_default_label_offset_and_drifts_
 def test_label_offset_outside_the_cell_is_refused() -> None:
     with pytest.raises(InputError, match="label_offset=4"):
         ModelConfig(label_offset=4)
+
+
+def test_a_tracker_configured_for_another_window_than_its_backend_is_refused() -> None:
+    """The bank applies the attention: a tracker whose configuration says radius 8 over a backend
+    built for 12 would read with 12 without a word; it is refused in one line instead."""
+    backend = TorchBackend(key_encoder("lab"))   # the default attention, radius 12
+    with pytest.raises(InputError, match=r"radius 8 \(backend 12\).*make_backend\(radius=...\)"):
+        Tracker(backend, ModelConfig.for_stride(4, radius=8))
+    assert Tracker(backend, ModelConfig.for_stride(4, label_offset=0)).config.label_offset == 0   # the rest is the tracker's
