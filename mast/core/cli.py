@@ -64,8 +64,8 @@ def radius_option() -> Any:
     radius in key pixels, None = the model's (:func:`mast.core.config.check_radius`)."""
     return typer.Option(None, "--radius", min=1, max=MAX_RADIUS, help=(
         "Attention window radius R in key pixels ((2R+1)^2 candidates per memory frame); default: the model's "
-        "(12 at key stride 4). Smaller is faster and follows less motion: at 240x427, R 8 ran about 1.3x and R 6 "
-        "1.6x the fps at 1.4-1.5 points less dev J&F (docs/RESULTS.md, 'Window radius'). An export keeps the "
+        "(12 at key stride 4). Smaller is faster and follows less motion: at 240x427 on 2 cores, R 8 ran 1.4-1.6x "
+        "and R 6 1.7-2x the fps at 1.4-1.5 points less dev J&F (docs/RESULTS.md, 'Window radius'). An export keeps the "
         "radius it was exported with (mast-export --radius)."))
 
 
