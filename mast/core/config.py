@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Literal
 
 from mast.core.errors import InputError
@@ -37,10 +38,10 @@ def check_radius(radius: int) -> int:
     else a one-line InputError. The radius is a speed option: the read's work grows with
     (2R + 1)^2; at 240x427 and key stride 4, R = 6 reaches as far in the scene as the paper's R = 12
     on 480p frames (docs/RESULTS.md, "Window radius")."""
-    if isinstance(radius, bool) or not isinstance(radius, int) or not 1 <= radius <= MAX_RADIUS:
+    if isinstance(radius, bool) or not isinstance(radius, Integral) or not 1 <= radius <= MAX_RADIUS:
         raise InputError(f"attention radius {radius!r}: expected a whole number of key pixels from 1 to {MAX_RADIUS} "
                          f"(default {REACH // 4} at key stride 4, {REACH // 8} at stride 8)")
-    return radius
+    return int(radius)
 
 
 NO_SCORE = -3.0e38

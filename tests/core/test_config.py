@@ -1,6 +1,7 @@
 """mast.core.config: the tracker's configuration for a key stride, and the attention radius option."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mast.core.config import MAX_RADIUS, REACH, ModelConfig, check_radius
@@ -14,6 +15,8 @@ def test_for_stride_keeps_the_reach_unless_a_radius_is_given():
     assert cfg.attention.radius == 8 and cfg.stride == 4 and cfg.label_offset == 1
     assert cfg.attention.roi_threshold == ModelConfig().attention.roi_threshold   # only the radius changes
     assert ModelConfig.for_stride(8, radius=MAX_RADIUS).attention.radius == MAX_RADIUS
+    radius = ModelConfig.for_stride(4, radius=np.int64(8)).attention.radius   # e.g. from a numpy sweep
+    assert radius == 8 and type(radius) is int
 
 
 @pytest.mark.parametrize("radius", [0, -3, MAX_RADIUS + 1, 8.0, "8", True])
