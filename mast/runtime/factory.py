@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,26 +195,27 @@ def _torch_backend(model: Path | None, device: str, keys: KeySource, precision: 
 
 def exported_config(model: Path, radius: int | None = None) -> ModelConfig:
     """The tracker configuration of the export folder ``model``: its metadata's key stride and
-    attention radius. ``radius``: the one a user asked for; InputError (one line) when it is not the
+    attention. ``radius``: the one a user asked for; InputError (one line) when it is not the
     export's (its read graph and engine are built for their radius)."""
     meta = read_metadata(model)
-    exported = meta.attention.get("radius")
-    if radius is not None and check_radius(radius) != exported:
-        raise InputError(f"--radius {radius}: {model} was exported with radius {exported} (its memory read is built "
-                         f"for it): drop --radius, or re-export with mast-export --radius {radius}")
-    return ModelConfig.for_stride(meta.stride, radius=exported)
+    attention = meta.attention_config
+    if radius is not None and check_radius(radius) != attention.radius:
+        raise InputError(f"--radius {radius}: {model} was exported with radius {attention.radius} (its memory read "
+                         f"is built for it): drop --radius, or re-export with mast-export --radius {radius}")
+    return replace(ModelConfig.for_stride(meta.stride), attention=attention)
 
 
 def model_config(backend: Backend, label_offset: int | None = None) -> ModelConfig:
     """The tracker configuration (:class:`ModelConfig`) of the model ``backend`` runs, built with
     :func:`make_backend`: its key stride (an export's metadata, or the torch encoder's ``stride``),
-    the attention radius the backend reads with (``--radius``, else that of the stride) and the label
-    offset of that stride unless ``label_offset`` is given (:meth:`ModelConfig.for_stride`)."""
+    the attention the backend reads with (its ``attention``, or the export's: ``--radius`` included;
+    what :class:`~mast.runtime.tracker.Tracker` checks) and the label offset of that stride unless
+    ``label_offset`` is given (:meth:`ModelConfig.for_stride`)."""
     meta = getattr(backend, "meta", None)   # onnxruntime, tensorrt: the export's metadata
     stride = meta.stride if meta is not None else getattr(getattr(backend, "encoder", None), "stride", ModelConfig.stride)
-    attention = getattr(backend, "attention", None)
-    radius = attention.radius if attention is not None else meta.attention["radius"] if meta is not None else None
-    return ModelConfig.for_stride(stride, label_offset, radius=radius)
+    attention = getattr(backend, "attention", None) or (meta.attention_config if meta is not None else None)
+    config = ModelConfig.for_stride(stride, label_offset)
+    return config if attention is None else replace(config, attention=attention)
 
 
 def _ort_backend(model: Path | None, device: str, precision: Precision = "fp32", radius: int | None = None) -> Backend:
