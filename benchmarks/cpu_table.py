@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="add --precision bf16 rows (AVX-512 build)")
     parser.add_argument("--radius", nargs="+", type=int, help="attention window radii (default: the model's)")
     opts = parser.parse_args()
+    if any(not 1 <= r <= 31 for r in opts.radius or []):
+        parser.error(f"--radius {' '.join(map(str, opts.radius))}: expected radii from 1 to 31 (mast-bench --radius)")
     configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16, opts.radius)
     results: list[list[dict]] = [[] for _ in configs]
     failure, peaks = None, []

@@ -262,7 +262,7 @@ class FusedBank:
 
         _parallel([(query_layouts, lo, hi) for lo, hi in _split(h, n_threads)])
         terms = self._roi_terms(lib, q_rows, q_last, [laid[i] for i in rois], [distances[i] for i in rois],
-                                n_labels, work) if rois else []
+                                n_labels, cell, work) if rois else []
         frames = (_Frame * len(slots))()
         for fr, lay in zip(frames, laid):
             fr.pad, fr.wp, fr.key, fr.value = lay.pad, lay.wp, lay.key.ctypes.data, lay.value.ctypes.data
@@ -293,12 +293,12 @@ class FusedBank:
         return n_labels
 
     def _roi_terms(self, lib: ctypes.CDLL, q_rows: np.ndarray, q_last: np.ndarray, laid: list[_Laid],
-                   distances: list[int], n_labels: int, work: np.ndarray) -> list[np.ndarray]:
+                   distances: list[int], n_labels: int, cell: int, work: np.ndarray) -> list[np.ndarray]:
         """The ROI frames' fine-window terms ``[L + 2, h * w]`` each (peak, sum of exp, values; what
         ``mast_read`` merges): every frame's coarse search in one pass over the threads, its pixels
         grouped by target cell, then every frame's fine windows in one pass balanced by pixels."""
         h, c, _ = q_rows.shape
-        w, r, cell = q_last.shape[0] // h, self.cfg.radius, lib.mast_cell(self.cfg.radius)
+        w, r = q_last.shape[0] // h, self.cfg.radius
         offsets = [self._buffer(f"offsets{k}", (2, h, w), np.float64) for k in range(len(laid))]
         _coarse_offsets(lib, q_rows, r, laid, [self.cfg.dilation(d) for d in distances], offsets, work)
         terms = [self._buffer(f"terms{k}", (n_labels + 2, h * w)) for k in range(len(laid))]
