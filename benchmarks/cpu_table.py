@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mast.core.config import MAX_RADIUS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from read_roofline import peak_gflops, peak_library  # noqa: E402  (sibling script: the FMA loop)
 
@@ -114,8 +116,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="add --precision bf16 rows (AVX-512 build)")
     parser.add_argument("--radius", nargs="+", type=int, help="attention window radii (default: the model's)")
     opts = parser.parse_args()
-    if any(not 1 <= r <= 31 for r in opts.radius or []):
-        parser.error(f"--radius {' '.join(map(str, opts.radius))}: expected radii from 1 to 31 (mast-bench --radius)")
+    if any(not 1 <= r <= MAX_RADIUS for r in opts.radius or []):
+        parser.error(f"--radius {' '.join(map(str, opts.radius))}: expected radii from 1 to {MAX_RADIUS} (mast-bench --radius)")
     configs = configurations(opts.sizes, opts.builds, opts.exports, opts.bf16, opts.radius)
     results: list[list[dict]] = [[] for _ in configs]
     failure, peaks = None, []
