@@ -4,7 +4,7 @@
 
     mast-run (--camera N | --video FILE | --frames DIR) (--mask PNG | --box X0,Y0,X1,Y1 ... | --select)
              [--mask-frame K] [--backend auto|torch|onnxruntime|tensorrt] [--device cpu|cuda]
-             [--model PATH] [--size HxW] [--save-masks DIR] [--save-video FILE] [--save-json FILE]
+             [--model PATH] [--size HxW|full] [--save-masks DIR] [--save-video FILE] [--save-json FILE]
              [--lost-fraction F] [--lost-frames N] [--reanchor-on-loss] [--no-display] [--max-frames N]
              [--server HOST:PORT --stream-id NAME [--token T]]   # a mast-serve tracks the frames (docs/SERVING.md)
     mast-run --demo            # the bundled clip; overlay video + masks into ./mast-demo/
@@ -18,6 +18,12 @@ Behaviour (also in ``--help``):
 - **Live sources never fall behind**: a camera (or ``--video FILE --simulate-live``) is read in a
   background thread and the tracker always takes the newest frame; stale frames are dropped and
   counted in the summary.
+- **Working size**: ``--size HxW`` tracks at that size (masks come back at the frame's size); an
+  exported model's size is its own. Without ``--size`` a file is tracked at its frames' size, and a
+  live source on a CPU at 240 rows, its aspect kept (:func:`live_size`; a 640x480 camera at 320x240:
+  24 fps instead of 8 with the torch backend on 2 AMD EPYC Zen 4 cores, ``mast-bench --size 240x320``
+  and ``480x640``), since a camera is there to be followed at its rate; ``--size full`` tracks live
+  frames at their own size.
 - **Mask**: a palette PNG (ids kept) or a 0/255 PNG (id 1). ``--mask-frame K`` (file sources): the
   mask belongs to frame K (0-based position in the video / folder); frames before K are skipped.
 - **Boxes instead of a mask**: ``--box`` (repeatable) segments the first frame with mast-mask's code
@@ -48,7 +54,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
@@ -66,7 +72,7 @@ from mast.runtime.selection import require_display, select_mask
 from mast.runtime.sinks import JsonLinesSink, MaskPngSink, Sink, VideoSink, display_available
 from mast.runtime.sources import FrameSource, open_source
 from mast.runtime.stream import FirstMask, RunSummary, first_mask, load_mask, to_stderr, track_stream
-from mast.runtime.tracker import ObjectTracker
+from mast.runtime.tracker import ObjectTracker, Tracker
 
 DEMO_OUT = Path("mast-demo")
 
@@ -90,7 +96,9 @@ class RunConfig:
     keys: factory.KeySource = "model"
     precision: factory.Precision = "fp32"
     radius: int | None = None                # --radius: attention window radius; None = the model's
-    size: tuple[int, int] | None = None      # working size (H, W) in pixels; None = the frame's size
+    size: tuple[int, int] | Literal["full"] | None = None   # working size (H, W) in pixels; "full": the
+    #                                         frame's size; None: the frame's, or live_rows for a live source on a CPU
+    live_rows: int = 240                      # a live source's working height on a CPU when size is None
     save_masks: Path | None = None
     save_video: Path | None = None
     save_json: Path | None = None
@@ -139,9 +147,20 @@ def open_sinks(cfg: RunConfig, source: FrameSource, stack: ExitStack, say: Calla
     return sinks
 
 
-def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> ObjectTracker:
+def live_size(frame_size: tuple[int, int] | None, rows: int) -> tuple[int, int] | None:
+    """Working size (H, W) of live frames of ``frame_size`` (width, height in pixels) scaled to ``rows``
+    rows, the aspect kept (width rounded): (240, 320) for 640x480 at 240 rows, (240, 427) for 1280x720.
+    None when the frames are no taller than ``rows`` or their size is unknown."""
+    if frame_size is None or frame_size[1] <= rows:
+        return None
+    width, height = frame_size
+    return rows, max(1, round(rows * width / height))
+
+
+def build_tracker(cfg: RunConfig, say: Callable[[str], None], source: FrameSource | None = None) -> ObjectTracker:
     """The tracker of ``cfg`` (:func:`mast.runtime.api.open_tracker`: torch only for the torch
-    backend; ``--size`` against an exported model's size by :func:`mast.runtime.tracker.working_size`);
+    backend; ``--size`` against an exported model's size by :func:`mast.runtime.tracker.working_size`;
+    a live ``source`` on a CPU without ``--size`` at ``cfg.live_rows`` rows, :func:`live_size`);
     with ``--server``, a client of that mast-serve instead."""
     if cfg.server is not None:
         if cfg.model is not None or cfg.size is not None or cfg.radius is not None:
@@ -149,11 +168,23 @@ def build_tracker(cfg: RunConfig, say: Callable[[str], None]) -> ObjectTracker:
         tracker = connect_tracker(cfg.server, cfg.stream_id or "", token=cfg.token)   # waits, re-anchors: stderr
         say(f"tracking on mast-serve at {cfg.server} as stream {cfg.stream_id!r}")
         return tracker
-    tracker = open_tracker(cfg.model, cfg.backend, cfg.device, cfg.size, precision=cfg.precision, keys=cfg.keys,
+    requested = cfg.size if isinstance(cfg.size, tuple) else None
+    tracker = open_tracker(cfg.model, cfg.backend, cfg.device, requested, precision=cfg.precision, keys=cfg.keys,
                            radius=cfg.radius)
+    fixed, why = tracker.size, ""
+    if cfg.size == "full" and fixed is not None:
+        tracker.close()
+        what = "the model" if cfg.model is None else f"the model {cfg.model}"
+        raise InputError(f"--size full but {what} was exported for {fixed[0]}x{fixed[1]} (it runs at that size "
+                         "only): drop --size, or re-export at the frames' size with mast-export")
+    live = source is not None and source.is_live and str(tracker.backend.device) == "cpu"
+    if cfg.size is None and fixed is None and live and (size := live_size(source.frame_size, cfg.live_rows)):
+        tracker = Tracker(tracker.backend, tracker.config, size=size)
+        why = (f" (a live source on a CPU: {cfg.live_rows} rows keep up with it; --size full tracks the "
+               f"{source.frame_size[0]}x{source.frame_size[1]} frames as they are)")
     work = tracker.size
     say(f"backend: {factory.describe(tracker.backend)}"
-        + (f", working size {work[0]}x{work[1]}" if work else ", working size = frame size")
+        + (f", working size {work[0]}x{work[1]}{why}" if work else ", working size = frame size")
         + f", attention radius {tracker.config.attention.radius}")
     return tracker
 
@@ -177,7 +208,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, source: FrameSource 
     with ExitStack() as stack:
         source = stack.enter_context(source or open_input(cfg))
         if tracker is None:
-            tracker = build_tracker(cfg, say)
+            tracker = build_tracker(cfg, say, source)
             stack.callback(tracker.close)   # runs after the sinks are flushed (last in, first out)
         sinks = open_sinks(cfg, source, stack, say, monitor)
         editor = next((s for s in sinks if isinstance(s, EditWindow)), None)   # shown first, by stream_masks
@@ -266,7 +297,7 @@ def cli(
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint .pt (torch) or export folder (onnxruntime/tensorrt). Default: the shipped weights."),
     keys: KeysOpt = typer.Option(KeysOpt.model, "--keys", help="torch only: model weights, raw lab colour, or a random encoder."),
     precision: PrecisionOpt = typer.Option(PrecisionOpt.fp32, "--precision", help="torch: encoder precision: fp32, bf16 (fast on AVX-512/AMX CPUs; the memory read in bf16 too on AVX512-BF16) or fp16 (CUDA; a half bank for the kernel). onnxruntime: bf16 reads the memory in bf16 (AVX512-BF16 CPUs)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Working size HxW, e.g. 240x427 (masks come back at the frame size), or full: the frame's own size. Default: the frame's size; a live source on a CPU 240 rows, aspect kept (camera rate)."),
     radius: Optional[int] = radius_option(),
     save_masks: Optional[Path] = typer.Option(None, "--save-masks", help="Write one palette PNG per frame here."),
     save_video: Optional[Path] = typer.Option(None, "--save-video", help="Write the overlay video (.mp4) here."),
@@ -300,7 +331,7 @@ def cli(
                     server=server, stream_id=stream_id, token=token)
     try:
         with exit_on_error(err):
-            cfg.size = parse_size(size)
+            cfg.size = "full" if size is not None and size.strip().lower() == "full" else parse_size(size)
             cfg.boxes = [parse_box(b) for b in box or []]
             if demo:
                 cfg = _demo_config(cfg, say)

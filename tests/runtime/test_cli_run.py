@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from mast.core.masks import read_mask, write_mask
 from mast.runtime import factory
 from mast.runtime.demo_clip import DEMO_FRAMES, DEMO_MASK
-from mast.runtime.run import RunConfig, app, run
+from mast.runtime.run import RunConfig, app, live_size, run
 from mast.runtime.stream import conform_mask
 from mast.runtime.sources import CameraSource, VideoSource
 
@@ -127,6 +127,56 @@ def test_live_source_drops_stale_frames(clip: dict[str, Path], tmp_path: Path,
     assert dropped > 0 and len(names) + dropped == 40
     assert names == sorted(set(names))
     assert "live: stale frames are dropped" in out
+
+
+@pytest.mark.parametrize("frame_size, rows, expected", [
+    ((640, 480), 240, (240, 320)), ((1280, 720), 240, (240, 427)), ((854, 480), 240, (240, 427)),
+    ((480, 640), 240, (240, 180)), ((320, 240), 240, None), ((112, 64), 240, None), (None, 240, None),
+    ((640, 480), 120, (120, 160)),
+])
+def test_live_size_keeps_the_aspect_at_the_given_rows(frame_size, rows, expected) -> None:
+    assert live_size(frame_size, rows) == expected
+
+
+def test_live_source_on_a_cpu_tracks_at_240_rows_unless_size_full(tmp_path: Path) -> None:
+    """Live frames taller than 240 rows are tracked at 240 rows on a CPU (the aspect kept, masks back
+    at the frame's size) when --size is not given; --size full and file sources keep the frame's size."""
+    frame = cv2.resize(_demo_frames(1)[0], (640, 480))
+    video = tmp_path / "tall.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
+    mask = tmp_path / "mask.png"
+    write_mask(mask, cv2.resize(read_mask(DEMO_MASK), (640, 480), interpolation=cv2.INTER_NEAREST))
+    result, out = invoke("--video", video, "--simulate-live", "--mask", mask, *BASE, "--save-masks", tmp_path / "m")
+    assert result.exit_code == 0, out
+    assert "working size 240x320 (a live source on a CPU" in out and "--size full" in out
+    assert {read_mask(p).shape for p in (tmp_path / "m").glob("*.png")} == {(480, 640)}
+    for args in (("--simulate-live", "--size", "full"), ("--simulate-live", "--size", "FULL "), ()):
+        result, out = invoke("--video", video, *args, "--mask", mask, *BASE)
+        assert result.exit_code == 0, out
+        assert "working size = frame size" in out, args
+    result, out = invoke("--video", video, "--simulate-live", "--size", "120x160", "--mask", mask, *BASE)
+    assert result.exit_code == 0 and "working size 120x160," in out   # --size as given, no live note
+
+
+def test_size_full_against_a_fixed_size_model_is_one_line(clip: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exported model runs at its size only: --size full is refused naming it (a torch backend
+    given a fixed input size stands in for the export)."""
+    from mast.runtime import run as run_module
+    from mast.runtime.tracker import Tracker
+
+    def fixed_size_tracker(*args, **kwargs):
+        backend = factory.make_backend("torch", keys="lab")
+        backend.input_size = (H, W)
+        return Tracker(backend, factory.model_config(backend))
+
+    monkeypatch.setattr(run_module, "open_tracker", fixed_size_tracker)
+    result, out = invoke("--video", clip["video"], "--size", "full", "--mask", clip["mask"], *BASE)
+    assert result.exit_code == 2
+    assert f"--size full but the model was exported for {H}x{W}" in out and "Traceback" not in out
 
 
 def test_headless_when_no_display(clip: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
