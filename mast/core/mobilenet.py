@@ -93,7 +93,10 @@ class LabToRgb(nn.Module):
     ``lo = min(f, k)`` (its two pieces meet at the knee ``k = 6/29`` with equal slope), the sRGB
     power as ``exp(log(x) / 2.4)``, the matrix by channels (exported, the ``Where``, ``Pow`` and
     ``Einsum`` version took 5.2 ms of onnxruntime time at 240x427, this one 1.8; equal to float32
-    rounding)."""
+    rounding). Intermediates are updated in place: the same operations in the same order, so the
+    same bits, with fewer fresh tensors (PyTorch, 2 threads of an AMD EPYC Zen 4, on the torch
+    backend's channels_last Lab: 2.1 -> 1.6 ms at 240x427, 13.1 -> 7.2 ms at 480x854;
+    ``benchmarks/bench_lab_front.py``). The input is not modified."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,26 +104,29 @@ class LabToRgb(nn.Module):
 
     @staticmethod
     def _finv(f: torch.Tensor) -> torch.Tensor:
+        """The CIE inverse of ``f``, which it overwrites (an intermediate of ``forward``)."""
         knee = 6 / 29
-        hi, lo = f.clamp_min(knee), f.clamp_max(knee)
-        return hi * hi * hi + (3 * knee * knee) * (lo - knee)
+        lo = f.clamp_max(knee)
+        hi = f.clamp_min_(knee)
+        return (hi * hi).mul_(hi).add_(lo.sub_(knee).mul_(3 * knee * knee))
 
     @staticmethod
     def _gamma(rgb: torch.Tensor) -> torch.Tensor:
         """sRGB companding of linear ``rgb`` in [0, 1]: its two pieces do not meet exactly (6e-6
         apart at the knee), so the power piece is chosen by a 0/1 mask rather than by max/min."""
         knee = 0.0031308
-        power = 1.055 * torch.exp(torch.log(rgb.clamp_min(knee)) * (1 / 2.4)) - 0.055
-        linear = 12.92 * rgb
-        return linear + (rgb > knee).to(rgb.dtype) * (power - linear)
+        power = rgb.clamp_min(knee).log_().mul_(1 / 2.4).exp_().mul_(1.055).sub_(0.055)
+        linear = rgb.mul(12.92)
+        return linear.add_((rgb > knee).to(rgb.dtype).mul_(power.sub_(linear)))
 
     def forward(self, lab: torch.Tensor) -> torch.Tensor:
         """float32 whatever the module's dtype (a cube and a power lose too much in half precision)."""
         lab = lab.float()
-        fy = lab[:, 0:1] * (50 / 116) + 66 / 116
-        x, y, z = (self._finv(f) for f in (fy + lab[:, 1:2] * (127 / 500), fy, fy - lab[:, 2:3] * (127 / 200)))
+        fy = (lab[:, 0:1] * (50 / 116)).add_(66 / 116)
+        fx, fz = fy + lab[:, 1:2] * (127 / 500), fy - lab[:, 2:3] * (127 / 200)
+        x, y, z = self._finv(fx), self._finv(fy), self._finv(fz)
         m = self.xyz_to_rgb.float()
-        rgb = torch.cat([m[o, 0] * x + m[o, 1] * y + m[o, 2] * z for o in range(3)], 1).clamp(0, 1)
+        rgb = torch.cat([m[o, 0] * x + m[o, 1] * y + m[o, 2] * z for o in range(3)], 1).clamp_(0, 1)
         return self._gamma(rgb)
 
 
@@ -203,7 +209,7 @@ class CompactEncoder(nn.Module):
         # towards zero, so the negated form -(-H // stride) would round down there (106 for 427 / 4)
         size = ((lab.shape[-2] + self.stride - 1) // self.stride, (lab.shape[-1] + self.stride - 1) // self.stride)
         lab = lab.float()
-        x = (self.to_rgb(lab) - self.mean.float()) / self.std.float()
+        x = self.to_rgb(lab).sub_(self.mean.float()).div_(self.std.float())
         taps = [t.float() for t in self._taps(x.to(self.features[0][0].weight.dtype), size)]
         if self.config.norm == "tap":
             key = torch.cat([F.normalize(t, dim=1) for t in taps], 1) / math.sqrt(len(taps))

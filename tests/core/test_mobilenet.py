@@ -53,6 +53,36 @@ def test_lab_to_rgb_inverts_step_1(data_dir):
     assert err.max() < 1e-2 and err.mean() < 2e-3
 
 
+def _lab_to_rgb_out_of_place(lab: torch.Tensor) -> torch.Tensor:
+    """LabToRgb's arithmetic written with a new tensor per operation (its form before it updated
+    its intermediates in place)."""
+    def finv(f):
+        k = 6 / 29
+        hi, lo = f.clamp_min(k), f.clamp_max(k)
+        return hi * hi * hi + (3 * k * k) * (lo - k)
+
+    fy = lab[:, 0:1] * (50 / 116) + 66 / 116
+    x, y, z = (finv(f) for f in (fy + lab[:, 1:2] * (127 / 500), fy, fy - lab[:, 2:3] * (127 / 200)))
+    m = LabToRgb().xyz_to_rgb
+    rgb = torch.cat([m[o, 0] * x + m[o, 1] * y + m[o, 2] * z for o in range(3)], 1).clamp(0, 1)
+    power = 1.055 * torch.exp(torch.log(rgb.clamp_min(0.0031308)) * (1 / 2.4)) - 0.055
+    linear = 12.92 * rgb
+    return linear + (rgb > 0.0031308).to(rgb.dtype) * (power - linear)
+
+
+def test_lab_to_rgb_in_place_is_the_same_arithmetic_and_keeps_its_input(data_dir):
+    """The in-place front gives the out-of-place formula's bits and leaves the Lab it is given (which
+    the colour channels read afterwards) as it was; the encoder still trains through it."""
+    bgr = cv2.imread(str(data_dir / "davis2016-val-dev/JPEGImages/480p/camel/00000.jpg"))
+    lab = torch.from_numpy(bgr_to_lab(cv2.resize(bgr, (107, 60))))[None]
+    kept = lab.clone()
+    assert torch.equal(LabToRgb()(lab), _lab_to_rgb_out_of_place(kept))
+    assert torch.equal(lab, kept)
+    model = CompactEncoder(CompactConfig(colour_weight=0.5))
+    model(lab).square().sum().backward()
+    assert torch.equal(lab, kept) and model.features[0][0].weight.grad.abs().sum() > 0
+
+
 def test_half_precision_copy_keeps_float32_keys():
     torch.manual_seed(0)
     model = CompactEncoder().eval()
