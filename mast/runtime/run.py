@@ -96,8 +96,9 @@ class RunConfig:
     keys: factory.KeySource = "model"
     precision: factory.Precision = "fp32"
     radius: int | None = None                # --radius: attention window radius; None = the model's
-    size: tuple[int, int] | Literal["full"] | None = None   # working size (H, W) in pixels; "full": the
-    #                                         frame's size; None: the frame's, or live_rows for a live source on a CPU
+    # working size (H, W) in pixels; "full": each frame's own; None: the frame's own, or live_rows rows
+    # for a live source on a CPU (live_size)
+    size: tuple[int, int] | Literal["full"] | None = None
     live_rows: int = 240                      # a live source's working height on a CPU when size is None
     save_masks: Path | None = None
     save_video: Path | None = None
