@@ -3,13 +3,17 @@ radius and the long-term ones (ROI: coarse search and fine window) with another,
 all as usual; J&F on a DAVIS split with the shipped weights at 240x427.
 
     python benchmarks/radius_split_ab.py --short 8 --long 12 --split davis2016-val-dev --out runs/split
+    OMP_NUM_THREADS=1 python benchmarks/radius_split_ab.py --short 12 --long 8 --bench [--threads 1] [--rounds 6]
 
 The fused CPU read already takes the two radii in separate calls (``mast_read`` for the restricted
 frames, ``mast_offsets`` / ``mast_fine`` for the ROI ones): this script rewrites
 ``FusedBank.read`` in memory so that ``mast_read`` (and the restricted frames' padding and work
 space) get ``--short`` while the bank's configuration, and so the ROI branch, has ``--long``. Masks go
 to ``OUT/s<short>-l<long>/SPLIT``; score them with ``mast-eval --davis ../shared/data/SPLIT --results
-DIR``. Needs the fused read (a C compiler).
+DIR``. ``--bench`` tracks nothing: it times the split read against one radius everywhere (``--short``)
+on bench_fused_bank.py's memory (shipped keys, DAVIS camel, frame 60's five memory frames), the two
+alternated round after round, and prints the least read time of each (ms). Needs the fused read (a C
+compiler).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 
 from mast.core import attention_c
+from mast.core.config import AttentionConfig
 from mast.evaluation.davis import DavisDataset
 from mast.evaluation.track import track_davis
 
@@ -41,6 +46,36 @@ def split_read(short: int) -> None:
     attention_c.FusedBank.read = namespace["read"]
 
 
+def bench(short: int, long: int, threads: int, rounds: int) -> None:
+    """The least read time (ms) of the split bank and of a bank at ``short`` everywhere, alternated."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_attention import CLIP, DISTANCES
+    from bench_fused_bank import inputs
+
+    if not CLIP.is_dir():
+        raise SystemExit(f"radius_split_ab --bench: the DAVIS camel frames are not at {CLIP} (expected ../shared/data)")
+    query, keys, values = inputs("240x427")
+    whole = attention_c.FusedBank.read
+    split_read(short)
+    reads = {f"{short} everywhere": (whole, short), f"short {short} / long {long}": (attention_c.FusedBank.read, long)}
+    banks = {}
+    for name, (read, radius) in reads.items():
+        banks[name] = attention_c.FusedBank(len(keys), AttentionConfig(radius=radius), threads=threads)
+        for slot, (k, v) in enumerate(zip(keys, values)):
+            banks[name].write(slot, k, v)
+    best = dict.fromkeys(reads, float("inf"))
+    for r in range(rounds + 1):
+        for name, (read, _) in reads.items():
+            start = time.perf_counter()
+            read(banks[name], query, list(range(len(keys))), DISTANCES)
+            if r:   # round 0 lays every slot out
+                best[name] = min(best[name], time.perf_counter() - start)
+    print(f"240x427, {threads} thread(s), least of {rounds} reads: "
+          + ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in best.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--short", type=int, required=True, help="radius of the restricted (short-term) frames")
@@ -48,9 +83,17 @@ def main() -> None:
     ap.add_argument("--split", default="davis2016-val-dev", help="folder under ../shared/data")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("runs/radius-split"))
+    ap.add_argument("--bench", action="store_true", help="time the split read instead of tracking (see above)")
+    ap.add_argument("--threads", type=int, default=1, help="--bench: threads of the read")
+    ap.add_argument("--rounds", type=int, default=6, help="--bench: reads of each bank")
     a = ap.parse_args()
     if not all(1 <= r <= attention_c.MAX_RADIUS for r in (a.short, a.long)):
         ap.error(f"--short {a.short}, --long {a.long}: expected radii from 1 to {attention_c.MAX_RADIUS}")
+    if a.bench:
+        if a.threads < 1 or a.rounds < 1:
+            ap.error(f"--threads {a.threads}, --rounds {a.rounds}: expected at least 1 each")
+        bench(a.short, a.long, a.threads, a.rounds)
+        return
     root = a.data / a.split
     if not root.is_dir():
         ap.error(f"no DAVIS split at {root} (expected ../shared/data/{a.split}; or give --data)")
