@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import torch
 
+from mast.core.cli import parse_size
+from mast.core.errors import InputError
 from mast.core.model import key_encoder
 from mast.runtime.torch_backend import TorchBackend
 
@@ -53,11 +55,14 @@ def main() -> None:
     a = ap.parse_args()
     if not a.against.is_file() or not FRAME.is_file():
         ap.error(f"need --against FILE (got {a.against}) and the DAVIS camel frames at {FRAME.parent}")
+    try:
+        sizes = [parse_size(size) for size in a.sizes]
+    except InputError as err:
+        ap.error(str(err))
     torch.set_num_threads(2)
     new, old = TorchBackend(key_encoder("model")), TorchBackend(key_encoder("model"))
     old.encoder.to_rgb = other_front(a.against)
-    for size in a.sizes:
-        h, w = (int(v) for v in size.split("x"))
+    for h, w in sizes:
         bgr = cv2.resize(cv2.imread(str(FRAME)), (w, h), interpolation=cv2.INTER_AREA)
         lab = new._lab(bgr[None])     # what encode gives the encoder: [1, 3, H, W] channels_last
         same = torch.equal(new.encoder.to_rgb(lab), old.encoder.to_rgb(lab)) and torch.equal(new.encode(bgr), old.encode(bgr))
@@ -68,7 +73,7 @@ def main() -> None:
                     rows.setdefault(f"{name} front", []).append(median_ms(lambda: backend.encoder.to_rgb(lab)))
                     rows.setdefault(f"{name} encode", []).append(median_ms(lambda: backend.encode(bgr)))
         cells = "  ".join(f"{k} {np.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for k, v in sorted(rows.items()))
-        print(f"{size}: {cells}  same bits: {same}")
+        print(f"{h}x{w}: {cells}  same bits: {same}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from mast.core import attention_c
+from mast.core.cli import parse_size
 from mast.core.config import AttentionConfig
+from mast.core.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attention import CLIP, DISTANCES  # noqa: E402  (sibling scripts: the same memory)
@@ -89,6 +91,11 @@ def common_scale(maps: list[np.ndarray]) -> float:
     return 0.99 * min(32767 / top, (2 ** 31 - 1) ** 0.5 / norm)
 
 
+def use(build: Timed) -> None:
+    """Make ``build`` the library every FusedBank loads (both the float32 and the pair slot)."""
+    attention_c._library = attention_c._bf16_library = functools.lru_cache(maxsize=1)(lambda: build)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="240x427")
@@ -100,6 +107,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.rounds < 1 or a.threads < 1:
         ap.error(f"--rounds {a.rounds}, --threads {a.threads}: expected at least 1 each")
+    try:
+        parse_size(a.size)
+    except InputError as err:
+        ap.error(str(err))
     if not CLIP.is_dir():
         ap.error(f"the DAVIS camel frames are not at {CLIP} (expected ../shared/data beside the repository)")
     need = "avx_vnni" if "-mno-avx512f" in a.cflags else "avx512_vnni"
@@ -119,13 +130,13 @@ def main() -> None:
     builds, outs = {"float32": fp32, "int16 pairs": int16}, {}
     banks, best = {}, {name: collections.defaultdict(lambda: float("inf")) for name in builds}
     for name, build in builds.items():
-        attention_c._library = attention_c._bf16_library = functools.lru_cache(maxsize=1)(lambda b=build: b)
+        use(build)
         banks[name] = attention_c.FusedBank(len(keys), AttentionConfig(), threads=a.threads, pairs=name != "float32")
         for slot, (k, v) in enumerate(zip(keys, values)):
             banks[name].write(slot, k, v)
     for r in range(a.rounds + 1):
         for name, build in builds.items():
-            attention_c._library = attention_c._bf16_library = functools.lru_cache(maxsize=1)(lambda b=build: b)
+            use(build)
             build.spent.clear()
             wall, cpu = time.perf_counter(), time.process_time()
             outs[name] = banks[name].read(query, list(range(len(keys))), DISTANCES)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -27,6 +28,10 @@ from mast.core import attention_c
 from mast.core.config import AttentionConfig
 from mast.evaluation.davis import DavisDataset
 from mast.evaluation.track import track_davis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import CLIP, DISTANCES  # noqa: E402  (sibling scripts: bench_fused_bank's memory)
+from bench_fused_bank import inputs  # noqa: E402
 
 # the three places of FusedBank.read where the restricted frames' radius is the bank's
 PATCHES = (("args = (ck, h, w, n_labels, r,", "args = (ck, h, w, n_labels, SHORT,"),
@@ -48,12 +53,6 @@ def split_read(short: int) -> None:
 
 def bench(short: int, long: int, threads: int, rounds: int) -> None:
     """The least read time (ms) of the split bank and of a bank at ``short`` everywhere, alternated."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_attention import CLIP, DISTANCES
-    from bench_fused_bank import inputs
-
     if not CLIP.is_dir():
         raise SystemExit(f"radius_split_ab --bench: the DAVIS camel frames are not at {CLIP} (expected ../shared/data)")
     query, keys, values = inputs("240x427")
