@@ -20,7 +20,7 @@ Behaviour (also in ``--help``):
   counted in the summary.
 - **Working size**: ``--size HxW`` tracks at that size (masks come back at the frame's size); an
   exported model's size is its own. Without ``--size`` a file is tracked at its frames' size, and a
-  live source on a CPU at 240 rows, its aspect kept (:func:`live_size`; a 640x480 camera at 320x240:
+  live source on a CPU at 240 rows, its aspect kept (:func:`live_size`; a 640x480 camera at 240x320:
   24 fps instead of 8 with the torch backend on 2 AMD EPYC Zen 4 cores, ``mast-bench --size 240x320``
   and ``480x640``), since a camera is there to be followed at its rate; ``--size full`` tracks live
   frames at their own size.
